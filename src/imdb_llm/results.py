@@ -1,0 +1,200 @@
+"""Provenance for every number the project claims: ``results/<name>.json`` plus its run log.
+
+A result file holds ``name``, ``metrics``, ``command`` (exact), ``config``, ``git_sha``,
+``device``, ``train_seconds`` and ``date``. The README table and the report are generated from
+these files only, so a figure without a file cannot appear anywhere.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import io
+import json
+import os
+import platform
+import re
+import shlex
+import subprocess
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+REQUIRED_KEYS = ("name", "metrics", "command", "config", "git_sha", "device", "train_seconds", "date")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+# tqdm bars ("45%|####5     | 9/20 [00:01<00:01, 8.1it/s]") and carriage-return redraws.
+_PROGRESS_RE = re.compile(r"\d+%\|.*\||\|\s*\d+/\d+ \[|it/s\]|s/it\]")
+
+
+def repo_root() -> Path:
+    return Path(__file__).resolve().parents[2]
+
+
+def git_sha(cwd: str | os.PathLike | None = None) -> str:
+    """HEAD's sha, with ``-dirty`` when tracked files differ; ``unknown`` outside git."""
+    cwd = str(cwd or repo_root())
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd, capture_output=True, text=True).stdout.strip()
+        return sha + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return os.environ.get("GIT_SHA", "unknown")
+
+
+def device_description() -> str:
+    """What the numbers were measured on, e.g. ``1x NVIDIA H200`` or ``cpu (2 cores, x86_64)``."""
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            n = torch.cuda.device_count()
+            return f"{n}x {torch.cuda.get_device_name(0)}"
+    except ImportError:
+        pass
+    return f"cpu ({os.cpu_count()} cores, {platform.machine()})"
+
+
+def current_command() -> str:
+    """The exact command line, as it could be pasted into a shell.
+
+    ``RUN_COMMAND`` (set by the Makefile or a launcher script) wins, because ``sys.argv`` cannot
+    see ``make imdb-bert`` or ``accelerate launch``.
+    """
+    if os.environ.get("RUN_COMMAND"):
+        return os.environ["RUN_COMMAND"]
+    script = sys.argv[0]
+    try:
+        script = os.path.relpath(script, repo_root())
+    except ValueError:
+        pass
+    return shlex.join(["python", script, *sys.argv[1:]])
+
+
+def trim_log(text: str) -> str:
+    """Drop progress-bar redraws so a log reads like a log."""
+    out = []
+    for line in text.replace("\r\n", "\n").split("\n"):
+        if "\r" in line:
+            line = line.rsplit("\r", 1)[-1]
+        if _PROGRESS_RE.search(line):
+            continue
+        out.append(line.rstrip())
+    return "\n".join(out).strip() + "\n"
+
+
+def validate_result(data: dict[str, Any], source: str = "result") -> None:
+    missing = [k for k in REQUIRED_KEYS if k not in data]
+    if missing:
+        raise ValueError(f"{source}: missing key(s) {', '.join(missing)}")
+    if not isinstance(data["metrics"], dict) or not data["metrics"]:
+        raise ValueError(f"{source}: 'metrics' must be a non-empty mapping")
+
+
+def write_result(
+    name: str,
+    metrics: dict[str, Any],
+    *,
+    config: dict[str, Any] | None = None,
+    train_seconds: float | None = None,
+    log_text: str | None = None,
+    results_dir: str | os.PathLike = "results",
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``results_dir/name.json`` (and ``name.log`` when a log is given), atomically."""
+    if not _NAME_RE.match(name):
+        raise ValueError(f"result name {name!r}: use letters, digits, '.', '_' and '-'")
+    results_dir = Path(results_dir)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    data: dict[str, Any] = {
+        "name": name,
+        "metrics": _jsonable(metrics),
+        "command": current_command(),
+        "config": _jsonable(config or {}),
+        "git_sha": git_sha(),
+        "device": device_description(),
+        "train_seconds": None if train_seconds is None else round(float(train_seconds), 2),
+        "date": _dt.date.today().isoformat(),
+    }
+    if extra:
+        data.update(_jsonable(extra))
+    validate_result(data, name)
+    target = results_dir / f"{name}.json"
+    _atomic_write(target, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    if log_text is not None:
+        _atomic_write(results_dir / f"{name}.log", trim_log(log_text))
+    return target
+
+
+def load_results(results_dir: str | os.PathLike = "results") -> list[dict[str, Any]]:
+    """All result files, validated, sorted by name."""
+    out = []
+    for path in sorted(Path(results_dir).glob("*.json")):
+        data = json.loads(path.read_text(encoding="utf-8"))
+        validate_result(data, str(path))
+        data["_path"] = str(path)
+        out.append(data)
+    return out
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if hasattr(value, "item"):  # numpy / torch scalars
+        return value.item()
+    return str(value)
+
+
+class _Tee(io.TextIOBase):
+    def __init__(self, *streams):
+        self.streams = streams
+
+    def write(self, s):  # noqa: D401
+        for stream in self.streams:
+            stream.write(s)
+        return len(s)
+
+    def flush(self):
+        for stream in self.streams:
+            stream.flush()
+
+    def isatty(self):
+        return False
+
+
+@contextmanager
+def capture_log(path: str | os.PathLike | None) -> Iterator[io.StringIO]:
+    """Copy stdout and stderr into a buffer (and ``path`` when given) while still printing them.
+
+    The buffer becomes ``results/<name>.log``; ``path`` is the run log kept in ``output_dir``.
+    """
+    buffer = io.StringIO()
+    file = open(path, "a", encoding="utf-8") if path else None
+    streams = [buffer] + ([file] if file else [])
+    old_out, old_err = sys.stdout, sys.stderr
+    sys.stdout = _Tee(old_out, *streams)
+    sys.stderr = _Tee(old_err, *streams)
+    # Loggers created before the swap hold the old stream; point transformers' at the tee.
+    import logging
+
+    handlers = [h for h in logging.getLogger().handlers + logging.getLogger("transformers").handlers if isinstance(h, logging.StreamHandler)]
+    saved = [(h, h.stream) for h in handlers]
+    for h, stream in saved:
+        h.setStream(sys.stderr if stream is old_err else sys.stdout)
+    try:
+        yield buffer
+    finally:
+        for h, stream in saved:
+            h.setStream(stream)
+        sys.stdout, sys.stderr = old_out, old_err
+        if file:
+            file.close()

@@ -1,0 +1,171 @@
+"""What every IMDB classification script does around ``Trainer``: metrics, plots, the final test
+evaluation, ``all_results.json``, predictions and the ``results/`` entry."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .results import write_result
+
+
+@dataclass
+class ResultArguments:
+    """Where a run's headline numbers go. Shared by every script that reports a result."""
+
+    results_name: str | None = field(
+        default=None, metadata={"help": "Write results/<results_name>.json + .log (provenance for README claims)."}
+    )
+    results_dir: str = field(default="results", metadata={"help": "Folder for result files."})
+
+
+_METRICS = None
+
+
+def _load_metrics():
+    """``evaluate``'s accuracy/F1 when they load (cached or online), else the same sklearn calls
+    they wrap: ``evaluate.load`` fetches metric scripts from the hub, which is not always there."""
+    global _METRICS
+    if _METRICS is None:
+        try:
+            import evaluate
+
+            _METRICS = evaluate.combine(["accuracy", "f1"])
+        except Exception:
+            _METRICS = False
+    return _METRICS
+
+
+def classification_metrics(predictions: np.ndarray, references: np.ndarray) -> dict[str, float]:
+    metrics = _load_metrics()
+    if metrics:
+        out = metrics.compute(predictions=predictions, references=references)
+        return {k: float(v) for k, v in out.items()}
+    from sklearn.metrics import accuracy_score, f1_score
+
+    return {"accuracy": float(accuracy_score(references, predictions)), "f1": float(f1_score(references, predictions))}
+
+
+def compute_metrics(eval_pred) -> dict[str, float]:
+    """``Trainer`` hook: logits -> accuracy and F1."""
+    logits, labels = eval_pred
+    if isinstance(logits, tuple):
+        logits = logits[0]
+    return classification_metrics(np.argmax(logits, axis=-1), labels)
+
+
+def plot_loss_curve(log_history: list[dict[str, Any]], path: str | os.PathLike) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train = [(h["step"], h["loss"]) for h in log_history if "loss" in h and "step" in h]
+    evals = [(h["step"], h["eval_loss"]) for h in log_history if "eval_loss" in h and "step" in h]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    if train:
+        ax.plot(*zip(*train), label="train loss")
+    if evals:
+        ax.plot(*zip(*evals), "o-", label="validation loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title("Loss")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str], path: str | os.PathLike, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import confusion_matrix
+
+    cm = confusion_matrix(y_true, y_pred, labels=list(range(len(labels))))
+    fig, ax = plt.subplots(figsize=(4, 4))
+    ax.imshow(cm, cmap="Blues")
+    for (i, j), v in np.ndenumerate(cm):
+        ax.text(j, i, str(v), ha="center", va="center", color="white" if v > cm.max() / 2 else "black")
+    ax.set_xticks(range(len(labels)), labels)
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def count_parameters(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def timed_train(trainer, resume_from_checkpoint=None) -> tuple[Any, float]:
+    start = time.perf_counter()
+    out = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+    return out, time.perf_counter() - start
+
+
+def finish_classification_run(
+    trainer,
+    test_dataset,
+    *,
+    train_seconds: float,
+    config: dict[str, Any],
+    result_args: ResultArguments,
+    log_buffer=None,
+    label_names: list[str] | None = None,
+    extra_metrics: dict[str, Any] | None = None,
+    texts: list[str] | None = None,
+) -> dict[str, Any]:
+    """Evaluate once on test, save model/tokenizer/plots/predictions, write the result file.
+
+    Only the main process writes files; all processes take part in ``predict``.
+    """
+    output_dir = Path(trainer.args.output_dir)
+    label_names = label_names or ["neg", "pos"]
+    prediction = trainer.predict(test_dataset, metric_key_prefix="test")
+    logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
+    y_pred = np.argmax(logits, axis=-1)
+    y_true = prediction.label_ids
+    metrics = {k: (float(v) if isinstance(v, (int, float, np.floating)) else v) for k, v in prediction.metrics.items()}
+    metrics["n_test"] = int(len(y_true))
+    if extra_metrics:
+        metrics.update(extra_metrics)
+    if not trainer.is_world_process_zero():
+        return metrics
+
+    trainer.save_model(str(output_dir))
+    trainer.save_metrics("test", metrics)
+    all_results = {**{k: v for h in trainer.state.log_history[-1:] for k, v in h.items()}, **metrics, "train_seconds": round(train_seconds, 2)}
+    with open(output_dir / "all_results.json", "w", encoding="utf-8") as f:
+        json.dump(all_results, f, indent=2)
+    with open(output_dir / "test_predictions.jsonl", "w", encoding="utf-8") as f:
+        for i, (p, t) in enumerate(zip(y_pred.tolist(), y_true.tolist())):
+            row = {"index": i, "label": int(t), "prediction": int(p), "correct": bool(p == t)}
+            if texts is not None:
+                row["text"] = texts[i][:200]
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    plot_loss_curve(trainer.state.log_history, output_dir / "loss_curve.png")
+    plot_confusion_matrix(y_true, y_pred, label_names, output_dir / "confusion_matrix.png", f"test accuracy {metrics.get('test_accuracy', 0):.4f}")
+
+    if result_args.results_name:
+        write_result(
+            result_args.results_name,
+            metrics,
+            config=config,
+            train_seconds=train_seconds,
+            log_text=log_buffer.getvalue() if log_buffer is not None else None,
+            results_dir=result_args.results_dir,
+            extra={"parameters": count_parameters(trainer.model), "log_history": trainer.state.log_history},
+        )
+    return metrics
