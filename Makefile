@@ -6,11 +6,12 @@ IMDB_DIR ?= ../shared/data/imdb
 export IMDB_DIR
 export PYTHONUNBUFFERED = 1
 ARGS    ?=
+TOKENIZER_ARGS ?=
 
 .PHONY: setup test demo imdb-tokenizer imdb-textcnn imdb-lstm results-table report help
 
 help:  ## list targets
-	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s "$$(printf '\t')"
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s "$$(printf '\t')"
 
 setup:  ## create .venv and install everything (torch pinned to 2.13.0, CPU build on this machine)
 	python3 -m venv .venv
@@ -23,10 +24,16 @@ test:  ## run the CPU test suite (offline)
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest tests
 
 demo:  ## first run, offline, a few minutes on a laptop CPU: tokenizer -> TextCNN on a shipped IMDB sample
-	$(PY) scripts/demo.py
+	$(PY) scripts/train_tokenizer.py configs/demo_tokenizer.yaml $(TOKENIZER_ARGS)
+	$(PY) scripts/train_textclf.py configs/demo_textcnn.yaml $(ARGS)
+	@echo ""
+	@echo "Demo done: outputs/demo/textcnn/ holds the model, loss_curve.png and confusion_matrix.png."
+	@echo "TensorBoard: .venv/bin/tensorboard --logdir outputs/demo/textcnn/runs"
+	@echo "Next: the full IMDB with 'make imdb-textcnn' / 'make imdb-lstm' (GPU recommended),"
+	@echo "      BERT/GPT from scratch with 'make imdb-scratch-bert', pretrained ones with 'make imdb-bert'."
 
 imdb-tokenizer:  ## WordPiece tokenizer trained on IMDB train + unsupervised -> outputs/imdb-tokenizer
-	RUN_COMMAND="make imdb-tokenizer" $(PY) scripts/train_tokenizer.py configs/imdb_tokenizer.yaml $(ARGS)
+	RUN_COMMAND="make imdb-tokenizer" $(PY) scripts/train_tokenizer.py configs/imdb_tokenizer.yaml $(TOKENIZER_ARGS)
 
 imdb-textcnn: imdb-tokenizer  ## TextCNN (Kim 2014) with IMDB word2vec, full IMDB
 	RUN_COMMAND="make imdb-textcnn" $(PY) scripts/train_textclf.py configs/imdb_textcnn.yaml $(ARGS)

@@ -127,7 +127,7 @@ def run_main(main: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return main(*args, **kwargs)
         except UserError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            print("error: " + " ".join(str(exc).split("\n")), file=sys.stderr)
             sys.exit(2)
 
     return wrapper

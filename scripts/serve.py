@@ -1,0 +1,101 @@
+#!/usr/bin/env python
+"""Serve a chat model over an OpenAI-compatible HTTP API (and a small web chat page at ``/``).
+
+    python scripts/serve.py --model outputs/chatglm2-6b-native [--adapter DIR] [--port 8000] [--api-key KEY]
+
+Then any OpenAI client works against it::
+
+    from openai import OpenAI
+    client = OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="KEY or anything")
+    client.chat.completions.create(model="chatglm2-6b-native", messages=[{"role": "user", "content": "hi"}])
+
+It binds to loopback by default: put a reverse proxy with TLS in front before exposing it.
+See docs/serving.md for the API, the fast-decoding flag and the vLLM route to multi-GPU serving.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from imdb_llm.cli import UserError, parse_args, run_main  # noqa: E402
+
+
+@dataclass
+class ServeArguments:
+    model: str = field(metadata={"help": "Model folder (e.g. the converted native ChatGLM2), .gguf, packaged:smollm2 or hub id. Needs a chat template."})
+    adapter: str | None = field(default=None, metadata={"help": "Optional LoRA/QLoRA adapter folder applied on top of the model."})
+    host: str = field(default="127.0.0.1", metadata={"help": "Interface to bind. Loopback by default; 0.0.0.0 exposes it to the network."})
+    port: int = field(default=8000, metadata={"help": "TCP port."})
+    api_key: str | None = field(default=None, metadata={"help": "Require 'Authorization: Bearer KEY' on every API request. Falls back to $SERVE_API_KEY (keeps the key out of `ps`)."})
+    served_model_name: str | None = field(default=None, metadata={"help": "The model id clients pass as 'model'. Default: the model folder's name."})
+    dtype: str = field(default="auto", metadata={"help": "auto, bfloat16, float16 or float32."})
+    device: str | None = field(default=None, metadata={"help": "cuda, cpu, ... Default: cuda when available."})
+    load_in_4bit: bool = field(default=False, metadata={"help": "Load NF4-quantised (bitsandbytes, GPU only)."})
+    max_model_len: int | None = field(default=None, metadata={"help": "Cap the context (prompt + completion) below the model's own limit."})
+    max_tokens_cap: int = field(default=2048, metadata={"help": "Largest max_tokens a request may ask for."})
+    default_max_tokens: int = field(default=512, metadata={"help": "max_tokens when a request gives none."})
+    max_body_bytes: int = field(default=1_000_000, metadata={"help": "Reject request bodies larger than this (HTTP 413)."})
+    max_queue: int = field(default=256, metadata={"help": "Requests waiting beyond this get HTTP 503."})
+    compile: bool = field(default=False, metadata={"help": "Fast decoding: static KV cache + torch.compile (CUDA graphs on GPU). First requests are slow while it compiles."})
+    static_cache: bool = field(default=False, metadata={"help": "Static KV cache without compiling (fixed shapes; mainly for testing)."})
+    web: bool = field(default=True, metadata={"help": "Serve the web chat page at /."})
+
+
+@run_main
+def main(argv=None):
+    (args, _config) = parse_args([ServeArguments], argv)
+    args.api_key = args.api_key or os.environ.get("SERVE_API_KEY") or None
+    if args.compile and args.static_cache:
+        raise UserError("choose one of --compile and --static_cache (--compile already uses a static cache)")
+    if args.adapter and not Path(args.adapter).is_dir():
+        raise UserError(f"{args.adapter}: adapter folder not found")
+    if args.max_tokens_cap < 1 or args.default_max_tokens < 1 or args.max_body_bytes < 1024:
+        raise UserError("--max_tokens_cap and --default_max_tokens must be >= 1, --max_body_bytes >= 1024")
+
+    import torch
+    import uvicorn
+
+    from imdb_llm.llm import load_causal_lm, load_tokenizer
+    from imdb_llm.serving import create_app
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    tokenizer = load_tokenizer(args.model)
+    if not getattr(tokenizer, "chat_template", None):
+        raise UserError(f"{args.model}: the tokenizer has no chat template; serve a chat/instruct model")
+    model = load_causal_lm(
+        args.model,
+        adapter=args.adapter,
+        load_in_4bit=args.load_in_4bit,
+        dtype=args.dtype,
+        device_map=device if args.load_in_4bit else None,
+    )
+    if not args.load_in_4bit:
+        model.to(device)
+    model.eval()
+
+    name = args.served_model_name or Path(args.model.rstrip("/")).name.removesuffix(".gguf").removeprefix("packaged:")
+    decode = "compile" if args.compile else "static" if args.static_cache else "dynamic"
+    app = create_app(
+        model,
+        tokenizer,
+        model_name=name,
+        api_key=args.api_key,
+        max_model_len=args.max_model_len,
+        max_tokens_cap=args.max_tokens_cap,
+        default_max_tokens=args.default_max_tokens,
+        max_body_bytes=args.max_body_bytes,
+        max_queue=args.max_queue,
+        decode=decode,
+        web=args.web,
+    )
+    print(f"serving '{name}' on http://{args.host}:{args.port}  (API: /v1, web page: /, decode: {decode}, auth: {'on' if args.api_key else 'off'})", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+
+
+if __name__ == "__main__":
+    main()

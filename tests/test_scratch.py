@@ -1,0 +1,172 @@
+"""From-scratch BERT / GPT-2 track (scripts/run_scratch.py) on CPU with tiny configs:
+both tracks end to end, stage skipping, kill-and-resume, bad input, and the sparse MLM head."""
+
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _load_script():
+    spec = importlib.util.spec_from_file_location("run_scratch", REPO / "scripts" / "run_scratch.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["run_scratch"] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def run_scratch():
+    return _load_script()
+
+
+def tiny_argv(track, imdb_dir, tokenizer, out, *extra):
+    return [
+        str(REPO / "configs" / f"scratch_{track}_tiny.yaml"),
+        "--dataset_dir", str(imdb_dir),
+        "--tokenizer_name", str(tokenizer),
+        "--output_dir", str(out / "run"),
+        "--results_name", f"scratch-{track}-tiny",
+        "--results_dir", str(out / "results"),
+        *extra,
+    ]  # fmt: skip
+
+
+def read_result(out, track):
+    return json.loads((out / "results" / f"scratch-{track}-tiny.json").read_text())
+
+
+def test_bert_track_end_to_end_then_skips_finished_stages(run_scratch, imdb_dir, imdb_tokenizer, tmp_path, capsys):
+    run_scratch.main(tiny_argv("bert", imdb_dir, imdb_tokenizer, tmp_path))
+    result = read_result(tmp_path, "bert")
+    m = result["metrics"]
+    assert 0.0 <= m["test_accuracy"] <= 1.0 and m["n_test"] == 64
+    assert m["pretrain_objective"] == "mlm" and m["pretrain_steps"] == 10
+    # 10 steps x 8 blocks x 64 tokens, one process
+    assert m["pretrain_tokens"] == 10 * 8 * 64 and m["pretrain_tokens_per_second"] > 0
+    assert m["pretrain_eval_perplexity"] > 1 and m["finetune_seconds"] > 0
+    assert result["parameters"] > 0 and result["train_seconds"] >= m["finetune_seconds"]
+    run = tmp_path / "run"
+    assert json.loads((run / "pretrain" / "final" / "config.json").read_text())["architectures"] == ["BertForMaskedLM"]
+    for name in ("all_results.json", "test_predictions.jsonl", "loss_curve.png", "confusion_matrix.png", "model.safetensors"):
+        assert (run / "classify" / name).is_file(), name
+    assert len((run / "classify" / "test_predictions.jsonl").read_text().splitlines()) == 64
+
+    # Same command again: both stages are found complete and nothing is retrained.
+    before = (tmp_path / "results" / "scratch-bert-tiny.json").stat().st_mtime_ns
+    capsys.readouterr()
+    run_scratch.main(tiny_argv("bert", imdb_dir, imdb_tokenizer, tmp_path))
+    log = capsys.readouterr()
+    assert "Stage 1 already complete" in log.out + log.err and "Stage 2 already complete" in log.out + log.err
+    assert (tmp_path / "results" / "scratch-bert-tiny.json").stat().st_mtime_ns == before
+
+    # Different architecture in the same output_dir: refused in one line, nothing touched.
+    with pytest.raises(SystemExit) as exc:
+        run_scratch.main(tiny_argv("bert", imdb_dir, imdb_tokenizer, tmp_path, "--hidden_size", "64"))
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: ") and "model_args.hidden_size" in err[-1]
+    assert (run / "pretrain" / "final" / "pretrain_metrics.json").is_file()
+
+
+def test_gpt_track_end_to_end(run_scratch, imdb_dir, imdb_tokenizer, tmp_path):
+    run_scratch.main(tiny_argv("gpt", imdb_dir, imdb_tokenizer, tmp_path, "--max_test_samples", "32"))
+    m = read_result(tmp_path, "gpt")["metrics"]
+    assert m["pretrain_objective"] == "clm" and m["model_type"] == "gpt2"
+    assert 0.0 <= m["test_accuracy"] <= 1.0 and m["n_test"] == 32
+    assert m["pretrain_tokens_per_second"] > 0
+    config = json.loads((tmp_path / "run" / "classify" / "config.json").read_text())
+    assert config["architectures"] == ["GPT2ForSequenceClassification"]
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(imdb_tokenizer)
+    assert config["pad_token_id"] == tok.pad_token_id and config["eos_token_id"] == tok.sep_token_id
+
+
+def test_kill_during_pretraining_then_resume(run_scratch, imdb_dir, imdb_tokenizer, tmp_path):
+    argv = tiny_argv("bert", imdb_dir, imdb_tokenizer, tmp_path, "--pretrain_max_steps", "20", "--max_test_samples", "16")
+    pretrain_dir = tmp_path / "run" / "pretrain"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with open(tmp_path / "first.log", "w") as log:
+        proc = subprocess.Popen([sys.executable, str(REPO / "scripts" / "run_scratch.py"), *argv], stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and proc.poll() is None:
+            if list(pretrain_dir.glob("checkpoint-*/trainer_state.json")):
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, "the first run ended before it could be killed:\n" + (tmp_path / "first.log").read_text()[-2000:]
+        assert list(pretrain_dir.glob("checkpoint-*/trainer_state.json")), "no checkpoint within the deadline"
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)  # the group holds only the process started above
+        proc.wait()
+    assert not (pretrain_dir / "final").exists()
+
+    run_scratch.main(argv)  # the same command again
+    m = read_result(tmp_path, "bert")["metrics"]
+    assert m["pretrain_steps"] == 20
+    assert m["pretrain_resumed_from_step"] >= 5 and m["pretrain_resumed_from_step"] % 5 == 0
+    assert m["pretrain_steps_this_session"] == 20 - m["pretrain_resumed_from_step"]
+    assert "Stage 1: resuming from" in (tmp_path / "run" / "run.log").read_text()
+    assert m["n_test"] == 16
+
+
+def test_bad_input_is_one_line_and_writes_nothing(run_scratch, imdb_dir, imdb_tokenizer, tmp_path, capsys):
+    # Exit code 2 and a one-line "error: ..." on stderr (run_main), checked in-process: cheaper.
+    cases = [
+        (["--model_type", "lstm"], "error: --model_type must be one of bert, gpt2, got 'lstm'"),
+        (["--tokenizer_name", str(tmp_path / "missing")], "tokenizer folder not found"),
+        (["--block_size", "4096"], "--block_size 4096 must be in"),
+        (["--hidden_size", "30", "--num_attention_heads", "4"], "not divisible"),
+        (["--dataset_dir", str(tmp_path / "no-data")], "no such file or directory"),
+    ]
+    for extra, message in cases:
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exc:
+            run_scratch.main(tiny_argv("bert", imdb_dir, imdb_tokenizer, tmp_path, *extra))
+        assert exc.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err[-1].startswith("error: ") and message in err[-1]
+    assert not (tmp_path / "results").exists() and not (tmp_path / "run").exists()
+
+
+def test_sparse_mlm_head_gives_the_dense_loss():
+    import torch
+    from transformers import BertForMaskedLM
+
+    from imdb_llm.scratch import ScratchModelArguments, build_pretraining_model
+
+    class Tok:
+        pad_token_id, cls_token_id, sep_token_id = 0, 2, 3
+
+        def __len__(self):
+            return 100
+
+    args = ScratchModelArguments(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=32, dropout=0.0)
+    sparse = build_pretraining_model(args, Tok()).eval()
+    dense = BertForMaskedLM(sparse.config).eval()
+    dense.load_state_dict(sparse.state_dict())
+    torch.manual_seed(0)
+    ids = torch.randint(5, 100, (3, 16))
+    labels = torch.full_like(ids, -100)
+    labels[:, ::4] = ids[:, ::4]
+    with torch.no_grad():
+        a, b = sparse(input_ids=ids, labels=labels), dense(input_ids=ids, labels=labels)
+    assert torch.allclose(a.loss, b.loss, atol=1e-5)
+    assert a.logits.shape == (int((labels != -100).sum()), 100)
+
+
+def test_group_texts_packs_documents_into_full_blocks():
+    from imdb_llm.scratch import group_texts
+
+    out = group_texts({"input_ids": [[1, 2, 3], [4, 5], [6, 7, 8, 9]]}, block_size=4)
+    assert out["input_ids"] == [[1, 2, 3, 4], [5, 6, 7, 8]]  # the short tail (9) is dropped

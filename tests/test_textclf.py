@@ -1,0 +1,146 @@
+"""Tokenizer, TextCNN / BiLSTM models and their make targets, on the small IMDB fixture."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+import imdb_llm.models  # noqa: F401
+from imdb_llm.cli import UserError, config_to_argv, parse_args
+from imdb_llm.embeddings import load_vectors_file
+from imdb_llm.models import BiLSTMConfig, BiLSTMForSequenceClassification, TextCNNConfig, TextCNNForSequenceClassification
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ["--embedding_dim", "16", "--num_filters", "8", "--hidden_size", "8", "--num_layers", "1", "--max_length", "64",
+        "--num_train_epochs", "1", "--per_device_train_batch_size", "16", "--dataloader_num_workers", "0",
+        "--word2vec_epochs", "1", "--logging_steps", "2", "--max_train_samples", "64"]
+
+
+def _env():
+    return {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+def test_tokenizer_round_trip(imdb_tokenizer):
+    tok = AutoTokenizer.from_pretrained(imdb_tokenizer)
+    text = "this movie was great, and the acting was not bad at all!"
+    ids = tok(text)["input_ids"]
+    assert ids[0] == tok.cls_token_id and ids[-1] == tok.sep_token_id
+    assert tok.decode(ids, skip_special_tokens=True) == text
+    assert tok.pad_token == "[PAD]" and tok.mask_token == "[MASK]"
+    assert tok.unk_token_id not in tok("the movie")["input_ids"]
+
+
+@pytest.mark.parametrize("cls, config", [
+    (TextCNNForSequenceClassification, TextCNNConfig(vocab_size=50, embedding_dim=8, kernel_sizes=[2, 3], num_filters=4, pooling="max_mean")),
+    (BiLSTMForSequenceClassification, BiLSTMConfig(vocab_size=50, embedding_dim=8, hidden_size=6, num_layers=2, pooling="max_mean")),
+])
+def test_models_ignore_padding_and_round_trip_through_auto(cls, config, tmp_path):
+    torch.manual_seed(0)
+    model = cls(config).eval()
+    ids = torch.tensor([[5, 6, 7, 8, 9, 10]])
+    padded = torch.tensor([[5, 6, 7, 8, 9, 10, 0, 0, 0]])
+    with torch.no_grad():
+        a = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
+        b = model(input_ids=padded, attention_mask=(padded != 0).long()).logits
+        short = model(input_ids=torch.tensor([[5]]), labels=torch.tensor([1]))  # shorter than kernels
+    assert torch.allclose(a, b, atol=1e-5), "padding changed the prediction"
+    assert short.loss is not None and torch.isfinite(short.loss)
+    model.save_pretrained(tmp_path)
+    assert AutoConfig.from_pretrained(tmp_path).model_type == config.model_type
+    reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path).eval()
+    with torch.no_grad():
+        assert torch.equal(reloaded(input_ids=ids).logits, model(input_ids=ids).logits)
+
+
+def test_vectors_file_glove_and_word2vec_formats(imdb_tokenizer, tmp_path):
+    tok = AutoTokenizer.from_pretrained(imdb_tokenizer)
+    glove = tmp_path / "glove.txt"
+    glove.write_text("movie 1 2 3\nThe 4 5 6\nzzzunknownzzz 7 8 9\n", encoding="utf-8")
+    table, coverage = load_vectors_file(glove, tok, 3)
+    assert table.shape == (len(tok), 3) and 0 < coverage < 0.01
+    assert np.allclose(table[tok.convert_tokens_to_ids("movie")], [1, 2, 3])
+    assert np.allclose(table[tok.convert_tokens_to_ids("the")], [4, 5, 6])  # lower-cased fallback
+    w2v = tmp_path / "w2v.txt"
+    w2v.write_text("1 3\nmovie 1 2 3\n", encoding="utf-8")
+    assert np.allclose(load_vectors_file(w2v, tok, 3)[0][tok.convert_tokens_to_ids("movie")], [1, 2, 3])
+    bad = tmp_path / "bad.txt"
+    bad.write_text("movie 1 2\n", encoding="utf-8")
+    with pytest.raises(UserError, match=r"bad.txt:1: expected a word and 3 numbers"):
+        load_vectors_file(bad, tok, 3)
+
+
+def test_config_file_with_overrides(tmp_path):
+    from imdb_llm.data import ImdbArguments
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("validation_ratio: 0.2\nmax_train_samples: 10\n")
+    data_args, merged = parse_args((ImdbArguments,), [str(cfg), "--validation_ratio", "0.3"])
+    assert data_args.validation_ratio == 0.3 and data_args.max_train_samples == 10
+    assert merged["validation_ratio"] == "0.3" and merged["_config_file"] == str(cfg)
+    assert config_to_argv({"a": [1, 2], "b": True, "c": None}) == ["--a", "1", "2", "--b", "true"]
+    cfg.write_text("no_such_argument: 1\n")
+    with pytest.raises(UserError, match="unknown argument"):
+        parse_args((ImdbArguments,), [str(cfg)])
+
+
+@pytest.mark.parametrize("target, model_type", [("imdb-textcnn", "textcnn"), ("imdb-lstm", "bilstm")])
+def test_make_target_smoke(target, model_type, imdb_dir, tmp_path):
+    """The real make target, on the fixture, with tiny sizes: tokenizer -> model -> test -> result."""
+    tok, out, results = tmp_path / "tok", tmp_path / "out", tmp_path / "results"
+    args = " ".join(TINY + ["--tokenizer_name", str(tok), "--output_dir", str(out), "--results_dir", str(results),
+                            "--word2vec_cache", str(tmp_path / "w2v.npy")])
+    proc = subprocess.run(
+        ["make", target, f"IMDB_DIR={imdb_dir}", f"PY={sys.executable}", f"ARGS={args}",
+         f"TOKENIZER_ARGS=--output_dir {tok} --vocab_size 1500"],
+        cwd=REPO, capture_output=True, text=True, env=_env(), timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    for name in ("model.safetensors", "config.json", "tokenizer.json", "all_results.json", "loss_curve.png",
+                 "confusion_matrix.png", "test_predictions.jsonl"):
+        assert (out / name).is_file(), name
+    assert list((out / "runs").rglob("events.out.tfevents.*")), "no TensorBoard log"
+    result = json.loads((results / f"{target}.json").read_text())
+    assert result["metrics"]["n_test"] == 120 and 0.0 <= result["metrics"]["test_accuracy"] <= 1.0
+    assert result["command"] == f"make {target}" and result["config"]["model_type"] == model_type
+    assert (results / f"{target}.log").read_text().strip()
+    preds = [json.loads(line) for line in (out / "test_predictions.jsonl").read_text().splitlines()]
+    acc = sum(p["correct"] for p in preds) / len(preds)
+    assert abs(acc - result["metrics"]["test_accuracy"]) < 1e-9
+    assert AutoConfig.from_pretrained(out).model_type == model_type
+
+
+def test_bad_model_type_fails_before_training(imdb_tokenizer, imdb_dir, tmp_path):
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, "scripts/train_textclf.py", "configs/imdb_textcnn.yaml", "--model_type", "transformer",
+         "--tokenizer_name", str(imdb_tokenizer), "--dataset_dir", str(imdb_dir), "--output_dir", str(out),
+         "--embedding_init", "random", "--results_dir", str(tmp_path / "r")],
+        cwd=REPO, capture_output=True, text=True, env=_env(),
+    )
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].startswith("error: --model_type")
+    assert not (tmp_path / "r").exists() and not (out / "model.safetensors").exists()
+
+
+def test_accelerate_two_processes(imdb_tokenizer, imdb_dir, tmp_path):
+    """DDP on 2 CPU processes: the same script under accelerate; with no GPU, torchrun + gloo."""
+    out, results = tmp_path / "out", tmp_path / "results"
+    proc = subprocess.run(
+        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+         "--mixed_precision", "no", "--dynamo_backend", "no",
+         "scripts/train_textclf.py", "configs/imdb_textcnn.yaml", *TINY, "--embedding_init", "word2vec",
+         "--tokenizer_name", str(imdb_tokenizer), "--dataset_dir", str(imdb_dir), "--output_dir", str(out),
+         "--word2vec_cache", str(tmp_path / "w2v.npy"), "--results_dir", str(results), "--results_name", "ddp"],
+        # accelerate's --cpu flag means one process; --multi_gpu + ACCELERATE_USE_CPU gives gloo DDP.
+        cwd=REPO, capture_output=True, text=True, env={**_env(), "ACCELERATE_USE_CPU": "true"}, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    state = json.loads(sorted(out.glob("checkpoint-*/trainer_state.json"))[-1].read_text())
+    # 64 samples, batch 16 per process, 2 processes -> 2 optimizer steps per epoch.
+    assert state["global_step"] == 2
+    assert json.loads((results / "ddp.json").read_text())["metrics"]["n_test"] == 120
