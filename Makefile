@@ -8,7 +8,7 @@ export PYTHONUNBUFFERED = 1
 ARGS    ?=
 TOKENIZER_ARGS ?=
 
-.PHONY: setup test demo imdb-tokenizer imdb-textcnn imdb-lstm results-table report help
+.PHONY: setup test demo imdb-tokenizer imdb-word2vec imdb-textcnn imdb-lstm results-table report help
 
 help:  ## list targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s "$$(printf '\t')"
@@ -46,6 +46,10 @@ results-table:  ## regenerate the README results table from results/*.json
 
 report:  ## regenerate the README table and docs/bert-vs-gpt.md numbers and figures from results/*.json
 	$(PY) scripts/make_report.py
+
+
+imdb-word2vec: imdb-tokenizer  ## word2vec (IMDB train+unsup) cache shared by imdb-textcnn and imdb-lstm, CPU only
+	$(PY) scripts/train_textclf.py configs/imdb_textcnn.yaml --prepare_only true --output_dir outputs/imdb-word2vec $(ARGS)
 
 # Each track keeps its targets in mk/<track>.mk.
 -include mk/*.mk

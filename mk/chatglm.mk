@@ -5,8 +5,8 @@
 #   make chatglm-chat MODEL=packaged:smollm2 ARGS="--do_sample false --repetition_penalty 1.1"
 .PHONY: chatglm-convert chatglm-chat
 
-# MODEL is shared with other mk files (serve.mk defaults it to the native folder), so each target
-# uses it only when given on the command line or in the environment, else its own default.
+# MODEL is shared by every track's targets, so each uses it only when given on the command line or
+# in the environment, else its own default (chatglm_model is used by mk/serve.mk too).
 chatglm_model = $(if $(filter command line environment,$(origin MODEL)),$(MODEL),$(1))
 chatglm_output = $(if $(filter command line environment,$(origin OUTPUT)),$(OUTPUT),outputs/chatglm2-6b-native)
 

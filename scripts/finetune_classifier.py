@@ -61,6 +61,7 @@ class ModelArguments:
     early_stopping_patience: int | None = field(default=2, metadata={"help": "Stop after this many evaluations without a better validation accuracy."})
     allow_imdb_finetuned_weights: bool = field(default=False, metadata={"help": "Override the refusal of weights already fine-tuned on IMDB."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow custom model code from the hub (off: never by default)."})
+    model_note: str | None = field(default=None, metadata={"help": "Free text kept in the result file's config (e.g. how the weights were carried)."})
     # In-task further pretraining (ITPT).
     itpt_steps: int = field(default=0, metadata={"help": "ITPT steps (MLM for encoders, causal LM for decoders) on IMDB train+unsup before fine-tuning; 0 = none."})
     itpt_block_size: int = field(default=128, metadata={"help": "ITPT sequence length (Sun et al.: 128)."})
@@ -80,8 +81,8 @@ def validate(args: ModelArguments) -> None:
         raise UserError(f"--truncation must be head_tail or head, got {args.truncation!r}")
     if args.max_length < 8:
         raise UserError(f"--max_length must be at least 8, got {args.max_length}")
-    if args.truncation == "head_tail" and not 0 <= args.head_tokens <= args.max_length:
-        raise UserError(f"--head_tokens must be in [0, max_length={args.max_length}], got {args.head_tokens}")
+    if args.head_tokens < 0:  # head_tokens >= max_length simply means head-only truncation
+        raise UserError(f"--head_tokens must not be negative, got {args.head_tokens}")
     if args.padding_side not in ("right", "left"):
         raise UserError(f"--padding_side must be right or left, got {args.padding_side!r}")
     if args.mixed_precision not in ("auto", "bf16", "fp16", "no"):
@@ -172,7 +173,7 @@ def main(argv=None):
         print(f"{count_parameters(model) / 1e6:.1f}M parameters; pad token {tokenizer.pad_token!r} (id {tokenizer.pad_token_id}), padding side {tokenizer.padding_side}")
 
         # 5. Tokenise once, unpadded; head+tail keeps the start and the verdict at the end of long reviews.
-        head = model_args.head_tokens if model_args.truncation == "head_tail" else model_args.max_length
+        head = min(model_args.head_tokens, model_args.max_length) if model_args.truncation == "head_tail" else model_args.max_length
 
         def tokenize(batch):
             return encode_head_tail(tokenizer, batch["text"], model_args.max_length, head_tokens=head)

@@ -17,6 +17,10 @@ examples/pytorch/language-modeling/run_mlm.py + text-classification/run_classifi
 
 from __future__ import annotations
 
+import time
+
+_STARTED = time.time()  # before the heavy imports: "whole run" time includes start-up
+
 import dataclasses
 import logging
 import os
@@ -257,6 +261,7 @@ def classify(model_args, scratch_args, training_args, result_args, tokenizer, ds
     if len(encoded["validation"]):  # every process takes part in evaluate/predict
         final_eval = trainer.evaluate()
         extra.update({f"validation_{k[5:]}": v for k, v in final_eval.items() if k in ("eval_accuracy", "eval_f1", "eval_loss")})
+    extra["run_seconds_before_test"] = round(time.time() - _STARTED, 2)  # this process: start-up, data, both stages
     total_seconds = finetune_seconds + float((pretrain_metrics or {}).get("pretrain_seconds") or 0.0)
     metrics = finish_classification_run(
         trainer, encoded["test"], train_seconds=total_seconds, config=config, result_args=result_args, log_buffer=log_buffer, extra_metrics=extra

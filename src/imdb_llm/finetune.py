@@ -20,7 +20,7 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from .cli import UserError
 
@@ -175,23 +175,49 @@ class ClassificationCollator:
         return dict(batch)
 
 
+def from_pretrained_dense(cls, path: str, gguf_file: str | None = None, **kwargs):
+    """``cls.from_pretrained`` that always returns a plain, fully trainable float model.
+
+    Recent transformers load GGUF through a quantizer that may keep weights in GGUF blocks (and
+    ``Trainer`` refuses to fine-tune a model flagged as quantized); we ask for de-quantised weights
+    and then drop the quantizer flag, after checking every weight really is a dense float tensor.
+    """
+    if gguf_file:
+        kwargs["gguf_file"] = gguf_file
+        try:
+            from transformers import GgufConfig
+
+            kwargs.setdefault("quantization_config", GgufConfig(gguf_file=gguf_file, dequantize=True))
+        except ImportError:  # older transformers always de-quantise GGUF on load
+            pass
+    model = cls.from_pretrained(path, **kwargs)
+    if gguf_file or getattr(model, "hf_quantizer", None) is not None:
+        packed = [n for n, m in model.named_modules() if "gguf" in type(m).__name__.lower()]
+        not_float = [n for n, p in model.named_parameters() if not p.dtype.is_floating_point]
+        if packed or not_float:
+            raise UserError(f"{path}: weights stayed quantized ({(packed or not_float)[0]}); full fine-tuning needs dense weights")
+        if gguf_file:
+            model.hf_quantizer = None
+            if hasattr(model.config, "quantization_config"):
+                del model.config.quantization_config
+    return model
+
+
 def load_sequence_classifier(path: str, gguf_file: str | None = None, *, dtype: str = "auto", trust_remote_code: bool = False, **kwargs):
     """``AutoModelForSequenceClassification`` with two labels, from a folder, hub id or GGUF.
 
-    A GGUF checkpoint (``packaged:smollm2``) is de-quantised to float32 by transformers; the new
-    ``score`` head is the only freshly initialised weight. A bare encoder checkpoint
-    (``BertModel``, as MiniLM ships) gets a fresh pooler/classifier the same way.
+    A GGUF checkpoint (``packaged:smollm2``) is de-quantised to float32; the new ``score`` head is
+    the only freshly initialised weight. A bare encoder checkpoint (``BertModel``, as MiniLM ships)
+    gets a fresh classifier the same way.
     """
     import torch
     from transformers import AutoModelForSequenceClassification
 
     extra: dict[str, Any] = dict(num_labels=2, id2label={0: "neg", 1: "pos"}, label2id={"neg": 0, "pos": 1}, trust_remote_code=trust_remote_code)
-    if gguf_file:
-        extra["gguf_file"] = gguf_file
     extra["dtype"] = torch.float32 if (gguf_file or dtype == "auto") else getattr(torch, dtype)
     extra.update(kwargs)
     try:
-        return AutoModelForSequenceClassification.from_pretrained(path, **extra)
+        return from_pretrained_dense(AutoModelForSequenceClassification, path, gguf_file, **extra)
     except (OSError, ValueError) as exc:
         raise UserError(f"{path}: cannot load as a sequence classifier ({str(exc).splitlines()[0]})") from exc
 
@@ -218,9 +244,8 @@ def run_itpt(model_path: str, gguf_file: str | None, tokenizer, texts, training_
     from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, DataCollatorForLanguageModeling, Trainer
 
     cls = AutoModelForCausalLM if decoder else AutoModelForMaskedLM
-    kwargs = {"gguf_file": gguf_file} if gguf_file else {}
     try:
-        lm = cls.from_pretrained(model_path, **kwargs)
+        lm = from_pretrained_dense(cls, model_path, gguf_file)
     except (OSError, ValueError) as exc:
         raise UserError(f"{model_path}: cannot load as a {'causal' if decoder else 'masked'} LM for ITPT ({str(exc).splitlines()[0]})") from exc
     if decoder:
@@ -332,12 +357,3 @@ def benchmark_padding(make_model, tokenizer, train_dataset, training_args, *, ma
     out["bench_batch_size"] = batch
     return out
 
-
-def mean_length(dataset, column: str = "input_ids", sample: int = 2000) -> float:
-    n = min(sample, len(dataset))
-    lengths = [len(x) for x in dataset.select(range(n))[column]]
-    return sum(lengths) / max(1, len(lengths))
-
-
-def texts_of(dataset) -> Sequence[str]:
-    return dataset["text"]

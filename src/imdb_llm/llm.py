@@ -98,6 +98,7 @@ def load_causal_lm(
     device_map: str | None = None,
     trust_remote_code: bool = False,
     attn_implementation: str | None = None,
+    compute_dtype: str = "bfloat16",
 ):
     """Load a causal LM (optionally 4/8-bit, optionally with a LoRA adapter on top)."""
     import torch
@@ -113,7 +114,7 @@ def load_causal_lm(
         kwargs["dtype"] = torch.float32
     else:
         kwargs["dtype"] = "auto"
-    quant = quantization_config(load_in_4bit, load_in_8bit)
+    quant = quantization_config(load_in_4bit, load_in_8bit, compute_dtype)
     if quant is not None:
         kwargs["quantization_config"] = quant
     if device_map:

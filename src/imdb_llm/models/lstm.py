@@ -11,47 +11,27 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
-from transformers import PretrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import SequenceClassifierOutput
 
+from .base import EmbeddingClassifier, EmbeddingClassifierConfig
 
-class BiLSTMConfig(PretrainedConfig):
+
+class BiLSTMConfig(EmbeddingClassifierConfig):
     model_type = "bilstm"
+    POOLINGS = ("max", "max_mean", "last")
 
-    def __init__(
-        self,
-        vocab_size: int = 30000,
-        embedding_dim: int = 300,
-        hidden_size: int = 256,
-        num_layers: int = 2,
-        dropout: float = 0.5,
-        embedding_dropout: float = 0.0,
-        pooling: str = "max",
-        pad_token_id: int = 0,
-        num_labels: int = 2,
-        **kwargs,
-    ):
-        if pooling not in ("max", "last", "max_mean"):
-            raise ValueError(f"pooling must be 'max', 'last' or 'max_mean', got {pooling!r}")
-        self.vocab_size = vocab_size
-        self.embedding_dim = embedding_dim
+    def __init__(self, hidden_size: int = 256, num_layers: int = 2, **kwargs):
         self.hidden_size = hidden_size
         self.num_layers = num_layers
-        self.dropout = dropout
-        self.embedding_dropout = embedding_dropout
-        self.pooling = pooling
-        super().__init__(pad_token_id=pad_token_id, num_labels=num_labels, **kwargs)
+        super().__init__(**kwargs)
 
 
-class BiLSTMForSequenceClassification(PreTrainedModel):
+class BiLSTMForSequenceClassification(EmbeddingClassifier):
     config_class = BiLSTMConfig
     base_model_prefix = "bilstm"
-    main_input_name = "input_ids"
 
     def __init__(self, config: BiLSTMConfig):
         super().__init__(config)
-        self.embeddings = nn.Embedding(config.vocab_size, config.embedding_dim, padding_idx=config.pad_token_id)
-        self.embedding_dropout = nn.Dropout(config.embedding_dropout)
         self.lstm = nn.LSTM(
             config.embedding_dim,
             config.hidden_size,
@@ -61,25 +41,14 @@ class BiLSTMForSequenceClassification(PreTrainedModel):
             dropout=config.dropout if config.num_layers > 1 else 0.0,
         )
         features = 2 * config.hidden_size * (2 if config.pooling == "max_mean" else 1)
-        self.dropout = nn.Dropout(config.dropout)
         self.classifier = nn.Linear(features, config.num_labels)
         self.post_init()
 
-    def get_input_embeddings(self):
-        return self.embeddings
-
-    def set_input_embeddings(self, value):
-        self.embeddings = value
-
     def _init_weights(self, module):
+        super()._init_weights(module)
         if isinstance(module, nn.Linear):
             nn.init.xavier_uniform_(module.weight)
             nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.Embedding):
-            nn.init.normal_(module.weight, std=0.1)
-            if module.padding_idx is not None:
-                with torch.no_grad():
-                    module.weight[module.padding_idx].zero_()
         elif isinstance(module, nn.LSTM):
             for name, param in module.named_parameters():
                 if "weight_hh" in name:
@@ -96,7 +65,7 @@ class BiLSTMForSequenceClassification(PreTrainedModel):
         if attention_mask is None:
             attention_mask = (input_ids != self.config.pad_token_id).long()
         lengths = attention_mask.sum(1).clamp(min=1)
-        x = self.embedding_dropout(self.embeddings(input_ids))
+        x = self.embed(input_ids)
         # Packing skips the (right) padding, so the backward direction starts at each review's
         # real last token instead of reading a run of [PAD]s first.
         packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)

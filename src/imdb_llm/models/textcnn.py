@@ -9,69 +9,37 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import PretrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import SequenceClassifierOutput
 
+from .base import EmbeddingClassifier, EmbeddingClassifierConfig
 
-class TextCNNConfig(PretrainedConfig):
+
+class TextCNNConfig(EmbeddingClassifierConfig):
     model_type = "textcnn"
 
-    def __init__(
-        self,
-        vocab_size: int = 30000,
-        embedding_dim: int = 300,
-        kernel_sizes: tuple[int, ...] | list[int] = (3, 4, 5),
-        num_filters: int = 100,
-        dropout: float = 0.5,
-        embedding_dropout: float = 0.0,
-        pooling: str = "max",
-        pad_token_id: int = 0,
-        num_labels: int = 2,
-        **kwargs,
-    ):
-        if pooling not in ("max", "max_mean"):
-            raise ValueError(f"pooling must be 'max' or 'max_mean', got {pooling!r}")
-        self.vocab_size = vocab_size
-        self.embedding_dim = embedding_dim
+    def __init__(self, kernel_sizes: tuple[int, ...] | list[int] = (3, 4, 5), num_filters: int = 100, **kwargs):
         self.kernel_sizes = list(kernel_sizes)
         self.num_filters = num_filters
-        self.dropout = dropout
-        self.embedding_dropout = embedding_dropout
-        self.pooling = pooling
-        super().__init__(pad_token_id=pad_token_id, num_labels=num_labels, **kwargs)
+        super().__init__(**kwargs)
 
 
-class TextCNNForSequenceClassification(PreTrainedModel):
+class TextCNNForSequenceClassification(EmbeddingClassifier):
     config_class = TextCNNConfig
     base_model_prefix = "textcnn"
-    main_input_name = "input_ids"
 
     def __init__(self, config: TextCNNConfig):
         super().__init__(config)
-        self.embeddings = nn.Embedding(config.vocab_size, config.embedding_dim, padding_idx=config.pad_token_id)
-        self.embedding_dropout = nn.Dropout(config.embedding_dropout)
         self.convs = nn.ModuleList(nn.Conv1d(config.embedding_dim, config.num_filters, k) for k in config.kernel_sizes)
         features = config.num_filters * len(config.kernel_sizes) * (2 if config.pooling == "max_mean" else 1)
-        self.dropout = nn.Dropout(config.dropout)
         self.classifier = nn.Linear(features, config.num_labels)
         self.post_init()
 
-    def get_input_embeddings(self):
-        return self.embeddings
-
-    def set_input_embeddings(self, value):
-        self.embeddings = value
-
     def _init_weights(self, module):
+        super()._init_weights(module)
         if isinstance(module, (nn.Linear, nn.Conv1d)):
             nn.init.kaiming_uniform_(module.weight, nonlinearity="relu")
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.Embedding):
-            nn.init.normal_(module.weight, std=0.1)
-            if module.padding_idx is not None:
-                with torch.no_grad():
-                    module.weight[module.padding_idx].zero_()
 
     def forward(self, input_ids=None, attention_mask=None, labels=None, return_dict=None, **kwargs):
         if attention_mask is None:
@@ -81,7 +49,7 @@ class TextCNNForSequenceClassification(PreTrainedModel):
         if shortfall > 0:
             input_ids = F.pad(input_ids, (0, shortfall), value=self.config.pad_token_id)
             attention_mask = F.pad(attention_mask, (0, shortfall), value=0)
-        x = self.embedding_dropout(self.embeddings(input_ids)).transpose(1, 2)  # (B, E, T)
+        x = self.embed(input_ids).transpose(1, 2)  # (B, E, T)
         pooled = []
         for conv, k in zip(self.convs, self.config.kernel_sizes):
             h = F.relu(conv(x))  # (B, F, T-k+1)

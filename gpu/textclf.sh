@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# TextCNN and BiLSTM on the full IMDB, one GPU: writes $OUT/results/imdb-{textcnn,lstm}.{json,log}.
+#
+# Prepare on the CPU first (no GPU time is spent on tokenizer or word2vec training):
+#   make imdb-word2vec                       # outputs/imdb-tokenizer + outputs/imdb-word2vec-300.npy
+#   bash gpu/carry_textclf.sh                # -> .carry/textclf (IMDB train+test, tokenizer, fp16 vectors) + .whl
+# Then on the GPU machine (carry .carry and .whl):
+#   bash gpu/textclf.sh
+# Each model trains for a few minutes on an H200; extra flags go to both runs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT="${OUT:-.}"
+PY="${PY:-python3}"
+CARRY="${CARRY:-.carry/textclf}"
+if ls .whl/*.whl >/dev/null 2>&1 && ! "$PY" -c 'import datasets, evaluate' 2>/dev/null; then
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+    export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
+fi
+export PYTHONPATH="src${PYTHONPATH:+:$PYTHONPATH}"
+export TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 PYTHONUNBUFFERED=1
+mkdir -p "$OUT/results"
+command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
+
+for track in textcnn lstm; do
+    RUN_COMMAND="make imdb-${track}" "$PY" scripts/train_textclf.py "configs/imdb_${track}.yaml" \
+        --dataset_dir "$CARRY/imdb" --tokenizer_name "$CARRY/tokenizer" --word2vec_cache "$CARRY/word2vec-300-fp16.npy" \
+        --output_dir "/tmp/imdb-${track}" --results_dir "$OUT/results" --dataloader_num_workers 4 "$@"
+done

@@ -1,0 +1,105 @@
+"""QLoRA training path on a tiny random ChatGLM2-shaped GlmForCausalLM (4-bit NF4 + LoRA on CPU),
+resume after a kill, bad data failing fast, and the speed bench's --tiny smoke run."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import TrainerCallback
+
+from imdb_llm.sft import load_conversations, make_tiny_glm
+
+REPO = Path(__file__).resolve().parents[1]
+FIX = REPO / "tests" / "fixtures" / "sft"
+sys.path.insert(0, str(REPO / "scripts"))
+
+
+@pytest.fixture(scope="module")
+def tiny_glm(tmp_path_factory):
+    convs, _ = load_conversations(str(FIX / "train.jsonl"))
+    return make_tiny_glm(tmp_path_factory.mktemp("tinyglm"), [m["content"] for c in convs for m in c["messages"]])
+
+
+def _argv(model, out, *extra):
+    return ["--model_name_or_path", str(model), "--train_file", str(FIX / "train.jsonl"), "--validation_file", str(FIX / "validation.jsonl"),
+            "--output_dir", str(out), "--max_train_samples", "16", "--max_eval_samples", "4", "--max_length", "160",
+            "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "4", "--learning_rate", "5e-3", "--logging_steps", "1",
+            "--report_to", "none", "--save_strategy", "steps", "--save_steps", "2", "--seed", "0", *extra]
+
+
+def test_qlora_4bit_lora_trains_and_reports(tiny_glm, tmp_path):
+    import sft_qlora
+
+    out, res = tmp_path / "adapter", tmp_path / "results"
+    metrics = sft_qlora.main(_argv(tiny_glm, out, "--max_steps", "3", "--gradient_checkpointing", "true", "--optim", "paged_adamw_8bit",
+                                   "--packing", "true", "--generate_eval_samples", "2", "--max_new_tokens", "8", "--metric_tokens", "char",
+                                   "--results_name", "tiny-qlora", "--results_dir", str(res)))
+    assert metrics["quantized_linear_layers"] == 12  # 2 layers x (q, k, v, o, gate_up, down) in NF4
+    assert metrics["global_step"] == 3 and 0 < metrics["n_train"] <= 16
+    assert metrics["eval_loss"] < metrics["eval_loss_base"]  # lr 5e-3 on a random model: the loss must move down
+    assert (out / "adapter_config.json").is_file() and (out / "chat_template.jinja").is_file()
+    result = json.loads((res / "tiny-qlora.json").read_text(encoding="utf-8"))
+    assert result["metrics"]["adapter_rouge-l"] >= 0 and result["data"]["train"]["read"] == 40
+    skipped = sum(result["data"]["train"]["skipped"].values())
+    assert result["data"]["train"]["kept"] == metrics["n_train"] == 16 - skipped  # over-long samples are counted, not lost
+    rows = [json.loads(l) for l in (res / "tiny-qlora.predictions.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert len(rows) == 2 and {"question", "reference", "base", "adapter"} <= set(rows[0])
+
+
+class _Kill(TrainerCallback):
+    """Stand-in for a SIGKILL: stop the process right after step 3 (checkpoint-2 is on disk)."""
+
+    def on_step_end(self, args, state, control, **kw):
+        if state.global_step == 3:
+            raise KeyboardInterrupt
+
+
+def _adapter(path):
+    from safetensors.torch import load_file
+
+    return load_file(str(Path(path) / "adapter_model.safetensors"))
+
+
+def test_resume_after_kill_matches_uninterrupted(tiny_glm, tmp_path):
+    import sft_qlora
+
+    common = ("--max_steps", "4", "--optim", "adamw_torch", "--load_in_4bit", "false")
+    sft_qlora.main(_argv(tiny_glm, tmp_path / "straight", *common))
+    with pytest.raises(KeyboardInterrupt):
+        sft_qlora.main(_argv(tiny_glm, tmp_path / "killed", *common), extra_callbacks=[_Kill()])
+    assert (tmp_path / "killed" / "checkpoint-2").is_dir() and not (tmp_path / "killed" / "adapter_model.safetensors").exists()
+    metrics = sft_qlora.main(_argv(tiny_glm, tmp_path / "killed", *common, "--resume_from_checkpoint", "auto"))
+    assert metrics["global_step"] == 4 and "eval_loss_base" not in metrics  # resumed, not restarted
+    a, b = _adapter(tmp_path / "straight"), _adapter(tmp_path / "killed")
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-4)
+
+
+def test_bad_data_fails_fast_without_output(tiny_glm, tmp_path, capsys):
+    import sft_qlora
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"instruction": "头痛？", "output": "休息"}\n{"instruction": "发烧？"}\n', encoding="utf-8")
+    argv = _argv(tiny_glm, tmp_path / "out", "--max_steps", "1")
+    argv[argv.index("--train_file") + 1] = str(bad)
+    with pytest.raises(SystemExit) as exc:
+        sft_qlora.main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error: ") and "bad.jsonl:2: missing field(s) output" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_bench_tiny_fast_matches_textbook_loss(tmp_path):
+    import bench_qlora
+
+    metrics = bench_qlora.main(["--tiny", "--steps", "1", "--warmup_steps", "0", "--batch_size", "1", "--seq_len", "32",
+                                "--ce_chunk_tokens", "8", "--checkpoint_layers", "1", "--results_name", "bench-tiny", "--results_dir", str(tmp_path)])
+    result = json.loads((tmp_path / "bench-tiny.json").read_text(encoding="utf-8"))
+    fast, textbook = result["variants"]["fast"], result["variants"]["textbook"]
+    assert metrics["tokens_per_s"] > 0 and fast["checkpointed_layers"] == 1 and textbook["checkpointed_layers"] == 2
+    # same seeded random model and tokens: chunked CE + SDPA give the textbook loss (bf16 tolerance)
+    assert abs(fast["final_loss"] - textbook["final_loss"]) < 0.05 * textbook["final_loss"]
