@@ -22,7 +22,7 @@ mkdir -p "$OUT/results"
 command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
 
 for track in textcnn lstm; do
-    RUN_COMMAND="make imdb-${track}" "$PY" scripts/train_textclf.py "configs/imdb_${track}.yaml" \
+    RUN_COMMAND="bash gpu/textclf.sh${*:+ $*}  # make imdb-${track} on the carried data" "$PY" scripts/train_textclf.py "configs/imdb_${track}.yaml" \
         --dataset_dir "$CARRY/imdb" --tokenizer_name "$CARRY/tokenizer" --word2vec_cache "$CARRY/word2vec-300-fp16.npy" \
         --output_dir "/tmp/imdb-${track}" --results_dir "$OUT/results" --dataloader_num_workers 4 "$@"
 done

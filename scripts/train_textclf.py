@@ -72,7 +72,7 @@ def build_model(args: ModelArguments, tokenizer):
     raise UserError(f"--model_type must be textcnn or bilstm, got {args.model_type!r}")
 
 
-def initial_vectors(args: ModelArguments, tokenizer, dsets, training_args) -> np.ndarray | None:
+def initial_vectors(args: ModelArguments, tokenizer, data_args: ImdbArguments, training_args) -> np.ndarray | None:
     """The embedding table to start from (None = random), cached so TextCNN and BiLSTM share it."""
     if args.embedding_init == "random":
         return None
@@ -95,7 +95,9 @@ def initial_vectors(args: ModelArguments, tokenizer, dsets, training_args) -> np
     cache = cache or os.path.join(training_args.output_dir, "word2vec.npy")
     with training_args.main_process_first(desc="word2vec"):
         if not os.path.isfile(cache):
-            table, coverage = train_word2vec(tokenizer, pretraining_texts(dsets)["text"], dim=args.embedding_dim, epochs=args.word2vec_epochs, seed=training_args.seed)
+            # The unsupervised split is read only here: with a cached table it is not needed at all.
+            texts = pretraining_texts(load_imdb(data_args, with_unsupervised=True))["text"]
+            table, coverage = train_word2vec(tokenizer, texts, dim=args.embedding_dim, epochs=args.word2vec_epochs, seed=training_args.seed)
             os.makedirs(os.path.dirname(os.path.abspath(cache)), exist_ok=True)
             np.save(cache + ".tmp.npy", table)
             os.replace(cache + ".tmp.npy", cache)
@@ -115,11 +117,11 @@ def main(argv=None):
 
         # 1. Data: train/validation/test (+ unsupervised text for word2vec).
         tokenizer = load_tokenizer(model_args.tokenizer_name)
-        dsets = load_imdb(data_args, with_unsupervised=model_args.embedding_init == "word2vec")
+        dsets = load_imdb(data_args)
 
         # 2. Model, with the embedding table initialised before training starts.
         model = build_model(model_args, tokenizer)
-        table = initial_vectors(model_args, tokenizer, dsets, training_args)
+        table = initial_vectors(model_args, tokenizer, data_args, training_args)
         if model_args.prepare_only:
             print(f"prepared: tokenizer {model_args.tokenizer_name}, embeddings {model_args.word2vec_cache or 'random'}")
             return
