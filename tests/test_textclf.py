@@ -144,3 +144,19 @@ def test_accelerate_two_processes(imdb_tokenizer, imdb_dir, tmp_path):
     # 64 samples, batch 16 per process, 2 processes -> 2 optimizer steps per epoch.
     assert state["global_step"] == 2
     assert json.loads((results / "ddp.json").read_text())["metrics"]["n_test"] == 120
+
+
+def test_make_demo_runs_offline_on_the_shipped_sample(tmp_path):
+    """`make demo` end to end on data/imdb_sample, shrunk so it takes seconds, output redirected."""
+    tok, out = tmp_path / "tok", tmp_path / "out"
+    small = "--max_train_samples 300 --max_unsupervised_samples 300"
+    args = (f"{small} --max_test_samples 100 --tokenizer_name {tok} --output_dir {out} --word2vec_cache {tmp_path / 'w2v.npy'} "
+            "--num_train_epochs 1 --word2vec_epochs 1 --embedding_dim 16 --num_filters 8 --max_length 64 --dataloader_num_workers 0")
+    proc = subprocess.run(
+        ["make", "demo", f"PY={sys.executable}", f"ARGS={args}", f"TOKENIZER_ARGS={small} --output_dir {tok} --vocab_size 1500"],
+        cwd=REPO, capture_output=True, text=True, env=_env(), timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert "test accuracy" in proc.stdout and "Next:" in proc.stdout
+    assert (out / "confusion_matrix.png").is_file() and (out / "loss_curve.png").is_file()
+    assert json.loads((out / "test_results.json").read_text())["n_test"] == 100
