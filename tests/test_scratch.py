@@ -166,7 +166,7 @@ def test_sparse_mlm_head_gives_the_dense_loss():
 
 
 def test_group_texts_packs_documents_into_full_blocks():
-    from imdb_llm.scratch import group_texts
+    from imdb_llm.text import group_texts
 
     out = group_texts({"input_ids": [[1, 2, 3], [4, 5], [6, 7, 8, 9]]}, block_size=4)
     assert out["input_ids"] == [[1, 2, 3, 4], [5, 6, 7, 8]]  # the short tail (9) is dropped

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .cli import UserError
+from .text import group_texts
 
 # Written next to ITPT weights: "these saw IMDB text, but no IMDB labels" (our own stage, allowed).
 ITPT_MARKER = "itpt_info.json"
@@ -223,14 +224,6 @@ def load_sequence_classifier(path: str, gguf_file: str | None = None, *, dtype: 
 
 
 # ------------------------------------------------------------------------------------------ ITPT
-
-
-def group_texts(examples: dict[str, list], block_size: int) -> dict[str, list]:
-    """Concatenate tokenised texts and cut them into ``block_size`` chunks (run_mlm/run_clm style)."""
-    keys = [k for k in examples if k in ("input_ids", "attention_mask", "special_tokens_mask")]
-    concatenated = {k: sum(examples[k], []) for k in keys}
-    total = (len(concatenated[keys[0]]) // block_size) * block_size
-    return {k: [v[i : i + block_size] for i in range(0, total, block_size)] for k, v in concatenated.items()}
 
 
 def run_itpt(model_path: str, gguf_file: str | None, tokenizer, texts, training_args, *, block_size: int = 128, mlm_probability: float = 0.15, decoder: bool = False, source: str = ""):

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .cli import UserError
-from .results import validate_result
+from .results import atomic_write_text, validate_result
 
 TABLE_START = "<!-- results-table:start -->"
 TABLE_END = "<!-- results-table:end -->"
@@ -565,13 +565,6 @@ def render_template(template: str, results: dict[str, dict[str, Any]], figures: 
 # --------------------------------------------------------------------------------------------
 # The whole report
 # --------------------------------------------------------------------------------------------
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def make_report(

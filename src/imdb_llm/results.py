@@ -122,9 +122,9 @@ def write_result(
         data.update(_jsonable(extra))
     validate_result(data, name)
     target = results_dir / f"{name}.json"
-    _atomic_write(target, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    atomic_write_text(target, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
     if log_text is not None:
-        _atomic_write(results_dir / f"{name}.log", trim_log(log_text))
+        atomic_write_text(results_dir / f"{name}.log", trim_log(log_text))
     return target
 
 
@@ -139,7 +139,9 @@ def load_results(results_dir: str | os.PathLike = "results") -> list[dict[str, A
     return out
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write via a temporary file and rename: readers never see a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)

@@ -10,6 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .results import atomic_write_text
+from .text import group_texts
+
 MODEL_TYPES = ("bert", "gpt2")
 
 
@@ -178,14 +181,6 @@ def build_classifier(model_args: ScratchModelArguments, tokenizer, pretrained_di
 # --------------------------------------------------------------------------------------- data
 
 
-def group_texts(examples: dict[str, list], block_size: int) -> dict[str, list]:
-    """Concatenate tokenized documents and cut the stream into ``block_size`` blocks (the tail
-    shorter than a block is dropped), as in transformers' run_mlm.py / run_clm.py."""
-    ids = [i for doc in examples["input_ids"] for i in doc]
-    total = (len(ids) // block_size) * block_size
-    return {"input_ids": [ids[i : i + block_size] for i in range(0, total, block_size)]}
-
-
 def pack_dataset(texts, tokenizer, block_size: int, num_proc: int | None = None, desc: str = "pretraining text"):
     """Text dataset -> dataset of ``input_ids`` blocks. Every document is wrapped as
     ``[CLS] text [SEP]``, so [SEP] marks document ends inside a block. No attention mask: blocks
@@ -278,10 +273,7 @@ def _any_rank(flag: bool) -> bool:
 
 
 def write_json_atomic(path: str | os.PathLike, data: dict[str, Any]) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(Path(path), json.dumps(data, indent=2) + "\n")
 
 
 def read_json(path: str | os.PathLike) -> dict[str, Any] | None:

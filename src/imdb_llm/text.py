@@ -72,3 +72,14 @@ def encode_head_tail(
     bodies = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
     input_ids = [prefix + head_tail(ids, budget, head_tokens) + suffix for ids in bodies]
     return {"input_ids": input_ids, "attention_mask": [[1] * len(ids) for ids in input_ids]}
+
+
+def group_texts(examples: dict[str, list], block_size: int) -> dict[str, list]:
+    """Concatenate tokenized documents and cut the stream into ``block_size`` blocks (the tail
+    shorter than a block is dropped), as in transformers' run_mlm.py / run_clm.py. Every
+    per-token column present (``input_ids``, ``attention_mask``, ``special_tokens_mask``) is cut
+    the same way; used by the from-scratch pretraining and by in-task pretraining (ITPT)."""
+    keys = [k for k in ("input_ids", "attention_mask", "special_tokens_mask") if k in examples]
+    streams = {k: [t for doc in examples[k] for t in doc] for k in keys}
+    total = (len(streams["input_ids"]) // block_size) * block_size
+    return {k: [v[i : i + block_size] for i in range(0, total, block_size)] for k, v in streams.items()}
