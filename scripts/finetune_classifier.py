@@ -39,7 +39,7 @@ from imdb_llm.finetune import (
     setup_padding,
 )
 from imdb_llm.llm import resolve_model
-from imdb_llm.results import capture_log
+from imdb_llm.results import capture_log, write_result
 from imdb_llm.text import encode_head_tail
 from imdb_llm.training import ResultArguments, compute_metrics, count_parameters, finish_classification_run, timed_train
 
@@ -73,6 +73,7 @@ class ModelArguments:
     # Speed figure.
     benchmark_padding_steps: int = field(default=0, metadata={"help": "Before training, time this many steps with dynamic+grouped vs pad-to-max batches; figures go into the result file."})
     benchmark_warmup_steps: int = field(default=5, metadata={"help": "Untimed steps before each benchmark run."})
+    benchmark_only: bool = field(default=False, metadata={"help": "Write the padding benchmark as the result and stop: no training, no test evaluation."})
 
 
 def validate(args: ModelArguments) -> None:
@@ -91,6 +92,8 @@ def validate(args: ModelArguments) -> None:
         raise UserError("--itpt_only needs --itpt_steps > 0")
     if min(args.itpt_steps, args.benchmark_padding_steps, args.benchmark_warmup_steps) < 0:
         raise UserError("step counts must not be negative")
+    if args.benchmark_only and args.benchmark_padding_steps <= 0:
+        raise UserError("--benchmark_only needs --benchmark_padding_steps > 0")
 
 
 def precision_flags(choice: str) -> dict[str, bool]:
@@ -192,6 +195,16 @@ def main(argv=None):
             extra.update(benchmark_padding(lambda: copy.deepcopy(model), tokenizer, encoded["train"], training_args,
                                            max_length=model_args.max_length, steps=model_args.benchmark_padding_steps,
                                            warmup_steps=model_args.benchmark_warmup_steps, add_position_ids=decoder))
+            if model_args.benchmark_only:
+                # A speed figure only: the result holds no accuracy, so the table cannot mistake it for one.
+                config = {**config, "model": asdict(model_args), "resolved_model": path, "gguf_file": gguf, "decoder": decoder}
+                # Its own name (<results_name>-padding-bench), so it never stands in for the accuracy run's file.
+                name = (result_args.results_name or "finetune") + "-padding-bench"
+                if training_args.process_index == 0:
+                    written = write_result(name, extra, config=config, log_text=log.getvalue(), results_dir=result_args.results_dir,
+                                           extra={"parameters": count_parameters(model)})
+                    print(f"padding benchmark written to {written}")
+                return
 
         callbacks = []
         has_eval = len(encoded["validation"]) > 0 and training_args.eval_strategy != "no"

@@ -129,6 +129,30 @@ def test_tiny_bert_end_to_end_with_itpt_and_benchmark(run_script, tiny_bert, imd
     assert (tmp_path / "out" / "loss_curve.png").is_file()
 
 
+def test_benchmark_only_writes_a_speed_result_without_training(run_script, tiny_bert, imdb_dir, tmp_path):
+    flags = common_flags(imdb_dir, tmp_path, "tiny-bert") + [
+        "--model_name_or_path", tiny_bert, "--max_length", 64, "--benchmark_padding_steps", 2, "--benchmark_warmup_steps", 1, "--benchmark_only", "true",
+    ]
+    proc = run_script(flags, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # Its own file: the accuracy run's name stays free, and no accuracy is claimed.
+    assert not (tmp_path / "results" / "tiny-bert.json").exists()
+    result = json.loads((tmp_path / "results" / "tiny-bert-padding-bench.json").read_text())
+    m = result["metrics"]
+    assert "test_accuracy" not in m and m["bench_max_length"] == 64 and m["bench_steps"] == 2
+    assert m["bench_speedup_dynamic_vs_pad_to_max"] == pytest.approx(
+        m["bench_dynamic_grouped_samples_per_second"] / m["bench_pad_to_max_length_samples_per_second"], rel=1e-2)
+    assert result["parameters"] > 0 and result["train_seconds"] is None
+    assert "padding benchmark: pad_to_max_length" in (tmp_path / "results" / "tiny-bert-padding-bench.log").read_text()
+    assert not list((tmp_path / "out").glob("checkpoint-*")) and not (tmp_path / "out" / "test_predictions.jsonl").exists()
+
+
+def test_benchmark_only_needs_benchmark_steps(run_script, tiny_bert, imdb_dir, tmp_path):
+    proc = run_script(common_flags(imdb_dir, tmp_path, "x") + ["--model_name_or_path", tiny_bert, "--benchmark_only", "true"], tmp_path)
+    assert proc.returncode != 0 and "--benchmark_only needs --benchmark_padding_steps > 0" in proc.stderr
+    assert not (tmp_path / "results").exists()
+
+
 def test_tiny_gpt2_end_to_end_left_padding_head_only(run_script, tiny_gpt2, imdb_dir, tmp_path):
     flags = common_flags(imdb_dir, tmp_path, "tiny-gpt2") + [
         "--model_name_or_path", tiny_gpt2, "--max_length", 96, "--truncation", "head", "--padding_side", "left",

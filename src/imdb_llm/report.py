@@ -180,6 +180,12 @@ def headline(result: dict[str, Any]) -> str:
     if acc is not None:
         n = _number(m.get("n_test"))
         return f"{fmt_percent(acc)} test accuracy" + (f" (n={int(n):,})" if n is not None else "")
+    # Padding benchmark alone (finetune_classifier.py --benchmark_only): both speeds and the ratio.
+    dyn, pad = _number(m.get("bench_dynamic_grouped_samples_per_second")), _number(m.get("bench_pad_to_max_length_samples_per_second"))
+    if dyn is not None and pad is not None and pad > 0:
+        length = _number(m.get("bench_max_length"))
+        target = f"pad-to-{int(length)}" if length is not None else "pad-to-max"
+        return f"dynamic+grouped {fmt_number(dyn)} vs {target} {fmt_number(pad)} samples/s (×{dyn / pad:.2f})"
     # Generation runs (scripts/sft_qlora.py): base model vs base + adapter on the same prompts.
     parts = []
     for key, label in (("rouge-l", "ROUGE-L"), ("bleu-4", "BLEU-4")):
