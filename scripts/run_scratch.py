@@ -190,6 +190,10 @@ def pretrain(model_args, scratch_args, training_args, tokenizer, dsets, output_d
     if eval_blocks is not None:
         import math
 
+        # Training drops a ragged last batch (fixed shapes for torch.compile); evaluation must not, or
+        # fewer eval blocks than one batch would give no loss at all.
+        # (Set in place: replacing TrainingArguments would reset the accelerator state mid-run.)
+        trainer.args.dataloader_drop_last = False
         eval_loss = trainer.evaluate(metric_key_prefix="pretrain_eval")["pretrain_eval_loss"]
         metrics.update({"pretrain_eval_loss": eval_loss, "pretrain_eval_perplexity": math.exp(min(eval_loss, 50))})
     logger.info("Stage 1 done: %s", metrics)

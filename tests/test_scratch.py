@@ -78,9 +78,11 @@ def test_bert_track_end_to_end_then_skips_finished_stages(run_scratch, imdb_dir,
 
 
 def test_gpt_track_end_to_end(run_scratch, imdb_dir, imdb_tokenizer, tmp_path):
-    run_scratch.main(tiny_argv("gpt", imdb_dir, imdb_tokenizer, tmp_path, "--max_test_samples", "32"))
+    # Fewer validation blocks (3) than one pretraining batch (8): the final loss must still be measured.
+    run_scratch.main(tiny_argv("gpt", imdb_dir, imdb_tokenizer, tmp_path, "--max_test_samples", "32", "--pretrain_eval_blocks", "3"))
     m = read_result(tmp_path, "gpt")["metrics"]
     assert m["pretrain_objective"] == "clm" and m["model_type"] == "gpt2"
+    assert m["pretrain_eval_perplexity"] > 1
     assert 0.0 <= m["test_accuracy"] <= 1.0 and m["n_test"] == 32
     assert m["pretrain_tokens_per_second"] > 0
     config = json.loads((tmp_path / "run" / "classify" / "config.json").read_text())
@@ -172,7 +174,7 @@ def test_group_texts_packs_documents_into_full_blocks():
     assert out["input_ids"] == [[1, 2, 3, 4], [5, 6, 7, 8]]  # the short tail (9) is dropped
 
 
-@pytest.mark.parametrize("config", ["scratch_bert.yaml", "scratch_gpt.yaml", "scratch_bert_tiny.yaml", "scratch_gpt_tiny.yaml"])
+@pytest.mark.parametrize("config", ["scratch_bert.yaml", "scratch_gpt.yaml", "scratch_bert_tiny.yaml", "scratch_gpt_tiny.yaml", "scratch_bert_cpu.yaml", "scratch_gpt_cpu.yaml"])
 def test_configs_parse_and_pass_the_checks(run_scratch, config):
     from transformers import TrainingArguments
 
@@ -188,10 +190,22 @@ def test_configs_parse_and_pass_the_checks(run_scratch, config):
     check_arguments(model_args, scratch_args)
     assert model_args.model_type == ("bert" if "bert" in config else "gpt2")
     assert training_args.eval_strategy == "epoch"
-    if "tiny" not in config:  # the full recipes: whole reviews, pretraining at the classification length
+    if "tiny" not in config and "cpu" not in config:  # the H200 recipes: whole reviews, pretraining at the classification length
         assert scratch_args.max_seq_length == scratch_args.block_size == 512 and scratch_args.head_tokens == 128
         assert result_args.results_name == f"imdb-scratch-{'bert' if 'bert' in config else 'gpt'}"
         assert training_args.torch_compile and scratch_args.classify_torch_compile is False
+
+
+@pytest.mark.parametrize("pair", [("scratch_bert.yaml", "scratch_gpt.yaml"), ("scratch_bert_cpu.yaml", "scratch_gpt_cpu.yaml")])
+def test_bert_and_gpt_configs_differ_only_in_the_objective(pair):
+    """The comparison is only fair if model size, data, budget and fine-tuning recipe are shared."""
+    import yaml
+
+    bert, gpt = (yaml.safe_load((REPO / "configs" / name).read_text()) for name in pair)
+    objective_keys = {"model_type", "sparse_mlm", "mlm_probability", "pretrain_learning_rate", "output_dir", "results_name"}
+    differing = {k for k in set(bert) | set(gpt) if bert.get(k) != gpt.get(k)}
+    assert differing <= objective_keys, differing - objective_keys
+    assert (bert["model_type"], gpt["model_type"]) == ("bert", "gpt2")
 
 
 @pytest.mark.parametrize("model_type", ["bert", "gpt2"])

@@ -43,16 +43,23 @@ def git_sha(cwd: str | os.PathLike | None = None) -> str:
 
 
 def device_description() -> str:
-    """What the numbers were measured on, e.g. ``1x NVIDIA H200`` or ``cpu (2 cores, x86_64)``."""
+    """What the numbers were measured on, e.g. ``1x NVIDIA H200`` or ``cpu (2 cores, x86_64)``.
+
+    On a CPU a run limited to fewer threads than cores (``OMP_NUM_THREADS``, or two runs side by
+    side) says so, since its speed figures depend on it.
+    """
     try:
         import torch
 
         if torch.cuda.is_available():
             n = torch.cuda.device_count()
             return f"{n}x {torch.cuda.get_device_name(0)}"
+        threads = torch.get_num_threads()
     except ImportError:
-        pass
-    return f"cpu ({os.cpu_count()} cores, {platform.machine()})"
+        threads = None
+    cores = os.cpu_count()
+    limit = f", {threads} torch thread{'s' if threads != 1 else ''}" if threads is not None and cores and threads < cores else ""
+    return f"cpu ({cores} cores, {platform.machine()}{limit})"
 
 
 def current_command() -> str:
@@ -126,17 +133,6 @@ def write_result(
     if log_text is not None:
         atomic_write_text(results_dir / f"{name}.log", trim_log(log_text))
     return target
-
-
-def load_results(results_dir: str | os.PathLike = "results") -> list[dict[str, Any]]:
-    """All result files, validated, sorted by name."""
-    out = []
-    for path in sorted(Path(results_dir).glob("*.json")):
-        data = json.loads(path.read_text(encoding="utf-8"))
-        validate_result(data, str(path))
-        data["_path"] = str(path)
-        out.append(data)
-    return out
 
 
 def atomic_write_text(path: Path, text: str) -> None:
