@@ -7,6 +7,8 @@ export IMDB_DIR
 export PYTHONUNBUFFERED = 1
 ARGS    ?=
 TOKENIZER_ARGS ?=
+# A result file records the exact command: the target, plus ARGS when given.
+ARGS_SUFFIX = $(if $(strip $(ARGS)), ARGS='$(ARGS)')
 
 .PHONY: setup test demo imdb-tokenizer imdb-word2vec imdb-textcnn imdb-lstm results-table report help
 
@@ -33,13 +35,13 @@ demo:  ## first run, offline, a few minutes on a laptop CPU: tokenizer -> TextCN
 	@echo "      BERT/GPT from scratch with 'make imdb-scratch-bert', pretrained ones with 'make imdb-bert'."
 
 imdb-tokenizer:  ## WordPiece tokenizer trained on IMDB train + unsupervised -> outputs/imdb-tokenizer
-	RUN_COMMAND="make imdb-tokenizer" $(PY) scripts/train_tokenizer.py configs/imdb_tokenizer.yaml $(TOKENIZER_ARGS)
+	RUN_COMMAND="make imdb-tokenizer$(if $(strip $(TOKENIZER_ARGS)), TOKENIZER_ARGS='$(TOKENIZER_ARGS)')" $(PY) scripts/train_tokenizer.py configs/imdb_tokenizer.yaml $(TOKENIZER_ARGS)
 
 imdb-textcnn: imdb-tokenizer  ## TextCNN (Kim 2014) with IMDB word2vec, full IMDB
-	RUN_COMMAND="make imdb-textcnn" $(PY) scripts/train_textclf.py configs/imdb_textcnn.yaml $(ARGS)
+	RUN_COMMAND="make imdb-textcnn$(ARGS_SUFFIX)" $(PY) scripts/train_textclf.py configs/imdb_textcnn.yaml $(ARGS)
 
 imdb-lstm: imdb-tokenizer  ## BiLSTM with IMDB word2vec, full IMDB
-	RUN_COMMAND="make imdb-lstm" $(PY) scripts/train_textclf.py configs/imdb_lstm.yaml $(ARGS)
+	RUN_COMMAND="make imdb-lstm$(ARGS_SUFFIX)" $(PY) scripts/train_textclf.py configs/imdb_lstm.yaml $(ARGS)
 
 results-table:  ## regenerate the README results table from results/*.json
 	$(PY) scripts/make_report.py --table-only

@@ -12,7 +12,7 @@ chatglm_output = $(if $(filter command line environment,$(origin OUTPUT)),$(OUTP
 
 
 chatglm-convert:  ## official ChatGLM2 checkpoint (MODEL= folder or hub id, default THUDM/chatglm2-6b) -> native folder OUTPUT=
-	RUN_COMMAND="make chatglm-convert" $(PY) scripts/convert_chatglm2.py --input $(call chatglm_model,THUDM/chatglm2-6b) --output $(chatglm_output) $(ARGS)
+	RUN_COMMAND="make chatglm-convert$(ARGS_SUFFIX)" $(PY) scripts/convert_chatglm2.py --input $(call chatglm_model,THUDM/chatglm2-6b) --output $(chatglm_output) $(ARGS)
 
 chatglm-chat:  ## streaming multi-turn chat in the terminal (MODEL= native folder, hub id or packaged:smollm2)
-	RUN_COMMAND="make chatglm-chat" $(PY) scripts/chat.py --model $(call chatglm_model,outputs/chatglm2-6b-native) $(ARGS)
+	RUN_COMMAND="make chatglm-chat$(ARGS_SUFFIX)" $(PY) scripts/chat.py --model $(call chatglm_model,outputs/chatglm2-6b-native) $(ARGS)

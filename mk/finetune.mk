@@ -12,34 +12,34 @@ FT_MODEL_ARGS = $(if $(FT_MODEL_SET),--model_name_or_path $(MODEL) --results_nam
 FT = $(PY) scripts/finetune_classifier.py
 
 imdb-bert:  ## bert-base-uncased, head+tail 512 (Sun et al. 2019: 94.58 %) -> results/imdb-bert.json
-	RUN_COMMAND="make imdb-bert$(if $(FT_MODEL_SET), MODEL=$(MODEL))" $(FT) configs/finetune_bert_base.yaml $(FT_MODEL_ARGS) $(ARGS)
+	RUN_COMMAND="make imdb-bert$(if $(FT_MODEL_SET), MODEL=$(MODEL))$(ARGS_SUFFIX)" $(FT) configs/finetune_bert_base.yaml $(FT_MODEL_ARGS) $(ARGS)
 
 imdb-bert-itpt:  ## bert-base + in-task MLM pretraining on IMDB (100k steps), then fine-tune (95.63 % reported)
-	RUN_COMMAND="make imdb-bert-itpt" $(FT) configs/itpt_bert_base.yaml $(if $(FT_MODEL_SET),--model_name_or_path $(MODEL)) $(ARGS)
-	RUN_COMMAND="make imdb-bert-itpt" $(FT) configs/finetune_bert_base_itpt.yaml $(ARGS)
+	RUN_COMMAND="make imdb-bert-itpt$(ARGS_SUFFIX)" $(FT) configs/itpt_bert_base.yaml $(if $(FT_MODEL_SET),--model_name_or_path $(MODEL)) $(ARGS)
+	RUN_COMMAND="make imdb-bert-itpt$(ARGS_SUFFIX)" $(FT) configs/finetune_bert_base_itpt.yaml $(ARGS)
 
 imdb-gpt2:  ## GPT-2 (124M), EOS as pad, last-token head, head+tail 512 -> results/imdb-gpt2.json
-	RUN_COMMAND="make imdb-gpt2$(if $(FT_MODEL_SET), MODEL=$(MODEL))" $(FT) configs/finetune_gpt2.yaml $(FT_MODEL_ARGS) $(ARGS)
+	RUN_COMMAND="make imdb-gpt2$(if $(FT_MODEL_SET), MODEL=$(MODEL))$(ARGS_SUFFIX)" $(FT) configs/finetune_gpt2.yaml $(FT_MODEL_ARGS) $(ARGS)
 
 imdb-gpt2-itpt:  ## GPT-2 + in-task causal-LM pretraining on IMDB (20k steps), then fine-tune
-	RUN_COMMAND="make imdb-gpt2-itpt" $(FT) configs/itpt_gpt2.yaml $(ARGS)
-	RUN_COMMAND="make imdb-gpt2-itpt" $(FT) configs/finetune_gpt2.yaml --model_name_or_path outputs/gpt2-itpt --output_dir outputs/imdb-gpt2-itpt --results_name imdb-gpt2-itpt $(ARGS)
+	RUN_COMMAND="make imdb-gpt2-itpt$(ARGS_SUFFIX)" $(FT) configs/itpt_gpt2.yaml $(ARGS)
+	RUN_COMMAND="make imdb-gpt2-itpt$(ARGS_SUFFIX)" $(FT) configs/finetune_gpt2.yaml --model_name_or_path outputs/gpt2-itpt --output_dir outputs/imdb-gpt2-itpt --results_name imdb-gpt2-itpt $(ARGS)
 
 imdb-roberta-large:  ## RoBERTa-large (355M), ~96.5 % in the literature -> results/imdb-roberta-large.json
-	RUN_COMMAND="make imdb-roberta-large" $(FT) configs/finetune_roberta_large.yaml $(ARGS)
+	RUN_COMMAND="make imdb-roberta-large$(ARGS_SUFFIX)" $(FT) configs/finetune_roberta_large.yaml $(ARGS)
 
 imdb-finetune:  ## any model: make imdb-finetune MODEL=<hub id|folder|.gguf|packaged:NAME> [CONFIG=configs/finetune_gpt2.yaml for decoders]
 	@test -n "$(FT_MODEL_SET)" || { echo "error: give the model, e.g. make imdb-finetune MODEL=distilroberta-base" >&2; exit 2; }
-	RUN_COMMAND="make imdb-finetune MODEL=$(MODEL) CONFIG=$(CONFIG)" $(FT) $(CONFIG) $(FT_MODEL_ARGS) $(ARGS)
+	RUN_COMMAND="make imdb-finetune MODEL=$(MODEL) CONFIG=$(CONFIG)$(ARGS_SUFFIX)" $(FT) $(CONFIG) $(FT_MODEL_ARGS) $(ARGS)
 
 imdb-finetune-minilm:  ## all-MiniLM-L6-v2 from its PyPI package (offline) + padding speed figure -> results/imdb-finetune-minilm.json
-	RUN_COMMAND="make imdb-finetune-minilm" $(FT) configs/finetune_minilm.yaml $(ARGS)
+	RUN_COMMAND="make imdb-finetune-minilm$(ARGS_SUFFIX)" $(FT) configs/finetune_minilm.yaml $(ARGS)
 
 imdb-finetune-smollm2:  ## SmolLM2-135M-Instruct (GGUF from its PyPI package, offline) as a classifier -> results/imdb-finetune-smollm2.json
-	RUN_COMMAND="make imdb-finetune-smollm2" $(FT) configs/finetune_smollm2.yaml $(ARGS)
+	RUN_COMMAND="make imdb-finetune-smollm2$(ARGS_SUFFIX)" $(FT) configs/finetune_smollm2.yaml $(ARGS)
 
 imdb-bert-ddp:  ## imdb-bert on all GPUs of the machine (accelerate DDP; DeepSpeed: configs/accelerate/deepspeed_zero2.yaml)
-	RUN_COMMAND="make imdb-bert-ddp" $(ACCEL) launch --config_file configs/accelerate/multi_gpu.yaml scripts/finetune_classifier.py configs/finetune_bert_base.yaml $(FT_MODEL_ARGS) $(ARGS)
+	RUN_COMMAND="make imdb-bert-ddp$(ARGS_SUFFIX)" $(ACCEL) launch --config_file configs/accelerate/multi_gpu.yaml scripts/finetune_classifier.py configs/finetune_bert_base.yaml $(FT_MODEL_ARGS) $(ARGS)
 
 gpu-finetune-prep:  ## pack MiniLM (int8), SmolLM2 (2 parts), IMDB and wheels into .carry/ft-* for gpu/finetune.sh
 	bash gpu/finetune.sh prep

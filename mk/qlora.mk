@@ -6,18 +6,18 @@ CHATGLM_MERGED  ?= outputs/chatglm2-6b-med-merged
 .PHONY: chatglm-qlora chatglm-eval chatglm-merge qlora-smollm2 bench-qlora
 
 chatglm-qlora:  ## QLoRA ChatGLM2-6B on data/bentsao_med_zh (GPU; resumable; multi-GPU: see configs/chatglm2-6b_qlora_med.yaml)
-	RUN_COMMAND="make chatglm-qlora" $(PY) scripts/sft_qlora.py configs/chatglm2-6b_qlora_med.yaml $(ARGS)
+	RUN_COMMAND="make chatglm-qlora$(ARGS_SUFFIX)" $(PY) scripts/sft_qlora.py configs/chatglm2-6b_qlora_med.yaml $(ARGS)
 
 chatglm-eval:  ## ROUGE-1/2/L + BLEU-4 on validation, base vs base+adapter -> results/chatglm2-6b-qlora-med-eval.json + predictions
-	RUN_COMMAND="make chatglm-eval" $(PY) scripts/eval_chat.py --model_name_or_path $(CHATGLM_BASE) --adapter $(CHATGLM_ADAPTER) \
+	RUN_COMMAND="make chatglm-eval$(ARGS_SUFFIX)" $(PY) scripts/eval_chat.py --model_name_or_path $(CHATGLM_BASE) --adapter $(CHATGLM_ADAPTER) \
 		--load_in_4bit true --max_eval_samples 200 --results_name chatglm2-6b-qlora-med-eval $(ARGS)
 
 chatglm-merge:  ## fold the adapter into bf16 weights -> $(CHATGLM_MERGED) (loadable by chat and serve)
-	RUN_COMMAND="make chatglm-merge" $(PY) scripts/merge_adapter.py --model_name_or_path $(CHATGLM_BASE) --adapter $(CHATGLM_ADAPTER) \
+	RUN_COMMAND="make chatglm-merge$(ARGS_SUFFIX)" $(PY) scripts/merge_adapter.py --model_name_or_path $(CHATGLM_BASE) --adapter $(CHATGLM_ADAPTER) \
 		--output_dir $(CHATGLM_MERGED) --dtype bfloat16 $(ARGS)
 
 qlora-smollm2:  ## same QLoRA script on SmolLM2-135M (offline, CPU ~20 min) -> results/qlora-smollm2-med.json
-	RUN_COMMAND="make qlora-smollm2" $(PY) scripts/sft_qlora.py configs/smollm2_qlora_med.yaml $(ARGS)
+	RUN_COMMAND="make qlora-smollm2$(ARGS_SUFFIX)" $(PY) scripts/sft_qlora.py configs/smollm2_qlora_med.yaml $(ARGS)
 
 bench-qlora:  ## QLoRA speed/memory, ChatGLM2-6B shape, random weights, 4x1024, r=8 (GPU) -> results/qlora-chatglm2-6b-speed.json
-	RUN_COMMAND="make bench-qlora" $(PY) scripts/bench_qlora.py --results_name qlora-chatglm2-6b-speed $(ARGS)
+	RUN_COMMAND="make bench-qlora$(ARGS_SUFFIX)" $(PY) scripts/bench_qlora.py --results_name qlora-chatglm2-6b-speed $(ARGS)

@@ -6,14 +6,14 @@ PORT  ?= 8000
 .PHONY: chatglm-serve chatglm-web bench-decode browser
 
 chatglm-serve:  ## OpenAI-compatible API on http://$(HOST):$(PORT)/v1 for MODEL (default outputs/chatglm2-6b-native; ARGS: --adapter DIR --api_key KEY --compile)
-	RUN_COMMAND="make chatglm-serve" $(PY) scripts/serve.py --model $(call chatglm_model,outputs/chatglm2-6b-native) --host $(HOST) --port $(PORT) $(ARGS)
+	RUN_COMMAND="make chatglm-serve$(ARGS_SUFFIX)" $(PY) scripts/serve.py --model $(call chatglm_model,outputs/chatglm2-6b-native) --host $(HOST) --port $(PORT) $(ARGS)
 
 chatglm-web:  ## the same server, announcing the web chat page at http://$(HOST):$(PORT)/
 	@echo "web chat: open http://$(HOST):$(PORT)/ in a browser (Ctrl+C stops the server)"
-	RUN_COMMAND="make chatglm-web" $(PY) scripts/serve.py --model $(call chatglm_model,outputs/chatglm2-6b-native) --host $(HOST) --port $(PORT) --web true $(ARGS)
+	RUN_COMMAND="make chatglm-web$(ARGS_SUFFIX)" $(PY) scripts/serve.py --model $(call chatglm_model,outputs/chatglm2-6b-native) --host $(HOST) --port $(PORT) --web true $(ARGS)
 
 bench-decode:  ## batch-1 bf16 decode tokens/s, ChatGLM2-6B shape, random weights (GPU) -> results/decode-chatglm2-6b.json
-	RUN_COMMAND="make bench-decode" $(PY) scripts/bench_decode.py $(ARGS)
+	RUN_COMMAND="make bench-decode$(ARGS_SUFFIX)" $(PY) scripts/bench_decode.py $(ARGS)
 
 browser:  ## install Debian chromium for the headless web-page test (root/sudo)
 	bash scripts/ci_install_browser.sh

@@ -107,7 +107,8 @@ def test_make_target_smoke(target, model_type, imdb_dir, tmp_path):
     assert list((out / "runs").rglob("events.out.tfevents.*")), "no TensorBoard log"
     result = json.loads((results / f"{target}.json").read_text())
     assert result["metrics"]["n_test"] == 120 and 0.0 <= result["metrics"]["test_accuracy"] <= 1.0
-    assert result["command"] == f"make {target}" and result["config"]["model_type"] == model_type
+    # The exact command, ARGS included, so the run can be repeated from the result file alone.
+    assert result["command"] == f"make {target} ARGS='{args}'" and result["config"]["model_type"] == model_type
     assert (results / f"{target}.log").read_text().strip()
     preds = [json.loads(line) for line in (out / "test_predictions.jsonl").read_text().splitlines()]
     acc = sum(p["correct"] for p in preds) / len(preds)
