@@ -54,7 +54,10 @@ EXPECTED: tuple[Expected, ...] = (
     Expected("imdb-lstm", "IMDB · word2vec baselines", "BiLSTM", "rnn/cnn"),
     Expected("imdb-scratch-bert", "IMDB · pretrained on IMDB only", "BERT from config, MLM", "bert"),
     Expected("imdb-scratch-gpt", "IMDB · pretrained on IMDB only", "GPT-2 from config, causal LM", "gpt"),
+    Expected("imdb-scratch-bert-cpu", "IMDB · pretrained on IMDB only, CPU scale", "BERT 4×128, MLM", "bert"),
+    Expected("imdb-scratch-gpt-cpu", "IMDB · pretrained on IMDB only, CPU scale", "GPT-2 4×128, causal LM", "gpt"),
     Expected("imdb-finetune-minilm", "IMDB · fine-tuned checkpoints", "all-MiniLM-L6-v2 (BERT)", "bert"),
+    Expected("imdb-finetune-minilm-padding-bench", "IMDB · padding speed", "all-MiniLM-L6-v2, max length 512", "bert"),
     Expected("imdb-finetune-smollm2", "IMDB · fine-tuned checkpoints", "SmolLM2-135M-Instruct (decoder)", "gpt"),
     Expected("imdb-bert", "IMDB · fine-tuned checkpoints", "bert-base-uncased", "bert"),
     Expected("imdb-bert-itpt", "IMDB · fine-tuned checkpoints", "bert-base-uncased + in-task pretraining", "bert"),
@@ -185,7 +188,7 @@ def headline(result: dict[str, Any]) -> str:
     if dyn is not None and pad is not None and pad > 0:
         length = _number(m.get("bench_max_length"))
         target = f"pad-to-{int(length)}" if length is not None else "pad-to-max"
-        return f"dynamic+grouped {fmt_number(dyn)} vs {target} {fmt_number(pad)} samples/s (×{dyn / pad:.2f})"
+        return f"dynamic+grouped {dyn:,.2f} vs {target} {pad:,.2f} samples/s (×{dyn / pad:.2f})"
     # Generation runs (scripts/sft_qlora.py): base model vs base + adapter on the same prompts.
     parts = []
     for key, label in (("rouge-l", "ROUGE-L"), ("bleu-4", "BLEU-4")):
