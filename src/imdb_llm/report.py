@@ -56,6 +56,7 @@ EXPECTED: tuple[Expected, ...] = (
     Expected("imdb-scratch-gpt", "IMDB · pretrained on IMDB only", "GPT-2 from config, causal LM", "gpt"),
     Expected("imdb-scratch-bert-cpu", "IMDB · pretrained on IMDB only, CPU scale", "BERT 4×128, MLM", "bert"),
     Expected("imdb-scratch-gpt-cpu", "IMDB · pretrained on IMDB only, CPU scale", "GPT-2 4×128, causal LM", "gpt"),
+    Expected("imdb-scratch-none-cpu", "IMDB · pretrained on IMDB only, CPU scale", "BERT 4×128, no pretraining (control)", "bert"),
     Expected("imdb-finetune-minilm", "IMDB · fine-tuned checkpoints", "all-MiniLM-L6-v2 (BERT)", "bert"),
     Expected("imdb-finetune-minilm-padding-bench", "IMDB · padding speed", "all-MiniLM-L6-v2, max length 512", "bert"),
     Expected("imdb-finetune-smollm2", "IMDB · fine-tuned checkpoints", "SmolLM2-135M-Instruct (decoder)", "gpt"),
