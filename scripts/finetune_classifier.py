@@ -191,13 +191,13 @@ def main(argv=None):
         # 6. Optional speed figure, on a copy of the untrained model so training starts from the same weights.
         extra = {"max_length": model_args.max_length, "truncation": model_args.truncation, "head_tokens": head,
                  "n_train": len(encoded["train"]), "n_validation": len(encoded["validation"])}
+        config = {**config, "model": asdict(model_args), "resolved_model": path, "gguf_file": gguf, "decoder": decoder}
         if model_args.benchmark_padding_steps > 0:
             extra.update(benchmark_padding(lambda: copy.deepcopy(model), tokenizer, encoded["train"], training_args,
                                            max_length=model_args.max_length, steps=model_args.benchmark_padding_steps,
                                            warmup_steps=model_args.benchmark_warmup_steps, add_position_ids=decoder))
             if model_args.benchmark_only:
                 # A speed figure only: the result holds no accuracy, so the table cannot mistake it for one.
-                config = {**config, "model": asdict(model_args), "resolved_model": path, "gguf_file": gguf, "decoder": decoder}
                 # Its own name (<results_name>-padding-bench), so it never stands in for the accuracy run's file.
                 name = (result_args.results_name or "finetune") + "-padding-bench"
                 if training_args.process_index == 0:
@@ -223,7 +223,6 @@ def main(argv=None):
 
         # 7. Train (best validation checkpoint restored), then the one test evaluation.
         _, seconds = timed_train(trainer)
-        config = {**config, "model": asdict(model_args), "resolved_model": path, "gguf_file": gguf, "decoder": decoder}
         metrics = finish_classification_run(
             trainer, encoded["test"], train_seconds=seconds, config=config, result_args=result_args,
             log_buffer=log, extra_metrics=extra, texts=dsets["test"]["text"],

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from .cli import UserError
+from .results import atomic_write_text
 
 IGNORE_INDEX = -100
 
@@ -474,15 +475,12 @@ def generation_metrics(predictions: Sequence[str], references: Sequence[str], to
 
 def write_predictions(path: str | os.PathLike, conversations, columns: dict[str, list[str]]) -> None:
     """JSONL: question, reference and one column per system (``base``, ``adapter``), atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        for i, conv in enumerate(conversations):
-            row = {"line": conv["line"], "question": conv["messages"][-2]["content"], "reference": conv["messages"][-1]["content"]}
-            row.update({name: values[i] for name, values in columns.items()})
-            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
+    lines = []
+    for i, conv in enumerate(conversations):
+        row = {"line": conv["line"], "question": conv["messages"][-2]["content"], "reference": conv["messages"][-1]["content"]}
+        row.update({name: values[i] for name, values in columns.items()})
+        lines.append(json.dumps(row, ensure_ascii=False) + "\n")
+    atomic_write_text(Path(path), "".join(lines))
 
 
 # ----------------------------------------------------------------------------------------------
