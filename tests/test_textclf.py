@@ -58,6 +58,32 @@ def test_models_ignore_padding_and_round_trip_through_auto(cls, config, tmp_path
         assert torch.equal(reloaded(input_ids=ids).logits, model(input_ids=ids).logits)
 
 
+def test_bilstm_equals_a_packed_bidirectional_lstm_with_the_same_weights():
+    """The per-direction LSTMs with within-length reversal compute what pack_padded_sequence would."""
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    torch.manual_seed(0)
+    config = BiLSTMConfig(vocab_size=40, embedding_dim=5, hidden_size=4, num_layers=2, pooling="max")
+    model = BiLSTMForSequenceClassification(config).eval()
+    reference = torch.nn.LSTM(5, 4, num_layers=2, bidirectional=True, batch_first=True)
+    with torch.no_grad():
+        for layer in range(2):
+            for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+                getattr(model.forward_lstms[layer], f"{name}_l0").copy_(getattr(reference, f"{name}_l{layer}"))
+                getattr(model.backward_lstms[layer], f"{name}_l0").copy_(getattr(reference, f"{name}_l{layer}_reverse"))
+    ids = torch.tensor([[3, 4, 5, 6, 7, 8], [9, 10, 11, 0, 0, 0], [12, 0, 0, 0, 0, 0]])
+    lengths = (ids != 0).sum(1)
+    with torch.no_grad():
+        x = model.embeddings(ids)
+        ours = model.encode(x, lengths)
+        packed, _ = reference(pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False))
+        theirs, _ = pad_packed_sequence(packed, batch_first=True, total_length=ids.size(1))
+    valid = (ids != 0).unsqueeze(-1)
+    assert torch.allclose(ours * valid, theirs * valid, atol=1e-6)
+    assert not torch.allclose(ours[1, :3], model.encode(x[1:2], torch.tensor([6]))[0, :3], atol=1e-3), \
+        "reading the padding should change the backward states; the check above would then mean nothing"
+
+
 def test_vectors_file_glove_and_word2vec_formats(imdb_tokenizer, tmp_path):
     tok = AutoTokenizer.from_pretrained(imdb_tokenizer)
     glove = tmp_path / "glove.txt"
