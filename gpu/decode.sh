@@ -9,15 +9,12 @@
 # built from its config). About 5 minutes on an H200, most of it compiling; extra flags go to
 # scripts/bench_decode.py. Copy the result into results/ of the repository afterwards.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+source "$(dirname "$0")/env.sh"
 OUT="${OUT:-.}"
-PY="${PY:-python}"
-export PYTHONPATH="src${PYTHONPATH:+:$PYTHONPATH}"
-export TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+export TOKENIZERS_PARALLELISM=false
+gpu_require "${WHEELS:-.whl}" torch transformers
+gpu_banner
 mkdir -p "$OUT/results"
-
-command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || echo "no nvidia-smi: running on $(uname -m) CPU"
-"$PY" -c 'import torch, transformers; print("torch", torch.__version__, "cuda", torch.version.cuda, "| transformers", transformers.__version__)'
 
 RUN_COMMAND="bash gpu/decode.sh${*:+ $*}" "$PY" scripts/bench_decode.py \
     --preset "${PRESET:-chatglm2-6b}" --dtype bfloat16 \

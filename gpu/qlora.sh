@@ -5,17 +5,14 @@
 # Run from the repo root on the device machine:   bash gpu/qlora.sh
 # The machine has torch + transformers but no bitsandbytes/peft and no network: carry wheels in .whl/.
 set -euo pipefail
+source "$(dirname "$0")/env.sh"
 OUT=${OUT:-out}
-PY=${PY:-python}
 mkdir -p "$OUT/results"
 # bitsandbytes trimmed to its CUDA 13 build by gpu/carry_bnb.sh (carry .carry/bnb); peft is in the image.
-[[ -d .carry/bnb ]] && export PYTHONPATH=".carry/bnb${PYTHONPATH:+:$PYTHONPATH}"
-export PYTHONPATH="src${PYTHONPATH:+:$PYTHONPATH}"
-for pkg in bitsandbytes peft; do
-  $PY -c "import $pkg" 2>/dev/null || $PY -m pip install -q --no-index --find-links .whl "$pkg"
-done
-nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
-export RUN_COMMAND="bash gpu/qlora.sh" PYTHONUNBUFFERED=1
+gpu_use_site "$PWD/.carry/bnb"
+gpu_require "${WHEELS:-.whl}" torch transformers bitsandbytes peft
+gpu_banner
+export RUN_COMMAND="bash gpu/qlora.sh"
 # Smoke test first (seconds): catches a broken environment before the real build.
 $PY scripts/bench_qlora.py --tiny --steps 1 --warmup_steps 0 --seq_len 64 --batch_size 1
 # Headline: SDPA + chunked CE + checkpointing on 20 of 28 layers (8 keep activations), then the textbook loop

@@ -24,9 +24,8 @@
 #   OUT=/tmp/scratch-dry WORK=/tmp/scratch-dry/work TOKENIZER=/tmp/scratch-dry/tok PY=.venv/bin/python BERT_CONFIG=configs/scratch_bert_tiny.yaml GPT_CONFIG=configs/scratch_gpt_tiny.yaml \
 #     IMDB_DIR=tests/fixtures/imdb SCRATCH_ARGS="--use_cpu true" bash gpu/scratch.sh both
 set -euo pipefail
-cd "$(dirname "$0")/.."
+source "$(dirname "$0")/env.sh"
 TRACKS=${1:-both}
-PY=${PY:-python3}
 OUT=${OUT:-outputs/gpu-scratch}
 WHEELS=${WHEELS:-.whl}
 BERT_CONFIG=${BERT_CONFIG:-configs/scratch_bert.yaml}
@@ -37,9 +36,7 @@ if [ -z "${TOKENIZER:-}" ]; then
   [ -f .carry/scratch/tokenizer/tokenizer.json ] && TOKENIZER=.carry/scratch/tokenizer
 fi
 WORK=${WORK:-outputs}   # checkpoints go to $WORK/gpu-imdb-scratch-<track>
-export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
-export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false  # datasets.map(num_proc=8) parallelises; no fork-after-threads
-export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 WANDB_DISABLED=true
+export TOKENIZERS_PARALLELISM=false  # datasets.map(num_proc=8) parallelises; no fork-after-threads
 mkdir -p "$OUT"
 case "$TRACKS" in
   bert|gpt|both) ;;
@@ -66,24 +63,10 @@ if [ -z "${IMDB_DIR:-}" ]; then echo "error: no IMDB Parquet folder (.carry/scra
 export IMDB_DIR
 echo "IMDB from $IMDB_DIR"
 
-# ---- Python modules: install what is missing from the carried wheels, then check again
-need="torch transformers accelerate datasets pyarrow tokenizers safetensors yaml sklearn matplotlib numpy"
-missing() { for m in $need; do $PY -c "import $m" 2>/dev/null || printf '%s ' "$m"; done; }
-miss=$(missing)
-if [ -n "$miss" ] && [ -d "$WHEELS" ]; then
-  echo "installing from $WHEELS: $miss"
-  pkgs=$(echo "$miss" | sed -e 's/\byaml\b/pyyaml/' -e 's/\bsklearn\b/scikit-learn/')
-  # shellcheck disable=SC2086
-  $PY -m pip install -q --no-index --find-links "$WHEELS" $pkgs || true
-  miss=$(missing)
-fi
-if [ -n "$miss" ]; then echo "error: missing Python modules: $miss(carry their wheels in $WHEELS)" >&2; exit 2; fi
-$PY - <<'EOF'
-import torch, transformers
-gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-print(f"torch {torch.__version__}, transformers {transformers.__version__}, {gpu}")
-EOF
-nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,noheader 2>/dev/null || true
+# ---- Python modules: install what is missing from the carried wheels; stop here if any still is
+# shellcheck disable=SC2086
+gpu_require "$WHEELS" $TRAINER_MODULES
+gpu_banner
 
 # ---- tokenizer (shared by both tracks; not part of either track's time)
 if [ ! -f "$TOKENIZER/tokenizer.json" ]; then

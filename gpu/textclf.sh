@@ -8,18 +8,13 @@
 #   bash gpu/textclf.sh
 # Each model trains for a few minutes on an H200; extra flags go to both runs.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+source "$(dirname "$0")/env.sh"
 OUT="${OUT:-.}"
-PY="${PY:-python3}"
 CARRY="${CARRY:-.carry/textclf}"
-if ls .whl/*.whl >/dev/null 2>&1 && ! "$PY" -c 'import datasets, evaluate' 2>/dev/null; then
-    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-    export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
-fi
-export PYTHONPATH="src${PYTHONPATH:+:$PYTHONPATH}"
-export TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 PYTHONUNBUFFERED=1
+export TOKENIZERS_PARALLELISM=false
+gpu_require "${WHEELS:-.whl}" $TRAINER_MODULES evaluate
+gpu_banner
 mkdir -p "$OUT/results"
-command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
 
 for track in textcnn lstm; do
     RUN_COMMAND="bash gpu/textclf.sh${*:+ $*}  # make imdb-${track} on the carried data" "$PY" scripts/train_textclf.py "configs/imdb_${track}.yaml" \
