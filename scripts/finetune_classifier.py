@@ -115,9 +115,14 @@ def max_positions(config) -> int | None:
     return None
 
 
+def argument_types():
+    """The argument dataclasses a config file for this script fills (tests/test_configs.py checks every config)."""
+    return (ModelArguments, ImdbArguments, ResultArguments, TrainingArguments)
+
+
 @run_main
 def main(argv=None):
-    model_args, data_args, result_args, training_args, config = parse_args((ModelArguments, ImdbArguments, ResultArguments, TrainingArguments), argv)
+    model_args, data_args, result_args, training_args, config = parse_args(argument_types(), argv)
     validate(model_args)
 
     # 1. The weights: resolve the name, read the config, refuse IMDB-fine-tuned checkpoints.

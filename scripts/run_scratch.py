@@ -91,11 +91,14 @@ class RunArguments:
     overwrite_output_dir: bool = dataclasses.field(default=False, metadata={"help": "Delete both stages' checkpoints and start over."})
 
 
+def argument_types():
+    """The argument dataclasses a config file for this script fills (tests/test_configs.py checks every config)."""
+    return (ScratchModelArguments, ScratchArguments, ImdbArguments, ResultArguments, RunArguments, TrainingArguments)
+
+
 @run_main
 def main(argv=None):
-    model_args, scratch_args, data_args, result_args, run_args, training_args, config = parse_args(
-        [ScratchModelArguments, ScratchArguments, ImdbArguments, ResultArguments, RunArguments, TrainingArguments], argv
-    )
+    model_args, scratch_args, data_args, result_args, run_args, training_args, config = parse_args(argument_types(), argv)
     check_arguments(model_args, scratch_args)
     output_dir = Path(training_args.output_dir)
     launched = int(os.environ.get("WORLD_SIZE", "1"))

@@ -75,9 +75,14 @@ class GenerationEvalArguments:
 
 def build_training_args(argv):
     """Parse the four argument groups; QLoRA-friendly defaults are set in the YAML configs."""
+    return parse_args(argument_types(), argv)
+
+
+def argument_types():
+    """The argument dataclasses a config file for this script fills (tests/test_configs.py checks every config)."""
     from transformers import TrainingArguments
 
-    return parse_args([ModelArguments, SftDataArguments, GenerationEvalArguments, TrainingArguments, ResultArguments], argv)
+    return (ModelArguments, SftDataArguments, GenerationEvalArguments, TrainingArguments, ResultArguments)
 
 
 def resolve_resume(training_args) -> str | None:

@@ -105,9 +105,14 @@ def initial_vectors(args: ModelArguments, tokenizer, data_args: ImdbArguments, t
     return np.load(cache)
 
 
+def argument_types():
+    """The argument dataclasses a config file for this script fills (tests/test_configs.py checks every config)."""
+    return (ModelArguments, ImdbArguments, ResultArguments, TrainingArguments)
+
+
 @run_main
 def main(argv=None):
-    model_args, data_args, result_args, training_args, config = parse_args((ModelArguments, ImdbArguments, ResultArguments, TrainingArguments), argv)
+    model_args, data_args, result_args, training_args, config = parse_args(argument_types(), argv)
     os.makedirs(training_args.output_dir, exist_ok=True)
     with capture_log(os.path.join(training_args.output_dir, "train.log")) as log:
         set_seed(training_args.seed)

@@ -28,9 +28,14 @@ class TokenizerArguments:
     overwrite: bool = field(default=False, metadata={"help": "Retrain even if output_dir already holds a tokenizer."})
 
 
+def argument_types():
+    """The argument dataclasses a config file for this script fills (tests/test_configs.py checks every config)."""
+    return (TokenizerArguments, ImdbArguments)
+
+
 @run_main
 def main(argv=None):
-    tok_args, data_args, _config = parse_args((TokenizerArguments, ImdbArguments), argv)
+    tok_args, data_args, _config = parse_args(argument_types(), argv)
     if os.path.isfile(os.path.join(tok_args.output_dir, "tokenizer.json")) and not tok_args.overwrite:
         print(f"tokenizer already in {tok_args.output_dir} (pass --overwrite true to retrain)")
         return
