@@ -58,6 +58,7 @@ EXPECTED: tuple[Expected, ...] = (
     Expected("imdb-scratch-gpt-cpu", "IMDB · pretrained on IMDB only, CPU scale", "GPT-2 4×128, causal LM", "gpt"),
     Expected("imdb-scratch-none-cpu", "IMDB · pretrained on IMDB only, CPU scale", "BERT 4×128, no pretraining (control)", "bert"),
     Expected("imdb-finetune-minilm", "IMDB · fine-tuned checkpoints", "all-MiniLM-L6-v2 (BERT)", "bert"),
+    Expected("imdb-finetune-minilm-cpu", "IMDB · fine-tuned checkpoints, CPU scale", "all-MiniLM-L6-v2, 4k train reviews", "bert"),
     Expected("imdb-finetune-minilm-padding-bench", "IMDB · padding speed", "all-MiniLM-L6-v2, max length 512", "bert"),
     Expected("imdb-finetune-smollm2", "IMDB · fine-tuned checkpoints", "SmolLM2-135M-Instruct (decoder)", "gpt"),
     Expected("imdb-bert", "IMDB · fine-tuned checkpoints", "bert-base-uncased", "bert"),
