@@ -7,8 +7,9 @@ export IMDB_DIR
 export PYTHONUNBUFFERED = 1
 ARGS    ?=
 TOKENIZER_ARGS ?=
-# A result file records the exact command: the target, plus ARGS when given.
-ARGS_SUFFIX = $(if $(strip $(ARGS)), ARGS='$(ARGS)')
+# A result file records the exact command: the target, plus VAR='...' for each extra-flags variable given.
+args_suffix = $(if $(strip $($(1))), $(1)='$($(1))')
+ARGS_SUFFIX = $(call args_suffix,ARGS)
 
 .PHONY: setup test demo imdb-tokenizer imdb-word2vec imdb-textcnn imdb-lstm results-table report help
 
@@ -35,7 +36,7 @@ demo:  ## first run, offline, a few minutes on a laptop CPU: tokenizer -> TextCN
 	@echo "      BERT/GPT from scratch with 'make imdb-scratch-bert', pretrained ones with 'make imdb-bert'."
 
 imdb-tokenizer:  ## WordPiece tokenizer trained on IMDB train + unsupervised -> outputs/imdb-tokenizer
-	RUN_COMMAND="make imdb-tokenizer$(if $(strip $(TOKENIZER_ARGS)), TOKENIZER_ARGS='$(TOKENIZER_ARGS)')" $(PY) scripts/train_tokenizer.py configs/imdb_tokenizer.yaml $(TOKENIZER_ARGS)
+	RUN_COMMAND="make imdb-tokenizer$(call args_suffix,TOKENIZER_ARGS)" $(PY) scripts/train_tokenizer.py configs/imdb_tokenizer.yaml $(TOKENIZER_ARGS)
 
 imdb-textcnn: imdb-tokenizer  ## TextCNN (Kim 2014) with IMDB word2vec, full IMDB
 	RUN_COMMAND="make imdb-textcnn$(ARGS_SUFFIX)" $(PY) scripts/train_textclf.py configs/imdb_textcnn.yaml $(ARGS)

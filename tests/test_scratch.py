@@ -176,17 +176,12 @@ def test_group_texts_packs_documents_into_full_blocks():
 
 @pytest.mark.parametrize("config", ["scratch_bert.yaml", "scratch_gpt.yaml", "scratch_bert_tiny.yaml", "scratch_gpt_tiny.yaml", "scratch_bert_cpu.yaml", "scratch_gpt_cpu.yaml"])
 def test_configs_parse_and_pass_the_checks(run_scratch, config):
-    from transformers import TrainingArguments
-
     from imdb_llm.cli import parse_args
-    from imdb_llm.data import ImdbArguments
-    from imdb_llm.scratch import ScratchArguments, ScratchModelArguments, check_arguments
-    from imdb_llm.training import ResultArguments
+    from imdb_llm.scratch import check_arguments
 
     # The H200 recipes ask for bf16/TF32, which CPU-only TrainingArguments refuse: switch them off here.
     argv = [str(REPO / "configs" / config), "--use_cpu", "true", "--bf16", "false", "--tf32", "false"]
-    types = [ScratchModelArguments, ScratchArguments, ImdbArguments, ResultArguments, run_scratch.RunArguments, TrainingArguments]
-    model_args, scratch_args, _data, result_args, _run, training_args, merged = parse_args(types, argv)
+    model_args, scratch_args, _data, result_args, _run, training_args, merged = parse_args(run_scratch.argument_types(), argv)
     check_arguments(model_args, scratch_args)
     assert model_args.model_type == ("bert" if "bert" in config else "gpt2")
     assert training_args.eval_strategy == "epoch"
