@@ -106,7 +106,7 @@ def build_qlora_model(shape: dict, lora_r: int, attn: str, device):
 def run_variant(name: str, args, shape, device) -> dict:
     import torch
 
-    from imdb_llm.sft import chunked_lm_loss
+    from imdb_llm.sft.loss import chunked_lm_loss
 
     opts = VARIANTS[name]
     torch.manual_seed(args.seed)

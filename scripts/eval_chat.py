@@ -20,16 +20,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from imdb_llm.cli import UserError, parse_args, run_main  # noqa: E402
 from imdb_llm.results import capture_log, write_result  # noqa: E402
-from imdb_llm.sft import (  # noqa: E402
-    apply_template_override,
-    generate_answers,
-    generation_metrics,
-    is_cuda,
-    load_conversations,
-    quantizable_model_path,
-    seeded_subset,
-    write_predictions,
-)
+from imdb_llm.sft.data import load_conversations, seeded_subset  # noqa: E402
+from imdb_llm.sft.generate import generate_answers, write_predictions  # noqa: E402
+from imdb_llm.sft.metrics import generation_metrics  # noqa: E402
+from imdb_llm.sft.quant import is_cuda, quantizable_model_path  # noqa: E402
+from imdb_llm.sft.template import apply_template_override  # noqa: E402
 from imdb_llm.training import ResultArguments  # noqa: E402
 
 

@@ -5,6 +5,10 @@ QLoRA (Dettmers et al. 2023) = the frozen base model stored in 4-bit NF4 with do
 computed in bf16, plus small trainable LoRA matrices on every linear layer, gradient
 checkpointing and a paged 8-bit AdamW. A 6B model then trains in ~10 GiB.
 
+On a CPU, 4-bit weights are slower than full precision and save nothing that matters for a small
+model: ``--load_in_4bit false`` trains plain LoRA on fp32 weights, computed in bf16 autocast where
+the CPU has native bf16 (``--mixed_precision auto``; 2.3x fp32 for SmolLM2 on a 2-core EPYC).
+
     python scripts/sft_qlora.py configs/chatglm2-6b_qlora_med.yaml [--key value ...]
     accelerate launch --config_file configs/accelerate/multi_gpu.yaml scripts/sft_qlora.py configs/chatglm2-6b_qlora_med.yaml
 
@@ -14,6 +18,7 @@ are dataclasses, main() reads top to bottom. Data handling lives in ``imdb_llm.s
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -25,25 +30,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from imdb_llm.cli import UserError, parse_args, run_main  # noqa: E402
 from imdb_llm.results import capture_log, write_result  # noqa: E402
-from imdb_llm.sft import (  # noqa: E402
-    ListDataset,
-    PackingCollator,
-    PadCollator,
-    SftDataArguments,
-    apply_template_override,
-    choose_max_length,
-    encode_conversation,
-    encode_dataset,
-    generate_answers,
-    generation_metrics,
-    is_cuda,
-    length_stats,
-    load_conversations,
-    quantizable_model_path,
-    seeded_subset,
-    write_predictions,
-)
-from imdb_llm.sft.quant import keep_4bit_trainable  # noqa: E402
+from imdb_llm.precision import precision_flags, precision_label  # noqa: E402
+from imdb_llm.sft.collate import ListDataset, PackingCollator, PadCollator  # noqa: E402
+from imdb_llm.sft.data import SftDataArguments, load_conversations, seeded_subset  # noqa: E402
+from imdb_llm.sft.generate import cached_answers, generate_answers, model_fingerprint, write_predictions  # noqa: E402
+from imdb_llm.sft.metrics import generation_metrics  # noqa: E402
+from imdb_llm.sft.quant import is_cuda, keep_4bit_trainable, quantizable_model_path  # noqa: E402
+from imdb_llm.sft.template import apply_template_override, choose_max_length, encode_conversation, encode_dataset, length_stats  # noqa: E402
 from imdb_llm.training import ResultArguments  # noqa: E402
 
 
@@ -55,13 +48,21 @@ class ModelArguments:
         default="packaged:smollm2",
         metadata={"help": "Local folder, hub id, .gguf, or packaged:smollm2. ChatGLM2 must be the native (GlmForCausalLM) conversion."},
     )
-    load_in_4bit: bool = field(default=True, metadata={"help": "Load the frozen base in 4-bit NF4 + double quantisation (QLoRA)."})
+    load_in_4bit: bool = field(
+        default=True,
+        metadata={"help": "Load the frozen base in 4-bit NF4 + double quantisation (QLoRA). false = plain LoRA on full-precision "
+                  "weights (fp32 on a CPU, bf16 on a GPU with --mixed_precision bf16): faster on a CPU."},
+    )
+    mixed_precision: str = field(
+        default="auto",
+        metadata={"help": "auto (bf16 on a GPU that has it or a CPU with native bf16, else fp16 on a GPU, fp32 on a CPU), bf16, fp16 or no."},
+    )
     attn_implementation: str = field(default="sdpa", metadata={"help": "sdpa, eager or flash_attention_2."})
     lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA scale numerator (update scaled by alpha / r)."})
     lora_dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA input."})
     lora_target_modules: str = field(default="all-linear", metadata={"help": "'all-linear' (every linear layer but the LM head) or a comma list."})
-    cache_dir: str = field(default="outputs/cache", metadata={"help": "Where a GGUF base is de-quantised once so it can be loaded in 4-bit."})
+    cache_dir: str = field(default="outputs/cache", metadata={"help": "Where a GGUF base is de-quantised once so it can be loaded in 4-bit and trained."})
 
 
 @dataclass
@@ -72,6 +73,11 @@ class GenerationEvalArguments:
     max_new_tokens: int = field(default=128, metadata={"help": "Generation length limit."})
     generation_batch_size: int = field(default=8, metadata={"help": "Prompts per generate() call."})
     metric_tokens: str = field(default="jieba", metadata={"help": "ROUGE/BLEU units for Chinese: jieba (words) or char."})
+    answers_cache_dir: str = field(
+        default="outputs/cache/answers",
+        metadata={"help": "Keep the base model's answers here, keyed by model, prompts and settings, so a rerun does not "
+                  "generate them again; empty = no cache."},
+    )
 
 
 def build_training_args(argv):
@@ -117,6 +123,9 @@ def _main(model_args, data_args, gen_args, training_args, result_args, config, l
     from imdb_llm.llm import load_causal_lm, load_tokenizer
 
     set_seed(training_args.seed)
+    training_args = dataclasses.replace(training_args, **precision_flags(model_args.mixed_precision))
+    precision = ("4-bit NF4 weights, " if model_args.load_in_4bit else "full-precision weights, ") + precision_label(model_args.mixed_precision)
+    print(f"precision: {precision}")
     if gen_args.metric_tokens not in ("jieba", "char"):
         raise UserError("--metric_tokens must be jieba or char")
 
@@ -128,7 +137,9 @@ def _main(model_args, data_args, gen_args, training_args, result_args, config, l
     resume = resolve_resume(training_args)
 
     # 2. Tokenizer and prompts: the model's own chat template, loss only on the answer + EOS.
-    model_path = quantizable_model_path(model_args.model_name_or_path, model_args.cache_dir) if model_args.load_in_4bit else model_args.model_name_or_path
+    # A GGUF base is de-quantised once into safetensors: transformers neither loads a GGUF file in
+    # 4-bit nor trains a model it loaded from one (it counts as "quantized with GGUF").
+    model_path = quantizable_model_path(model_args.model_name_or_path, model_args.cache_dir)
     tokenizer = apply_template_override(load_tokenizer(model_path), data_args.chat_template)
     for conv in train_convs + eval_convs:
         conv["_enc"] = encode_conversation(tokenizer, conv["messages"])
@@ -149,7 +160,10 @@ def _main(model_args, data_args, gen_args, training_args, result_args, config, l
     device_map = None
     if is_cuda():  # one full copy per process under DDP (device_map="auto" would split it instead)
         device_map = {"": training_args.local_process_index}
-    model = load_causal_lm(model_path, load_in_4bit=model_args.load_in_4bit, dtype="bfloat16" if training_args.bf16 else "float32",
+    # Weights: 4-bit (bf16 compute) for QLoRA; else bf16 on a GPU, fp32 on a CPU (where bf16 is
+    # autocast: the weights and optimizer stay exact, the matmuls run in bf16).
+    weight_dtype = "bfloat16" if training_args.bf16 and (model_args.load_in_4bit or is_cuda()) else "float32"
+    model = load_causal_lm(model_path, load_in_4bit=model_args.load_in_4bit, dtype=weight_dtype,
                            device_map=device_map, attn_implementation=model_args.attn_implementation)
     model.config.use_cache = False  # the KV cache is for generation; it also disables packed-sequence masks
     if model_args.load_in_4bit:
@@ -186,21 +200,29 @@ def _main(model_args, data_args, gen_args, training_args, result_args, config, l
     gen_convs = seeded_subset(eval_convs, gen_args.generate_eval_samples, data_args.subset_seed) if gen_args.generate_eval_samples else []
     predictions: dict[str, list[str]] = {}
 
-    # 4. Baseline: LoRA's B matrices start at zero, so the untrained model *is* the base model.
-    if resume is None:
+    # 4. Baseline: the base model is the model with the adapter switched off, before or after a
+    # resume alike. Its answers are cached, since they cost as much as the adapter's.
+    with model.disable_adapter():
         metrics["eval_loss_base"] = trainer.evaluate()["eval_loss"]
         print(f"validation loss of the base model: {metrics['eval_loss_base']:.4f}")
         if gen_convs:
-            with model.disable_adapter():
-                predictions["base"] = generate_answers(model, tokenizer, gen_convs, gen_args.max_new_tokens, gen_args.generation_batch_size)
+            base_id = f"{model_fingerprint(model_path)}|4bit={model_args.load_in_4bit}|{weight_dtype}|bf16={training_args.bf16}"
+            predictions["base"], metrics["base_answers_cached"] = cached_answers(
+                gen_args.answers_cache_dir, base_id, model, tokenizer, gen_convs, gen_args.max_new_tokens, gen_args.generation_batch_size)
             metrics.update({f"base_{k}": v for k, v in generation_metrics(predictions["base"], _refs(gen_convs), gen_args.metric_tokens).items()})
 
     # 5. Train (resumable: checkpoints hold adapter, optimizer, scheduler, RNG and data position).
+    start_step = int(resume.rstrip("/").rsplit("-", 1)[1]) if resume else 0
     start = time.perf_counter()
     train_out = trainer.train(resume_from_checkpoint=resume)
     train_seconds = time.perf_counter() - start
     metrics["train_loss"] = train_out.training_loss
     metrics["global_step"] = train_out.global_step
+    metrics["resumed_from_step"] = start_step
+    # Tokens/s over the real (unpadded) tokens of the samples this process trained on.
+    samples = (train_out.global_step - start_step) * training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps * training_args.world_size
+    mean_tokens = sum(len(x["input_ids"]) for x in train_data.items) / len(train_data)
+    metrics["train_tokens_per_s"] = round(samples * mean_tokens / train_seconds, 1) if train_seconds > 0 else None
     metrics["eval_loss"] = trainer.evaluate()["eval_loss"]
     print(f"validation loss after training: {metrics['eval_loss']:.4f}")
     if gen_convs:
@@ -224,7 +246,9 @@ def _main(model_args, data_args, gen_args, training_args, result_args, config, l
             write_result(result_args.results_name, metrics, config=config, train_seconds=train_seconds, log_text=log.getvalue(),
                          results_dir=result_args.results_dir,
                          extra={"data": report, "lora": {k: v for k, v in asdict(model_args).items() if k.startswith("lora")},
-                                "n_generation_samples": len(gen_convs), "metric_tokens": gen_args.metric_tokens})
+                                "method": "QLoRA (4-bit NF4 base + LoRA)" if model_args.load_in_4bit else "LoRA (full-precision base)",
+                                "precision": precision, "n_generation_samples": len(gen_convs), "metric_tokens": gen_args.metric_tokens,
+                                "max_new_tokens": gen_args.max_new_tokens})
     return metrics
 
 

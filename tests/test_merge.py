@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from imdb_llm.sft import load_conversations, make_tiny_glm
+from imdb_llm.sft.data import load_conversations
+from tiny_models import make_tiny_glm
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))

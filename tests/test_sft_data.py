@@ -9,20 +9,12 @@ import pytest
 import torch
 
 from imdb_llm.cli import UserError
-from imdb_llm.sft import (
-    IGNORE_INDEX,
-    DataReport,
-    PackingCollator,
-    PadCollator,
-    choose_max_length,
-    chunked_lm_loss,
-    encode_conversation,
-    encode_dataset,
-    generation_metrics,
-    load_conversations,
-    make_tiny_glm,
-    record_to_messages,
-)
+from imdb_llm.sft.collate import PackingCollator, PadCollator
+from imdb_llm.sft.data import DataReport, load_conversations, record_to_messages
+from imdb_llm.sft.loss import chunked_lm_loss
+from imdb_llm.sft.metrics import generation_metrics
+from imdb_llm.sft.template import IGNORE_INDEX, choose_max_length, encode_conversation, encode_dataset
+from tiny_models import make_tiny_glm
 
 FIX = Path(__file__).parent / "fixtures" / "sft"
 REPO = Path(__file__).resolve().parents[1]

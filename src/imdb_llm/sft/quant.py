@@ -1,4 +1,5 @@
-"""4-bit (bitsandbytes NF4) models on the CPU: keep the weights in a layout that can be trained.
+"""Quantised bases for training: a GGUF base made loadable in 4-bit and trainable
+(:func:`quantizable_model_path`), and 4-bit (bitsandbytes NF4) layers kept trainable on the CPU.
 
 Why this exists. On a CPU with AVX512-BF16 (Intel Sapphire Rapids and later, AMD Zen 4 and
 later), ``bitsandbytes.nn.Linear4bit.forward`` repacks its weights into a faster *inference*
@@ -16,6 +17,9 @@ bf16 when packing), so training from a packed model would start from slightly di
 """
 
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 
 def linear4bit_layers(model) -> list:
@@ -47,3 +51,43 @@ def keep_4bit_trainable(model) -> int:
 
             layer.weight.data, layer.weight.quant_state = _convert_weight_packed_for_cpu_inverse(layer.weight.data, layer.weight.quant_state)
     return len(layers)
+
+
+def quantizable_model_path(model: str, cache_dir: str = "outputs/cache") -> str:
+    """transformers refuses ``quantization_config`` together with a GGUF file, and refuses to train a
+    model loaded from one (it is flagged "quantized with GGUF"). For a GGUF model
+    (e.g. ``packaged:smollm2``) de-quantise it once into ``cache_dir`` as safetensors and return
+    that folder, which *can* be loaded in 4-bit; any other model string is returned unchanged."""
+    from ..llm import load_causal_lm, load_tokenizer, resolve_model
+
+    path, gguf = resolve_model(model)
+    if not gguf:
+        return model
+    target = Path(cache_dir) / (Path(gguf).stem + "-dequantized")
+    if (target / "config.json").is_file():
+        return str(target)
+    print(f"de-quantising {gguf} once into {target} (GGUF cannot be loaded in 4-bit directly)", flush=True)
+    tmp = target.with_name(target.name + ".tmp")
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    lm = load_causal_lm(model, dtype="float32")
+    # The GGUF-loaded model is flagged "quantized with gguf" and refuses save_pretrained: copy its
+    # (already de-quantised) weights into a plain model built from the same config.
+    config = lm.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    with torch.device("meta"):
+        plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    plain.load_state_dict(lm.state_dict(), assign=True)
+    plain.tie_weights()
+    plain.save_pretrained(tmp)
+    load_tokenizer(model).save_pretrained(tmp)
+    os.replace(tmp, target)
+    return str(target)
+
+
+def is_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
