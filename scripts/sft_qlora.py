@@ -222,7 +222,7 @@ def _main(model_args, data_args, gen_args, training_args, result_args, config, l
     # Tokens/s over the real (unpadded) tokens of the samples this process trained on.
     samples = (train_out.global_step - start_step) * training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps * training_args.world_size
     mean_tokens = sum(len(x["input_ids"]) for x in train_data.items) / len(train_data)
-    metrics["train_tokens_per_s"] = round(samples * mean_tokens / train_seconds, 1) if train_seconds > 0 else None
+    metrics["train_tokens_per_second"] = round(samples * mean_tokens / train_seconds, 1) if train_seconds > 0 else None
     metrics["eval_loss"] = trainer.evaluate()["eval_loss"]
     print(f"validation loss after training: {metrics['eval_loss']:.4f}")
     if gen_convs:

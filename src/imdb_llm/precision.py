@@ -28,6 +28,18 @@ def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> set[str]:
     return set()
 
 
+def cpu_model_name(cpuinfo: str = "/proc/cpuinfo") -> str | None:
+    """The CPU's marketing name as the kernel reports it, e.g. 'AMD EPYC' (None where unknown)."""
+    try:
+        with open(cpuinfo, encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return " ".join(line.split(":", 1)[1].split()) or None
+    except OSError:
+        pass
+    return None
+
+
 def cpu_has_native_bf16() -> bool:
     return any(flag in cpu_flags() for flag in NATIVE_BF16_FLAGS)
 
@@ -61,7 +73,11 @@ def precision_flags(choice: str) -> dict[str, bool]:
 
 def precision_label(choice: str) -> str:
     """What a result's ``device`` field should say about precision, e.g. 'bf16 autocast (native)'."""
+    import torch
+
     resolved = resolve_precision(choice)
     if resolved == "no":
         return "fp32"
-    return f"{resolved} autocast" + (" (native bf16)" if resolved == "bf16" and cpu_has_native_bf16() else "")
+    if resolved == "bf16" and not torch.cuda.is_available():
+        return "bf16 autocast (native bf16)" if cpu_has_native_bf16() else "bf16 autocast (emulated: no native bf16)"
+    return f"{resolved} autocast"

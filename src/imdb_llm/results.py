@@ -43,7 +43,9 @@ def git_sha(cwd: str | os.PathLike | None = None) -> str:
 
 
 def device_description() -> str:
-    """What the numbers were measured on, e.g. ``1x NVIDIA H200`` or ``cpu (2 cores, x86_64)``.
+    """What the numbers were measured on, e.g. ``1x NVIDIA H200`` or
+    ``cpu (2 cores, x86_64, AMD EPYC, native bf16)``: on a CPU, whether it has native bf16 decides
+    how fast bf16 runs, so it is part of the device.
 
     On a CPU a run limited to fewer threads than cores (``OMP_NUM_THREADS``, or two runs side by
     side) says so, since its speed figures depend on it.
@@ -57,9 +59,13 @@ def device_description() -> str:
         threads = torch.get_num_threads()
     except ImportError:
         threads = None
+    from .precision import cpu_has_native_bf16, cpu_model_name
+
     cores = os.cpu_count()
     limit = f", {threads} torch thread{'s' if threads != 1 else ''}" if threads is not None and cores and threads < cores else ""
-    return f"cpu ({cores} cores, {platform.machine()}{limit})"
+    model = f", {cpu_model_name()}" if cpu_model_name() else ""
+    bf16 = ", native bf16" if cpu_has_native_bf16() else ", no native bf16"
+    return f"cpu ({cores} cores, {platform.machine()}{model}{bf16}{limit})"
 
 
 def current_command() -> str:
