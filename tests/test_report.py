@@ -178,3 +178,36 @@ def test_padding_benchmark_headline_shows_both_speeds_and_the_ratio():
     assert headline({"metrics": m}) == "dynamic+grouped 30.00 vs pad-to-512 0.88 samples/s (×34.09)"
     # With an accuracy the accuracy stays the headline: the speeds are a side figure of that run.
     assert headline({"metrics": {**m, "test_accuracy": 0.9, "n_test": 100}}) == "90.00 % test accuracy (n=100)"
+
+
+def test_sft_examples_are_generated_from_the_predictions_file(workspace):
+    from imdb_llm.report import EXAMPLES_END, EXAMPLES_START
+
+    rows = [{"line": i, "question": f"问题{i}|?", "reference": f"参考{i}", "base": "" if i == 2 else f"基座{i}", "adapter": f"适配{i}" * 40}
+            for i in range(1, 8)]
+    (workspace / "results" / "lora-smollm2-med.predictions.jsonl").write_text(
+        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    from imdb_llm.results import write_result
+
+    write_result("lora-smollm2-med", {"n_train": 3998, "n_eval": 498, "base_rouge-l": 8.5, "adapter_rouge-l": 19.25, "eval_loss_base": 2.5,
+                                      "eval_loss": 1.75, "train_tokens_per_second": 300.0}, train_seconds=3000, results_dir=workspace / "results")
+    doc = workspace / "docs" / "qlora.md"
+    doc.write_text(f"# QLoRA\n\nbefore\n{EXAMPLES_START}\nstale\n{EXAMPLES_END}\nafter\n", encoding="utf-8")
+    make_report(workspace / "results", workspace / "README.md", workspace / "docs")
+    text = doc.read_text(encoding="utf-8")
+    assert text.startswith("# QLoRA\n\nbefore\n" + EXAMPLES_START) and text.endswith(EXAMPLES_END + "\nafter\n") and "stale" not in text
+    table = [l for l in text.splitlines() if l.startswith("| ") and l[2].isdigit()]
+    assert len(table) == 5 and table[0].startswith("| 1 | 问题1\\|? | 参考1 | 基座1 | 适配1")
+    assert "(empty)" in table[1] and table[0].endswith("… |")  # an empty answer is shown as such; long ones are cut
+    assert "first 5 of 7" in text
+    assert "ROUGE-L 8.50 → 19.25" in text and "3,998 training records, validation loss on 498 records, 7 answers judged" in text
+
+
+def test_corrupt_predictions_file_is_a_one_line_error_and_nothing_is_written(workspace):
+    (workspace / "results" / "lora-smollm2-med.predictions.jsonl").write_text('{"question": "x"\n', encoding="utf-8")
+    doc = workspace / "docs" / "qlora.md"
+    doc.write_text("<!-- sft-examples:start -->\n<!-- sft-examples:end -->\n", encoding="utf-8")
+    readme_before = (workspace / "README.md").read_text(encoding="utf-8")
+    with pytest.raises(UserError, match="lora-smollm2-med.predictions.jsonl: cannot read predictions"):
+        make_report(workspace / "results", workspace / "README.md", workspace / "docs")
+    assert (workspace / "README.md").read_text(encoding="utf-8") == readme_before

@@ -1,7 +1,7 @@
 """Everything the README table and ``docs/bert-vs-gpt.md`` say in numbers comes from here.
 
 ``make report`` reads ``results/*.json`` (written by :func:`imdb_llm.results.write_result`) and
-regenerates three things:
+regenerates four things:
 
 * the README results table, between ``<!-- results-table:start -->`` and
   ``<!-- results-table:end -->`` (nothing outside the markers is touched);
@@ -9,6 +9,8 @@ regenerates three things:
   whose ``{{...}}`` placeholders are filled from result files;
 * the figures in ``docs/figures/`` (accuracy, training time, throughput, peak memory, learning
   curves).
+* the side-by-side answers in ``docs/qlora.md`` (between ``<!-- sft-examples:start -->`` and
+  ``<!-- sft-examples:end -->``), from the medical LoRA run's predictions file.
 
 A result that has no file is printed as *not yet measured*: the report never types a number that
 a result file does not hold.
@@ -52,6 +54,8 @@ class Expected:
 EXPECTED: tuple[Expected, ...] = (
     Expected("imdb-textcnn", "IMDB · word2vec baselines", "TextCNN (Kim 2014)", "rnn/cnn"),
     Expected("imdb-lstm", "IMDB · word2vec baselines", "BiLSTM", "rnn/cnn"),
+    Expected("imdb-nbsvm", "IMDB · no pretrained weights", "NBSVM: NB-weighted LR, 1-3-grams", "other"),
+    Expected("imdb-ensemble-nopretrain", "IMDB · no pretrained weights", "ensemble of IMDB-only models", "other"),
     Expected("imdb-scratch-bert", "IMDB · pretrained on IMDB only", "BERT from config, MLM", "bert"),
     Expected("imdb-scratch-gpt", "IMDB · pretrained on IMDB only", "GPT-2 from config, causal LM", "gpt"),
     Expected("imdb-scratch-bert-cpu", "IMDB · pretrained on IMDB only, CPU scale", "BERT 4×128, MLM", "bert"),
@@ -65,6 +69,7 @@ EXPECTED: tuple[Expected, ...] = (
     Expected("imdb-bert-itpt", "IMDB · fine-tuned checkpoints", "bert-base-uncased + in-task pretraining", "bert"),
     Expected("imdb-gpt2", "IMDB · fine-tuned checkpoints", "gpt2", "gpt"),
     Expected("qlora-smollm2-med", "LLM · QLoRA medical SFT", "SmolLM2-135M-Instruct, 4-bit + LoRA", "llm"),
+    Expected("lora-smollm2-med", "LLM · LoRA medical SFT, CPU scale", "SmolLM2-135M-Instruct, LoRA r=8, bf16 autocast", "llm"),
     Expected("qlora-chatglm2-6b-speed", "LLM · QLoRA speed", "ChatGLM2-6B-shaped, 4-bit + LoRA r=8", "llm"),
     Expected("decode-chatglm2-6b", "LLM · decoding speed", "ChatGLM2-6B-shaped, batch-1 decode", "llm"),
 )
@@ -328,18 +333,60 @@ def readme_block(results: dict[str, dict[str, Any]]) -> str:
     return f"{note}\n\n{results_table(results)}\n"
 
 
-def replace_between_markers(text: str, block: str, source: str = "README") -> str:
-    """Replace what lies between the table markers with ``block``; everything else stays byte-identical."""
-    starts, ends = text.count(TABLE_START), text.count(TABLE_END)
+def replace_between_markers(text: str, block: str, source: str = "README", start: str = TABLE_START, end: str = TABLE_END) -> str:
+    """Replace what lies between the markers with ``block``; everything else stays byte-identical."""
+    what = start.removeprefix("<!-- ").split(":")[0]
+    starts, ends = text.count(start), text.count(end)
     if starts == 0 or ends == 0:
-        raise UserError(f"{source}: results-table markers not found (add a line '{TABLE_START}' and a line '{TABLE_END}')")
+        raise UserError(f"{source}: {what} markers not found (add a line '{start}' and a line '{end}')")
     if starts > 1 or ends > 1:
-        raise UserError(f"{source}: results-table markers must appear exactly once each")
-    i, j = text.index(TABLE_START), text.index(TABLE_END)
+        raise UserError(f"{source}: {what} markers must appear exactly once each")
+    i, j = text.index(start), text.index(end)
     if j < i:
-        raise UserError(f"{source}: '{TABLE_END}' comes before '{TABLE_START}'")
-    head, tail = text[: i + len(TABLE_START)], text[j:]
+        raise UserError(f"{source}: '{end}' comes before '{start}'")
+    head, tail = text[: i + len(start)], text[j:]
     return f"{head}\n{block.strip()}\n{tail}"
+
+
+# --------------------------------------------------------------------------------------------
+# Answers side by side (docs/qlora.md)
+# --------------------------------------------------------------------------------------------
+
+EXAMPLES_START = "<!-- sft-examples:start -->"
+EXAMPLES_END = "<!-- sft-examples:end -->"
+SFT_EXAMPLES_RUN = "lora-smollm2-med"
+
+
+def _short(text: str, limit: int = 110) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def sft_examples_block(predictions: Path, result: dict[str, Any] | None = None, n: int = 5) -> str:
+    """The first ``n`` validation questions of a predictions file (``sft_qlora.py``): question,
+    reference, base answer and adapter answer side by side, so a reader judges the text itself."""
+    rows = []
+    try:
+        for line in predictions.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                rows.append(json.loads(line))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"{predictions}: cannot read predictions ({type(exc).__name__}: {exc})") from exc
+    missing = [k for k in ("question", "reference", "base", "adapter") if rows and k not in rows[0]]
+    if not rows or missing:
+        raise UserError(f"{predictions}: expected JSON lines with question, reference, base and adapter" + (f" (missing {missing})" if missing else ""))
+    lines = [f"Generated by `make report` from [`{predictions.as_posix()}`](../{predictions.as_posix()}): the first {min(n, len(rows))} of "
+             f"{len(rows)} judged validation questions (greedy decoding; long texts cut at 110 characters).", ""]
+    if result is not None:
+        m = result["metrics"]
+        count = lambda key: f"{int(_number(m.get(key)) or 0):,}"  # noqa: E731
+        lines += [f"The run: {headline(result)}; {count('n_train')} training records, validation loss on {count('n_eval')} "
+                  f"records, {len(rows)} answers judged; {fmt_throughput(result)} in training, "
+                  f"{fmt_seconds(result.get('train_seconds'))} on `{result.get('device', '?')}`.", ""]
+    lines += ["| # | question | reference | base model | + LoRA adapter |", "|---|---|---|---|---|"]
+    for i, row in enumerate(rows[:n], start=1):
+        lines.append(f"| {i} | " + " | ".join(_cell(_short(row[k])) or "(empty)" for k in ("question", "reference", "base", "adapter")) + " |")
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------------------------
@@ -600,7 +647,16 @@ def make_report(
         # Dry-run the template with every figure present so a template error stops us before any write.
         render_template(template_text, results, set(FIGURES), str(template))
 
+    qlora_doc, new_qlora_doc = docs_dir / "qlora.md", None
+    predictions = Path(results_dir) / f"{SFT_EXAMPLES_RUN}.predictions.jsonl"
+    if not table_only and predictions.is_file() and qlora_doc.is_file():
+        block = sft_examples_block(predictions, results.get(SFT_EXAMPLES_RUN))
+        new_qlora_doc = replace_between_markers(qlora_doc.read_text(encoding="utf-8"), block, str(qlora_doc),
+                                                EXAMPLES_START, EXAMPLES_END)
+
     atomic_write_text(readme, new_readme)
+    if new_qlora_doc is not None:
+        atomic_write_text(qlora_doc, new_qlora_doc)
     summary: dict[str, Any] = {"results": sorted(results), "readme": str(readme), "figures": [], "doc": None}
     if not table_only:
         figures = write_figures(results, docs_dir / "figures")
