@@ -2,7 +2,7 @@
 # docs/finetune.md). MODEL= on the command line swaps the model of any target below, e.g.
 #   make imdb-bert MODEL=bert-large-uncased      make imdb-finetune MODEL=packaged:smollm2 CONFIG=configs/finetune_gpt2.yaml
 # (the result file is then named imdb-finetune-<MODEL>). Extra flags go through ARGS.
-.PHONY: imdb-bert imdb-bert-itpt imdb-gpt2 imdb-gpt2-itpt imdb-roberta-large imdb-finetune imdb-finetune-minilm imdb-finetune-minilm-cpu imdb-finetune-smollm2 imdb-bert-ddp gpu-finetune-prep
+.PHONY: imdb-bert imdb-bert-itpt imdb-gpt2 imdb-gpt2-itpt imdb-roberta-large imdb-finetune imdb-finetune-minilm imdb-finetune-minilm-cpu imdb-finetune-minilm-cpu-precision-bench imdb-finetune-smollm2 imdb-bert-ddp gpu-finetune-prep
 
 CONFIG ?= configs/finetune_bert_base.yaml
 # MODEL only counts when given on the command line or in the environment (mk/serve.mk has its own default).
@@ -37,6 +37,10 @@ imdb-finetune-minilm:  ## all-MiniLM-L6-v2 from its PyPI package (offline) + pad
 
 imdb-finetune-minilm-cpu:  ## the MiniLM recipe cut to a 2-core CPU (~40 min): 4,000 train / 3,000 test reviews -> results/imdb-finetune-minilm-cpu.json
 	RUN_COMMAND="make imdb-finetune-minilm-cpu$(ARGS_SUFFIX)" $(FT) configs/finetune_minilm_cpu.yaml $(ARGS)
+
+imdb-finetune-minilm-cpu-precision-bench:  ## fp32 vs bf16 autocast, MiniLM training, same batches of 16 x 256 tokens (minutes) -> results/imdb-finetune-minilm-cpu-precision-bench.json
+	RUN_COMMAND="make imdb-finetune-minilm-cpu-precision-bench$(ARGS_SUFFIX)" $(FT) configs/finetune_minilm_cpu.yaml --max_length 256 \
+		--benchmark_precision_steps 20 --benchmark_warmup_steps 3 --benchmark_only true $(ARGS)
 
 imdb-finetune-smollm2:  ## SmolLM2-135M-Instruct (GGUF from its PyPI package, offline) as a classifier -> results/imdb-finetune-smollm2.json
 	RUN_COMMAND="make imdb-finetune-smollm2$(ARGS_SUFFIX)" $(FT) configs/finetune_smollm2.yaml $(ARGS)

@@ -32,6 +32,7 @@ from imdb_llm.data import ImdbArguments, load_imdb, pretraining_texts
 from imdb_llm.finetune import (
     ClassificationCollator,
     benchmark_padding,
+    benchmark_precision,
     check_not_imdb_finetuned,
     is_decoder_only,
     load_sequence_classifier,
@@ -39,6 +40,7 @@ from imdb_llm.finetune import (
     setup_padding,
 )
 from imdb_llm.llm import resolve_model
+from imdb_llm.precision import CHOICES, precision_flags, precision_label
 from imdb_llm.results import capture_log, write_result
 from imdb_llm.text import encode_head_tail
 from imdb_llm.training import ResultArguments, compute_metrics, count_parameters, finish_classification_run, timed_train
@@ -57,7 +59,7 @@ class ModelArguments:
     padding_side: str = field(default="right", metadata={"help": "right or left (decoders classify from the last real token either way)."})
     pad_to_max_length: bool = field(default=False, metadata={"help": "Pad every batch to max_length (the official example's default; slower)."})
     pad_to_multiple_of: int | None = field(default=8, metadata={"help": "Round dynamic padding up to a multiple of this (tensor cores)."})
-    mixed_precision: str = field(default="auto", metadata={"help": "auto (bf16 if the GPU has it, else fp16; none on CPU), bf16, fp16 or no."})
+    mixed_precision: str = field(default="auto", metadata={"help": "auto (bf16 on a GPU that has it, else fp16; on a CPU bf16 autocast only with native bf16, else fp32), bf16, fp16 or no."})
     early_stopping_patience: int | None = field(default=2, metadata={"help": "Stop after this many evaluations without a better validation accuracy."})
     allow_imdb_finetuned_weights: bool = field(default=False, metadata={"help": "Override the refusal of weights already fine-tuned on IMDB."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow custom model code from the hub (off: never by default)."})
@@ -73,7 +75,8 @@ class ModelArguments:
     # Speed figure.
     benchmark_padding_steps: int = field(default=0, metadata={"help": "Before training, time this many steps with dynamic+grouped vs pad-to-max batches; figures go into the result file."})
     benchmark_warmup_steps: int = field(default=5, metadata={"help": "Untimed steps before each benchmark run."})
-    benchmark_only: bool = field(default=False, metadata={"help": "Write the padding benchmark as the result and stop: no training, no test evaluation."})
+    benchmark_precision_steps: int = field(default=0, metadata={"help": "Before training, time this many steps in fp32 vs bf16 autocast (same batches); figures go into the result file."})
+    benchmark_only: bool = field(default=False, metadata={"help": "Write each benchmark that ran as its own result (<name>-padding-bench, <name>-precision-bench) and stop: no training, no test evaluation."})
 
 
 def validate(args: ModelArguments) -> None:
@@ -86,23 +89,14 @@ def validate(args: ModelArguments) -> None:
         raise UserError(f"--head_tokens must not be negative, got {args.head_tokens}")
     if args.padding_side not in ("right", "left"):
         raise UserError(f"--padding_side must be right or left, got {args.padding_side!r}")
-    if args.mixed_precision not in ("auto", "bf16", "fp16", "no"):
-        raise UserError(f"--mixed_precision must be auto, bf16, fp16 or no, got {args.mixed_precision!r}")
+    if args.mixed_precision not in CHOICES:
+        raise UserError(f"--mixed_precision must be one of {', '.join(CHOICES)}, got {args.mixed_precision!r}")
     if args.itpt_only and args.itpt_steps <= 0:
         raise UserError("--itpt_only needs --itpt_steps > 0")
-    if min(args.itpt_steps, args.benchmark_padding_steps, args.benchmark_warmup_steps) < 0:
+    if min(args.itpt_steps, args.benchmark_padding_steps, args.benchmark_precision_steps, args.benchmark_warmup_steps) < 0:
         raise UserError("step counts must not be negative")
-    if args.benchmark_only and args.benchmark_padding_steps <= 0:
-        raise UserError("--benchmark_only needs --benchmark_padding_steps > 0")
-
-
-def precision_flags(choice: str) -> dict[str, bool]:
-    """bf16 on Ampere and newer (H100/H200), fp16 on older GPUs, full precision on CPU."""
-    if choice == "auto":
-        if not torch.cuda.is_available():
-            return {"bf16": False, "fp16": False}
-        choice = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return {"bf16": choice == "bf16", "fp16": choice == "fp16"}
+    if args.benchmark_only and args.benchmark_padding_steps <= 0 and args.benchmark_precision_steps <= 0:
+        raise UserError("--benchmark_only needs --benchmark_padding_steps or --benchmark_precision_steps > 0")
 
 
 def max_positions(config) -> int | None:
@@ -197,19 +191,27 @@ def main(argv=None):
         extra = {"max_length": model_args.max_length, "truncation": model_args.truncation, "head_tokens": head,
                  "n_train": len(encoded["train"]), "n_validation": len(encoded["validation"])}
         config = {**config, "model": asdict(model_args), "resolved_model": path, "gguf_file": gguf, "decoder": decoder}
+        extra["precision"] = precision_label(model_args.mixed_precision)
+        benchmarks = {}
+        bench_kwargs = dict(max_length=model_args.max_length, warmup_steps=model_args.benchmark_warmup_steps, add_position_ids=decoder)
         if model_args.benchmark_padding_steps > 0:
-            extra.update(benchmark_padding(lambda: copy.deepcopy(model), tokenizer, encoded["train"], training_args,
-                                           max_length=model_args.max_length, steps=model_args.benchmark_padding_steps,
-                                           warmup_steps=model_args.benchmark_warmup_steps, add_position_ids=decoder))
-            if model_args.benchmark_only:
-                # A speed figure only: the result holds no accuracy, so the table cannot mistake it for one.
-                # Its own name (<results_name>-padding-bench), so it never stands in for the accuracy run's file.
-                name = (result_args.results_name or "finetune") + "-padding-bench"
+            benchmarks["padding"] = benchmark_padding(lambda: copy.deepcopy(model), tokenizer, encoded["train"], training_args,
+                                                      steps=model_args.benchmark_padding_steps, **bench_kwargs)
+        if model_args.benchmark_precision_steps > 0:
+            benchmarks["precision"] = benchmark_precision(lambda: copy.deepcopy(model), tokenizer, encoded["train"], training_args,
+                                                          steps=model_args.benchmark_precision_steps, **bench_kwargs)
+        if model_args.benchmark_only:
+            # Speed figures only: a result holds no accuracy, so the table cannot mistake it for one.
+            # Each has its own name (<results_name>-<kind>-bench), so it never stands in for the accuracy run's file.
+            for kind, figures in benchmarks.items():
+                name = f"{result_args.results_name or 'finetune'}-{kind}-bench"
                 if training_args.process_index == 0:
-                    written = write_result(name, extra, config=config, log_text=log.getvalue(), results_dir=result_args.results_dir,
+                    written = write_result(name, {**extra, **figures}, config=config, log_text=log.getvalue(), results_dir=result_args.results_dir,
                                            extra={"parameters": count_parameters(model)})
-                    print(f"padding benchmark written to {written}")
-                return
+                    print(f"{kind} benchmark written to {written}")
+            return
+        for figures in benchmarks.values():
+            extra.update(figures)
 
         callbacks = []
         has_eval = len(encoded["validation"]) > 0 and training_args.eval_strategy != "no"

@@ -131,7 +131,8 @@ def test_tiny_bert_end_to_end_with_itpt_and_benchmark(run_script, tiny_bert, imd
 
 def test_benchmark_only_writes_a_speed_result_without_training(run_script, tiny_bert, imdb_dir, tmp_path):
     flags = common_flags(imdb_dir, tmp_path, "tiny-bert") + [
-        "--model_name_or_path", tiny_bert, "--max_length", 64, "--benchmark_padding_steps", 2, "--benchmark_warmup_steps", 1, "--benchmark_only", "true",
+        "--model_name_or_path", tiny_bert, "--max_length", 64, "--benchmark_padding_steps", 2, "--benchmark_precision_steps", 2,
+        "--benchmark_warmup_steps", 1, "--benchmark_only", "true",
     ]
     proc = run_script(flags, tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -145,11 +146,18 @@ def test_benchmark_only_writes_a_speed_result_without_training(run_script, tiny_
     assert result["parameters"] > 0 and result["train_seconds"] is None
     assert "padding benchmark: pad_to_max_length" in (tmp_path / "results" / "tiny-bert-padding-bench.log").read_text()
     assert not list((tmp_path / "out").glob("checkpoint-*")) and not (tmp_path / "out" / "test_predictions.jsonl").exists()
+    # The precision figure, same batches in fp32 and bf16 autocast, with what the CPU had.
+    p = json.loads((tmp_path / "results" / "tiny-bert-precision-bench.json").read_text())["metrics"]
+    assert p["bench_fp32_samples_per_second"] > 0 and p["bench_bf16_samples_per_second"] > 0 and p["bench_precision_steps"] == 2
+    assert p["bench_speedup_bf16_vs_fp32"] == pytest.approx(p["bench_bf16_samples_per_second"] / p["bench_fp32_samples_per_second"], rel=1e-2)
+    from imdb_llm.precision import cpu_has_native_bf16
+
+    assert p["native_bf16"] is cpu_has_native_bf16() and "bench_dynamic_grouped_samples_per_second" not in p
 
 
 def test_benchmark_only_needs_benchmark_steps(run_script, tiny_bert, imdb_dir, tmp_path):
     proc = run_script(common_flags(imdb_dir, tmp_path, "x") + ["--model_name_or_path", tiny_bert, "--benchmark_only", "true"], tmp_path)
-    assert proc.returncode != 0 and "--benchmark_only needs --benchmark_padding_steps > 0" in proc.stderr
+    assert proc.returncode != 0 and "--benchmark_only needs --benchmark_padding_steps or --benchmark_precision_steps > 0" in proc.stderr
     assert not (tmp_path / "results").exists()
 
 

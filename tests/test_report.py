@@ -211,3 +211,10 @@ def test_corrupt_predictions_file_is_a_one_line_error_and_nothing_is_written(wor
     with pytest.raises(UserError, match="lora-smollm2-med.predictions.jsonl: cannot read predictions"):
         make_report(workspace / "results", workspace / "README.md", workspace / "docs")
     assert (workspace / "README.md").read_text(encoding="utf-8") == readme_before
+
+
+def test_precision_benchmark_headline_shows_both_speeds_the_ratio_and_the_cpu():
+    from imdb_llm.report import headline
+
+    result = {"metrics": {"bench_fp32_samples_per_second": 7.5, "bench_bf16_samples_per_second": 12.75, "native_bf16": True}}
+    assert headline(result) == "bf16 autocast 12.75 vs fp32 7.50 samples/s (×1.70, native bf16)"

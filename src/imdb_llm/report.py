@@ -64,6 +64,7 @@ EXPECTED: tuple[Expected, ...] = (
     Expected("imdb-finetune-minilm", "IMDB · fine-tuned checkpoints", "all-MiniLM-L6-v2 (BERT)", "bert"),
     Expected("imdb-finetune-minilm-cpu", "IMDB · fine-tuned checkpoints, CPU scale", "all-MiniLM-L6-v2, 4k train reviews", "bert"),
     Expected("imdb-finetune-minilm-padding-bench", "IMDB · padding speed", "all-MiniLM-L6-v2, max length 512", "bert"),
+    Expected("imdb-finetune-minilm-cpu-precision-bench", "IMDB · precision speed", "all-MiniLM-L6-v2, bf16 autocast vs fp32", "bert"),
     Expected("imdb-finetune-smollm2", "IMDB · fine-tuned checkpoints", "SmolLM2-135M-Instruct (decoder)", "gpt"),
     Expected("imdb-bert", "IMDB · fine-tuned checkpoints", "bert-base-uncased", "bert"),
     Expected("imdb-bert-itpt", "IMDB · fine-tuned checkpoints", "bert-base-uncased + in-task pretraining", "bert"),
@@ -196,6 +197,11 @@ def headline(result: dict[str, Any]) -> str:
         length = _number(m.get("bench_max_length"))
         target = f"pad-to-{int(length)}" if length is not None else "pad-to-max"
         return f"dynamic+grouped {dyn:,.2f} vs {target} {pad:,.2f} samples/s (×{dyn / pad:.2f})"
+    # Precision benchmark (finetune_classifier.py --benchmark_precision_steps): the same batches in both precisions.
+    bf16, fp32 = _number(m.get("bench_bf16_samples_per_second")), _number(m.get("bench_fp32_samples_per_second"))
+    if bf16 is not None and fp32 is not None and fp32 > 0:
+        native = {True: ", native bf16", False: ", no native bf16"}.get(m.get("native_bf16"), "")
+        return f"bf16 autocast {bf16:,.2f} vs fp32 {fp32:,.2f} samples/s (×{bf16 / fp32:.2f}{native})"
     # Generation runs (scripts/sft_qlora.py): base model vs base + adapter on the same prompts.
     parts = []
     for key, label in (("rouge-l", "ROUGE-L"), ("bleu-4", "BLEU-4")):
