@@ -41,6 +41,7 @@ from imdb_llm.finetune import (
 )
 from imdb_llm.llm import resolve_model
 from imdb_llm.precision import CHOICES, precision_flags, precision_label
+from imdb_llm.progress import ProgressLine
 from imdb_llm.results import capture_log, write_result
 from imdb_llm.text import encode_head_tail
 from imdb_llm.training import ResultArguments, compute_metrics, count_parameters, finish_classification_run, timed_train
@@ -213,7 +214,7 @@ def main(argv=None):
         for figures in benchmarks.values():
             extra.update(figures)
 
-        callbacks = []
+        callbacks = [ProgressLine()]  # one readable line per evaluation: where, how fast, ETA
         has_eval = len(encoded["validation"]) > 0 and training_args.eval_strategy != "no"
         if model_args.early_stopping_patience and has_eval and training_args.load_best_model_at_end:
             callbacks.append(EarlyStoppingCallback(early_stopping_patience=model_args.early_stopping_patience))

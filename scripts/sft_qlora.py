@@ -29,6 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from imdb_llm.cli import UserError, parse_args, run_main  # noqa: E402
+from imdb_llm.progress import ProgressLine  # noqa: E402
 from imdb_llm.results import capture_log, write_result  # noqa: E402
 from imdb_llm.precision import precision_flags, precision_label  # noqa: E402
 from imdb_llm.sft.collate import ListDataset, PackingCollator, PadCollator  # noqa: E402
@@ -194,7 +195,7 @@ def _main(model_args, data_args, gen_args, training_args, result_args, config, l
 
     collator = PackingCollator() if data_args.packing else PadCollator(tokenizer.pad_token_id)
     trainer = Trainer(model=model, args=training_args, train_dataset=train_data, eval_dataset=eval_data,
-                      data_collator=collator, processing_class=tokenizer, callbacks=extra_callbacks)
+                      data_collator=collator, processing_class=tokenizer, callbacks=[ProgressLine(), *(extra_callbacks or [])])
 
     metrics: dict = {"n_train": len(train_data), "n_eval": len(eval_data), "max_length": max_length, "quantized_linear_layers": n_4bit}
     gen_convs = seeded_subset(eval_convs, gen_args.generate_eval_samples, data_args.subset_seed) if gen_args.generate_eval_samples else []
