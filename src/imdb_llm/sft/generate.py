@@ -36,8 +36,10 @@ def generate_answers(model, tokenizer, conversations: list[dict[str, Any]], max_
             rows = order[start:start + batch_size]
             batch = tokenizer([prompts[i] for i in rows], return_tensors="pt", padding=True, add_special_tokens=False).to(device)
             with torch.no_grad():
+                # use_cache explicitly: training scripts switch model.config.use_cache off, and generate()
+                # would follow it and recompute every earlier token at each step (quadratic, ~10x slower).
                 out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id,
-                                     eos_token_id=tokenizer.eos_token_id)
+                                     eos_token_id=tokenizer.eos_token_id, use_cache=True)
             new = out[:, batch["input_ids"].shape[1]:]
             for i, text in zip(rows, tokenizer.batch_decode(new, skip_special_tokens=True)):
                 answers[i] = text.strip()
