@@ -112,6 +112,14 @@ class _Kill(TrainerCallback):
             raise KeyboardInterrupt
 
 
+def _cpu_bf16():
+    import torch
+
+    from imdb_llm.precision import resolve_precision
+
+    return not torch.cuda.is_available() and resolve_precision("auto") == "bf16"
+
+
 def _adapter(path):
     from safetensors.torch import load_file
 
@@ -122,12 +130,20 @@ def test_resume_after_kill_matches_uninterrupted(tiny_glm, tmp_path):
     import sft_qlora
 
     common = ("--max_steps", "4", "--optim", "adamw_torch", "--load_in_4bit", "false")
-    sft_qlora.main(_argv(tiny_glm, tmp_path / "straight", *common))
+    straight = sft_qlora.main(_argv(tiny_glm, tmp_path / "straight", *common, "--generate_eval_samples", "2", "--max_new_tokens", "4",
+                                    "--metric_tokens", "char", "--answers_cache_dir", str(tmp_path / "answers")))
+    # Answers come from a bf16 copy where training is bf16 autocast on a CPU; the trained weights stay fp32.
+    assert straight["generation_dtype"] == ("bfloat16" if _cpu_bf16() else "float32")
     with pytest.raises(KeyboardInterrupt):
         sft_qlora.main(_argv(tiny_glm, tmp_path / "killed", *common), extra_callbacks=[_Kill()])
     assert (tmp_path / "killed" / "checkpoint-2").is_dir() and not (tmp_path / "killed" / "adapter_model.safetensors").exists()
-    metrics = sft_qlora.main(_argv(tiny_glm, tmp_path / "killed", *common, "--resume_from_checkpoint", "auto"))
+    metrics = sft_qlora.main(_argv(tiny_glm, tmp_path / "killed", *common, "--resume_from_checkpoint", "auto",
+                                   "--results_name", "resumed", "--results_dir", str(tmp_path / "results")))
     assert metrics["global_step"] == 4 and metrics["resumed_from_step"] == 2  # resumed, not restarted
+    # Training time adds up across the interruption: what checkpoint-2 recorded plus this process's part.
+    before = json.loads((tmp_path / "killed" / "checkpoint-2" / "train_clock.json").read_text())["train_seconds"]
+    result = json.loads((tmp_path / "results" / "resumed.json").read_text())
+    assert before > 0 and result["train_seconds"] == pytest.approx(before + metrics["train_seconds_this_process"], abs=0.2)
     a, b = _adapter(tmp_path / "straight"), _adapter(tmp_path / "killed")
     assert a.keys() == b.keys()
     for k in a:
