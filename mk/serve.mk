@@ -1,9 +1,9 @@
-# Serving: OpenAI-compatible API + web chat page (scripts/serve.py), decode benchmark.
+# Serving: OpenAI-compatible API + web chat page (scripts/serve.py), decode and concurrent-serving benchmarks.
 # make chatglm-serve MODEL=outputs/chatglm2-6b-native ARGS="--api_key KEY --compile"
 HOST  ?= 127.0.0.1
 PORT  ?= 8000
 
-.PHONY: chatglm-serve chatglm-web bench-decode browser
+.PHONY: chatglm-serve chatglm-web bench-decode bench-serve browser
 
 chatglm-serve:  ## OpenAI-compatible API on http://$(HOST):$(PORT)/v1 for MODEL (default outputs/chatglm2-6b-native; ARGS: --adapter DIR --api_key KEY --compile)
 	RUN_COMMAND="make chatglm-serve$(ARGS_SUFFIX)" $(PY) scripts/serve.py --model $(call chatglm_model,outputs/chatglm2-6b-native) --host $(HOST) --port $(PORT) $(ARGS)
@@ -14,6 +14,9 @@ chatglm-web:  ## the same server, announcing the web chat page at http://$(HOST)
 
 bench-decode:  ## batch-1 bf16 decode tokens/s, ChatGLM2-6B shape, random weights (GPU) -> results/decode-chatglm2-6b.json
 	RUN_COMMAND="make bench-decode$(ARGS_SUFFIX)" $(PY) scripts/bench_decode.py $(ARGS)
+
+bench-serve:  ## serve.py on 127.0.0.1 driven by the openai client at 1/4/16/64 concurrent clients (MODEL default packaged:smollm2) -> results/serve-<model>-<device>.json
+	RUN_COMMAND="make bench-serve$(if $(filter command line environment,$(origin MODEL)), MODEL=$(MODEL))$(ARGS_SUFFIX)" $(PY) scripts/bench_serve.py --model $(call chatglm_model,packaged:smollm2) $(ARGS)
 
 browser:  ## install Debian chromium for the headless web-page test (root/sudo)
 	bash scripts/ci_install_browser.sh

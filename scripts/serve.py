@@ -10,7 +10,9 @@ Then any OpenAI client works against it::
     client.chat.completions.create(model="chatglm2-6b-native", messages=[{"role": "user", "content": "hi"}])
 
 It binds to loopback by default: put a reverse proxy with TLS in front before exposing it.
-See docs/serving.md for the API, the fast-decoding flag and the vLLM route to multi-GPU serving.
+Concurrent requests are decoded together (continuous batching, bounded by --max_running and
+--max_batch_tokens; beyond --max_queue waiting requests the server answers 503 + Retry-After).
+See docs/serving.md for the API, batching, the fast-decoding flag and the vLLM route to multi-GPU serving.
 """
 
 from __future__ import annotations
@@ -40,9 +42,15 @@ class ServeArguments:
     max_tokens_cap: int = field(default=2048, metadata={"help": "Largest max_tokens a request may ask for."})
     default_max_tokens: int = field(default=512, metadata={"help": "max_tokens when a request gives none."})
     max_body_bytes: int = field(default=1_000_000, metadata={"help": "Reject request bodies larger than this (HTTP 413)."})
-    max_queue: int = field(default=256, metadata={"help": "Requests waiting beyond this get HTTP 503."})
-    compile: bool = field(default=False, metadata={"help": "Fast decoding: static KV cache + torch.compile (CUDA graphs on GPU). First requests are slow while it compiles."})
-    static_cache: bool = field(default=False, metadata={"help": "Static KV cache without compiling (fixed shapes; mainly for testing)."})
+    max_queue: int = field(default=256, metadata={"help": "Requests waiting (not yet running) beyond this get HTTP 503 with a Retry-After header."})
+    max_running: int = field(default=64, metadata={"help": "Continuous batching: at most this many requests decode together in one batch; the rest wait in the queue."})
+    max_batch_tokens: int = field(default=65536, metadata={"help": "Memory cap of the batch in KV-cache token slots: a request joins only while rows x (padded length + longest answer still to come) stays within it. KV bytes per slot = 2 x layers x kv_heads x head_dim x dtype bytes."})
+    batch_window_ms: float = field(default=0.0, metadata={"help": "When idle, wait this long after the first request so a burst starts as one batch (requests arriving later join at the next step anyway)."})
+    prefix_cache: bool = field(default=True, metadata={"help": "Compute the prompt prefix requests share (e.g. the chat template's system prompt) once and reuse its KV cache."})
+    threads: int | None = field(default=None, metadata={"help": "CPU only: torch threads for the model. Default: torch's (one per core); 1 is faster when other jobs share the cores."})
+    log_level: str = field(default="info", metadata={"help": "uvicorn log level: info logs every request; warning keeps benchmarks quiet."})
+    compile: bool = field(default=False, metadata={"help": "Fast batch-1 decoding: static KV cache + torch.compile (CUDA graphs on GPU), one request at a time (no batching). First requests are slow while it compiles."})
+    static_cache: bool = field(default=False, metadata={"help": "Static KV cache without compiling, one request at a time (fixed shapes; mainly for testing)."})
     web: bool = field(default=True, metadata={"help": "Serve the web chat page at /."})
 
 
@@ -56,6 +64,10 @@ def main(argv=None):
         raise UserError(f"{args.adapter}: adapter folder not found")
     if args.max_tokens_cap < 1 or args.default_max_tokens < 1 or args.max_body_bytes < 1024:
         raise UserError("--max_tokens_cap and --default_max_tokens must be >= 1, --max_body_bytes >= 1024")
+    if args.log_level not in ("critical", "error", "warning", "info", "debug", "trace"):
+        raise UserError(f"--log_level {args.log_level!r}: choose critical, error, warning, info, debug or trace")
+    if args.max_queue < 1 or args.max_running < 1 or args.max_batch_tokens < 1 or args.batch_window_ms < 0:
+        raise UserError("--max_queue, --max_running and --max_batch_tokens must be >= 1, --batch_window_ms >= 0")
 
     import torch
     import uvicorn
@@ -64,6 +76,10 @@ def main(argv=None):
     from imdb_llm.serving import create_app
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise UserError("--threads must be >= 1")
+        torch.set_num_threads(args.threads)
     tokenizer = load_tokenizer(args.model)
     if not getattr(tokenizer, "chat_template", None):
         raise UserError(f"{args.model}: the tokenizer has no chat template; serve a chat/instruct model")
@@ -90,11 +106,16 @@ def main(argv=None):
         default_max_tokens=args.default_max_tokens,
         max_body_bytes=args.max_body_bytes,
         max_queue=args.max_queue,
+        max_running=args.max_running,
+        max_batch_tokens=args.max_batch_tokens,
+        batch_window_ms=args.batch_window_ms,
+        prefix_cache=args.prefix_cache,
         decode=decode,
         web=args.web,
     )
-    print(f"serving '{name}' on http://{args.host}:{args.port}  (API: /v1, web page: /, decode: {decode}, auth: {'on' if args.api_key else 'off'})", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    batching = f"continuous batching up to {args.max_running} requests" if decode == "dynamic" else "one request at a time"
+    print(f"serving '{name}' on http://{args.host}:{args.port}  (API: /v1, web page: /, decode: {decode}, {batching}, {torch.get_num_threads()} torch threads, auth: {'on' if args.api_key else 'off'})", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
 
 
 if __name__ == "__main__":

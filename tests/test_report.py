@@ -218,3 +218,11 @@ def test_precision_benchmark_headline_shows_both_speeds_the_ratio_and_the_cpu():
 
     result = {"metrics": {"bench_fp32_samples_per_second": 7.5, "bench_bf16_samples_per_second": 12.75, "native_bf16": True}}
     assert headline(result) == "bf16 autocast 12.75 vs fp32 7.50 samples/s (×1.70, native bf16)"
+
+
+def test_serving_benchmark_headline_shows_the_batching_gain_and_failures():
+    from imdb_llm.report import headline
+
+    m = {"clients_1_tokens_per_second": 20.4, "clients_4_tokens_per_second": 58.0, "clients_16_tokens_per_second": 105.49,
+         "clients_64_tokens_per_second": 135.83, "tokens_per_second": 135.83, "failed_requests": 0, "requests": 260}
+    assert headline({"metrics": m}) == "16 clients 105.5 vs 1 client 20.4 tok/s (×5.17); 0 failed of 260 requests up to 64 clients"

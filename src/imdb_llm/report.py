@@ -71,6 +71,7 @@ EXPECTED: tuple[Expected, ...] = (
     Expected("imdb-gpt2", "IMDB · fine-tuned checkpoints", "gpt2", "gpt"),
     Expected("qlora-smollm2-med", "LLM · QLoRA medical SFT", "SmolLM2-135M-Instruct, 4-bit + LoRA", "llm"),
     Expected("lora-smollm2-med", "LLM · LoRA medical SFT, CPU scale", "SmolLM2-135M-Instruct, LoRA r=8, bf16 autocast", "llm"),
+    Expected("serve-smollm2-cpu", "LLM · serving, continuous batching", "SmolLM2-135M-Instruct, OpenAI client load", "llm"),
     Expected("qlora-chatglm2-6b-speed", "LLM · QLoRA speed", "ChatGLM2-6B-shaped, 4-bit + LoRA r=8", "llm"),
     Expected("decode-chatglm2-6b", "LLM · decoding speed", "ChatGLM2-6B-shaped, batch-1 decode", "llm"),
 )
@@ -202,6 +203,13 @@ def headline(result: dict[str, Any]) -> str:
     if bf16 is not None and fp32 is not None and fp32 > 0:
         native = {True: ", native bf16", False: ", no native bf16"}.get(m.get("native_bf16"), "")
         return f"bf16 autocast {bf16:,.2f} vs fp32 {fp32:,.2f} samples/s (×{bf16 / fp32:.2f}{native})"
+    # Serving benchmark (scripts/bench_serve.py): batching gain at 16 clients, failures at the highest load.
+    one, sixteen = _number(m.get("clients_1_tokens_per_second")), _number(m.get("clients_16_tokens_per_second"))
+    if one is not None and sixteen is not None and one > 0:
+        top = max((int(k.split("_")[1]) for k in m if re.fullmatch(r"clients_\d+_tokens_per_second", k)), default=16)
+        failed = m.get("failed_requests")
+        return (f"16 clients {sixteen:,.1f} vs 1 client {one:,.1f} tok/s (×{sixteen / one:.2f})"
+                + (f"; {failed} failed of {m.get('requests')} requests up to {top} clients" if failed is not None else ""))
     # Generation runs (scripts/sft_qlora.py): base model vs base + adapter on the same prompts.
     parts = []
     for key, label in (("rouge-l", "ROUGE-L"), ("bleu-4", "BLEU-4")):

@@ -1,0 +1,438 @@
+"""The HTTP layer of the server: OpenAI's wire format, validation, SSE streaming, auth, limits.
+
+Why it looks like this:
+
+* ``POST /v1/chat/completions`` speaks the OpenAI wire format, so the official ``openai`` client,
+  LangChain, curl scripts and the web page in ``static/`` all work unchanged.
+* Everything here runs on the asyncio event loop and never touches the model: a request is
+  validated, rendered with the chat template, turned into a :class:`~imdb_llm.serving_engine.Job`
+  and handed to the :class:`~imdb_llm.serving_engine.GenerationEngine`, whose worker thread sends
+  events back through ``loop.call_soon_threadsafe``. Waiting clients cost nothing.
+* Bad input gets an OpenAI-style JSON error (``{"error": {"message", "type", "param", "code"}}``)
+  with a 4xx status, never a traceback; a full queue gets 503 with ``Retry-After``.
+* A client that disconnects cancels its job (the SSE generator's ``finally``, or a poll for
+  non-streaming requests): the engine retires its row at the next step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import time
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+from fastapi import Request  # module level: FastAPI resolves endpoint annotations here
+from pydantic import BaseModel, ConfigDict, Field
+
+from .serving_engine import GenerationEngine, Job, Overloaded
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+ALLOWED_ROLES = ("system", "developer", "user", "assistant")
+PUBLIC_PATHS = ("/", "/index.html", "/favicon.ico")  # the static page holds no data; the API does
+
+
+# --------------------------------------------------------------------------------------------
+# Errors in OpenAI's shape
+# --------------------------------------------------------------------------------------------
+class APIError(Exception):
+    """An error the client caused (or a busy server), returned as OpenAI-style JSON."""
+
+    def __init__(self, status: int, message: str, *, type: str = "invalid_request_error", param: str | None = None,
+                 code: str | None = None, retry_after: int | None = None):
+        super().__init__(message)
+        self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
+        self.retry_after = retry_after
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+
+def _error_response(exc: APIError):
+    from fastapi.responses import JSONResponse
+
+    headers = {}
+    if exc.status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    if exc.retry_after is not None:  # clients (the openai one included) wait this long before retrying
+        headers["Retry-After"] = str(exc.retry_after)
+    return JSONResponse(exc.body(), status_code=exc.status, headers=headers or None)
+
+
+# --------------------------------------------------------------------------------------------
+# Request schema (the subset of OpenAI's we implement; unknown fields are accepted and ignored,
+# as OpenAI-compatible servers usually do, so newer clients keep working)
+# --------------------------------------------------------------------------------------------
+class ContentPart(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: str
+    text: str | None = None
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    role: str
+    content: str | list[ContentPart] | None = None
+
+
+class ChatCompletionRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    model: str
+    messages: list[ChatMessage]
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    stop: str | list[str] | None = None
+    stream: bool = False
+    stream_options: dict[str, Any] | None = None
+    n: int = 1
+    seed: int | None = None
+
+
+# --------------------------------------------------------------------------------------------
+# A pure ASGI guard: body size limit and bearer-token auth, before FastAPI parses anything
+# --------------------------------------------------------------------------------------------
+class _GuardMiddleware:
+    """Rejects oversized bodies (413) and, with an API key, unauthenticated requests (401).
+
+    Written as raw ASGI (not ``BaseHTTPMiddleware``) so streaming responses and client-disconnect
+    detection pass through untouched.
+    """
+
+    def __init__(self, app, *, api_key: str | None, max_body_bytes: int):
+        self.app, self.api_key, self.max_body_bytes = app, api_key, max_body_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        if self.api_key and scope["path"] not in PUBLIC_PATHS and scope["method"] != "OPTIONS":
+            headers = dict(scope["headers"])
+            auth = headers.get(b"authorization", b"").decode("latin-1")
+            scheme, _, token = auth.partition(" ")
+            if scheme.lower() != "bearer" or not secrets.compare_digest(token.strip().encode(), self.api_key.encode()):
+                msg = "Missing API key: send 'Authorization: Bearer <key>'." if not auth else "Incorrect API key provided."
+                return await _error_response(APIError(401, msg, code="invalid_api_key"))(scope, receive, send)
+        if scope["method"] in ("POST", "PUT", "PATCH"):
+            headers = dict(scope["headers"])
+            declared = headers.get(b"content-length")
+            too_big = APIError(413, f"Request body too large: the limit is {self.max_body_bytes} bytes.", code="request_too_large")
+            if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+                return await _error_response(too_big)(scope, receive, send)
+            # Read the body ourselves (chunked uploads have no Content-Length), then replay it.
+            chunks, size = [], 0
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return
+                body = message.get("body", b"")
+                size += len(body)
+                if size > self.max_body_bytes:
+                    return await _error_response(too_big)(scope, receive, send)
+                chunks.append(body)
+                if not message.get("more_body", False):
+                    break
+            replayed = False
+
+            async def replay():
+                nonlocal replayed
+                if not replayed:
+                    replayed = True
+                    return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+                return await receive()  # later calls wait for http.disconnect
+
+            return await self.app(scope, replay, send)
+        return await self.app(scope, receive, send)
+
+
+# --------------------------------------------------------------------------------------------
+# From request body to Job, and from engine events to responses
+# --------------------------------------------------------------------------------------------
+@dataclass
+class ServerState:
+    """What the endpoints need: the engine, the tokenizer and the per-request limits."""
+
+    engine: GenerationEngine
+    tokenizer: Any
+    model_name: str
+    context: int
+    max_tokens_cap: int
+    default_max_tokens: int
+    created: int
+
+
+def context_length_of(model, tokenizer=None) -> int:
+    """The longest sequence the model was built for (``max_position_embeddings`` / ``seq_length``)."""
+    cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    for key in ("max_position_embeddings", "seq_length", "n_positions", "max_sequence_length"):
+        value = getattr(cfg, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    limit = getattr(tokenizer, "model_max_length", None)
+    return limit if isinstance(limit, int) and 0 < limit < 10**7 else 2048
+
+
+def _messages(body: ChatCompletionRequest) -> list[dict[str, str]]:
+    """The messages as plain dicts for the chat template, or a 400 naming the bad one."""
+    if not body.messages:
+        raise APIError(400, "'messages' must contain at least one message.", param="messages", code="empty_messages")
+    messages = []
+    for i, msg in enumerate(body.messages):
+        if msg.role not in ALLOWED_ROLES:
+            raise APIError(400, f"Invalid role '{msg.role}' in messages[{i}]: expected one of {', '.join(ALLOWED_ROLES)}.", param=f"messages[{i}].role", code="invalid_role")
+        if isinstance(msg.content, list):
+            if any(p.type != "text" or p.text is None for p in msg.content):
+                raise APIError(400, f"messages[{i}].content: only text parts are supported.", param=f"messages[{i}].content")
+            content = "".join(p.text for p in msg.content)
+        else:
+            content = msg.content or ""
+        if not content and msg.role != "assistant":
+            raise APIError(400, f"messages[{i}].content must not be empty.", param=f"messages[{i}].content", code="empty_content")
+        messages.append({"role": "system" if msg.role == "developer" else msg.role, "content": content})
+    return messages
+
+
+def build_job(body: ChatCompletionRequest, state: ServerState) -> tuple[Job, int]:
+    """Validate a request against the served model and its limits: ``(job, prompt_tokens)``."""
+    if body.model != state.model_name:
+        raise APIError(404, f"The model '{body.model}' does not exist: this server serves '{state.model_name}'.", param="model", code="model_not_found")
+    if body.n != 1:
+        raise APIError(400, "Only n=1 is supported.", param="n")
+    messages = _messages(body)
+    stop = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
+    if len(stop) > 4 or any(not s for s in stop):
+        raise APIError(400, "'stop' takes up to 4 non-empty strings.", param="stop")
+    try:
+        with state.engine.tokenizer_lock:  # the worker decodes with the same (not thread-safe) tokenizer
+            prompt = state.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            prompt_ids = state.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    except Exception as exc:  # templates raise on e.g. non-alternating roles
+        raise APIError(400, f"Cannot apply the chat template: {exc}", param="messages") from None
+    n_prompt, context = len(prompt_ids), state.context
+    requested = body.max_completion_tokens or body.max_tokens
+    if requested is not None and requested > state.max_tokens_cap:
+        raise APIError(400, f"max_tokens is too large: {requested}. This server allows at most {state.max_tokens_cap} completion tokens.", param="max_tokens", code="max_tokens_too_large")
+    if n_prompt >= context:
+        raise APIError(400, f"This model's maximum context length is {context} tokens. However, your messages resulted in {n_prompt} tokens.", param="messages", code="context_length_exceeded")
+    if requested is not None and n_prompt + requested > context:
+        raise APIError(
+            400,
+            f"This model's maximum context length is {context} tokens. However, you requested {n_prompt + requested} tokens ({n_prompt} in the messages, {requested} in the completion).",
+            param="max_tokens",
+            code="context_length_exceeded",
+        )
+    job = Job(
+        prompt_ids=list(prompt_ids),
+        max_new_tokens=requested or min(state.default_max_tokens, state.max_tokens_cap, context - n_prompt),
+        temperature=1.0 if body.temperature is None else body.temperature,
+        top_p=1.0 if body.top_p is None else body.top_p,
+        stop=stop,
+        seed=body.seed,
+    )
+    return job, n_prompt
+
+
+def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens}
+
+
+async def collect(job: Job, events: asyncio.Queue, prompt_tokens: int, request: Request, state: ServerState):
+    """A non-streaming answer: gather the deltas; poll for a disconnect while waiting."""
+    from fastapi.responses import JSONResponse
+
+    parts: list[str] = []
+    try:
+        while True:
+            try:
+                event = await asyncio.wait_for(events.get(), timeout=0.5)
+            except asyncio.TimeoutError:
+                if await request.is_disconnected():
+                    return JSONResponse({}, status_code=499)
+                continue
+            if event[0] == "delta":
+                parts.append(event[1])
+            elif event[0] == "error":
+                raise APIError(500, event[1], type="server_error")
+            else:
+                _, reason, tokens = event
+                break
+    finally:
+        job.cancel()  # no-op when it finished; stops the generation when we leave early
+    return {
+        "id": job.id,
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": state.model_name,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "".join(parts)}, "logprobs": None, "finish_reason": reason}],
+        "usage": _usage(prompt_tokens, tokens),
+        "system_fingerprint": None,
+    }
+
+
+async def sse(job: Job, events: asyncio.Queue, prompt_tokens: int, include_usage: bool, model_name: str) -> AsyncIterator[str]:
+    """A streaming answer as Server-Sent Events: role chunk, content chunks, finish chunk, [DONE]."""
+    created_at = int(time.time())
+
+    def chunk(delta: dict, finish_reason=None, usage=None, choices=True) -> str:
+        data = {
+            "id": job.id,
+            "object": "chat.completion.chunk",
+            "created": created_at,
+            "model": model_name,
+            "system_fingerprint": None,
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}] if choices else [],
+        }
+        if include_usage:
+            data["usage"] = usage
+        return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+    try:
+        yield chunk({"role": "assistant", "content": ""})
+        while True:
+            event = await events.get()
+            if event[0] == "delta":
+                yield chunk({"content": event[1]})
+            elif event[0] == "error":
+                yield f"data: {json.dumps(APIError(500, event[1], type='server_error').body())}\n\n"
+                break
+            else:
+                _, reason, tokens = event
+                yield chunk({}, finish_reason=reason)
+                if include_usage:
+                    yield chunk({}, usage=_usage(prompt_tokens, tokens), choices=False)
+                break
+        yield "data: [DONE]\n\n"
+    finally:
+        # Reached on normal end and also when Starlette cancels us because the client
+        # disconnected: the engine sees the flag at the next step and frees the row.
+        job.cancel()
+
+
+def _install_error_handlers(app) -> None:
+    from fastapi.exceptions import RequestValidationError
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+
+    @app.exception_handler(APIError)
+    async def _api_error(request, exc: APIError):
+        return _error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request, exc: RequestValidationError):
+        first = exc.errors()[0] if exc.errors() else {}
+        loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+        param = ".".join(loc) or None
+        message = f"Invalid request: {param + ': ' if param else ''}{first.get('msg', 'malformed body')}"
+        return _error_response(APIError(400, message, param=param))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request, exc: StarletteHTTPException):
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
+        return _error_response(APIError(exc.status_code, str(exc.detail), code=code))
+
+
+# --------------------------------------------------------------------------------------------
+# The app
+# --------------------------------------------------------------------------------------------
+def create_app(
+    model,
+    tokenizer,
+    *,
+    model_name: str,
+    api_key: str | None = None,
+    max_model_len: int | None = None,
+    max_tokens_cap: int = 2048,
+    default_max_tokens: int = 512,
+    max_body_bytes: int = 1_000_000,
+    max_queue: int = 256,
+    max_running: int = 64,
+    max_batch_tokens: int = 65536,
+    batch_window_ms: float = 0.0,
+    prefix_cache: bool = True,
+    decode: str = "dynamic",
+    web: bool = True,
+):
+    """Build the FastAPI app around an already-loaded model and tokenizer.
+
+    ``max_model_len`` caps the context (defaults to the model's own); ``max_tokens_cap`` caps
+    ``max_tokens`` per request; ``max_queue`` / ``max_running`` / ``max_batch_tokens`` /
+    ``batch_window_ms`` / ``prefix_cache`` / ``decode`` configure the :class:`GenerationEngine`. The engine is
+    reachable as ``app.state.engine``.
+    """
+    from fastapi import FastAPI
+    from fastapi.responses import FileResponse, StreamingResponse
+
+    if not getattr(tokenizer, "chat_template", None):
+        from .cli import UserError
+
+        raise UserError("the tokenizer has no chat template: serve a chat/instruct model (or add a template)")
+    context = min(max_model_len or 10**9, context_length_of(model, tokenizer))
+    engine = GenerationEngine(model, tokenizer, context_length=context, decode=decode, max_queue=max_queue,
+                              max_running=max_running, max_batch_tokens=max_batch_tokens, batch_window_ms=batch_window_ms, prefix_cache=prefix_cache)
+    state = ServerState(engine, tokenizer, model_name, context, max_tokens_cap, default_max_tokens, int(time.time()))
+
+    @asynccontextmanager
+    async def lifespan(app):
+        yield
+        engine.close()
+
+    app = FastAPI(title="imdb-llm chat server", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.engine = engine
+    app.state.model_name = model_name
+    app.state.context_length = context
+    _install_error_handlers(app)
+
+    @app.get("/health")
+    async def health():
+        return {"status": "ok", "model": model_name, "queued": engine.queued, "running": engine.running, "busy": engine.busy,
+                "max_running": engine.max_running, "decode": decode, "context_length": context, "stats": engine.stats}
+
+    def _model_card():
+        return {"id": model_name, "object": "model", "created": state.created, "owned_by": "imdb-llm", "context_length": context}
+
+    @app.get("/v1/models")
+    async def list_models():
+        return {"object": "list", "data": [_model_card()]}
+
+    @app.get("/v1/models/{model_id:path}")
+    async def get_model(model_id: str):
+        if model_id != model_name:
+            raise APIError(404, f"The model '{model_id}' does not exist.", param="model", code="model_not_found")
+        return _model_card()
+
+    if web:
+
+        @app.get("/", include_in_schema=False)
+        async def index():
+            return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(body: ChatCompletionRequest, request: Request):
+        job, prompt_tokens = build_job(body, state)
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue = asyncio.Queue()
+
+        def emit(event):  # runs in the worker thread
+            try:
+                loop.call_soon_threadsafe(events.put_nowait, event)
+            except RuntimeError:  # the loop is gone (server shutting down)
+                job.cancel()
+
+        job.emit = emit
+        try:
+            engine.submit(job)
+        except Overloaded as exc:
+            raise APIError(503, str(exc), type="server_error", code="server_overloaded", retry_after=exc.retry_after) from None
+        if body.stream:
+            include_usage = bool((body.stream_options or {}).get("include_usage"))
+            return StreamingResponse(
+                sse(job, events, prompt_tokens, include_usage, model_name),
+                media_type="text/event-stream",
+                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            )
+        return await collect(job, events, prompt_tokens, request, state)
+
+    app.add_middleware(_GuardMiddleware, api_key=api_key, max_body_bytes=max_body_bytes)
+    return app

@@ -1,0 +1,525 @@
+"""The generation engine of the server: a waiting queue, admission limits, and continuous batching.
+
+Why it looks like this:
+
+* ONE worker thread owns the model, so requests never race on it or on a KV cache; the HTTP
+  side (``serving_api``) only queues :class:`Job` s and reads the events they emit.
+* **Continuous batching.** The worker keeps a running :class:`~imdb_llm.serving_batch.PaddedBatch`.
+  Before every decode step it admits waiting jobs (prefilling them together and merging them into
+  the batch), and after every step it retires the rows that finished, were cancelled or failed.
+  So a request that arrives while others run starts at the next step, not after them, and a
+  short answer leaves without waiting for a long one.
+* **Per request, inside one batch:** its own ``max_tokens``, temperature / top_p, seed (each job
+  samples from its own ``torch.Generator``, so its tokens do not depend on who shares the batch),
+  stop strings, streaming and cancellation. A failing row is retired with an error; the others go on.
+* **Bounded memory.** At most ``max_running`` rows, and a batch may only grow while
+  ``rows x (padded width + longest remaining answer)`` - the most KV-cache slots it can reach -
+  stays within ``max_batch_tokens``. Beyond ``max_queue`` waiting jobs, :meth:`submit` raises
+  :class:`Overloaded` (the API turns it into HTTP 503 with ``Retry-After``).
+* **Shared prompt prefix.** Chat templates put the same system prompt in front of every request;
+  its keys/values are computed once, kept, and copied into later prompts that start with it, so
+  prefill (the compute-bound part on a CPU) only runs on what differs.
+* ``decode="static"`` / ``"compile"`` keep the batch-1 fast path: ``model.generate`` with a
+  preallocated cache (and ``torch.compile``), one job at a time. Fixed shapes are what make CUDA
+  graphs possible, and a batch that changes every step has none.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+import threading
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from .serving_batch import PaddedBatch, SharedPrefix
+
+MIN_SHARED_PREFIX = 16  # tokens: below this, reusing a prefix saves less than the bookkeeping costs
+
+
+def common_prefix_length(a, b) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+class Overloaded(Exception):
+    """Too many requests are waiting; ``retry_after`` is a guess (seconds) at when to retry."""
+
+    def __init__(self, message: str, retry_after: int):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+@dataclass
+class Job:
+    """One chat completion: what to generate, and where to send the pieces."""
+
+    prompt_ids: list[int]
+    max_new_tokens: int
+    temperature: float = 1.0
+    top_p: float = 1.0
+    stop: list[str] = field(default_factory=list)
+    seed: int | None = None
+    id: str = field(default_factory=lambda: f"chatcmpl-{uuid.uuid4().hex[:24]}")
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    # Set by the caller; called from the worker thread with ("delta", text),
+    # ("done", finish_reason, completion_tokens) or ("error", message).
+    emit: Callable[[tuple], Any] | None = None
+    # Filled by the engine: the generated token ids (tests compare them token for token).
+    token_ids: list[int] = field(default_factory=list)
+    submitted_at: float = 0.0
+
+    def cancel(self) -> None:
+        self.cancelled.set()
+
+
+class TextStream:
+    """Turns a job's token ids into safe-to-send text deltas, and finds its stop strings.
+
+    Text is re-decoded from all generated ids each step (byte-level BPE pieces only make sense
+    together), and held back while it ends in an incomplete UTF-8 character or in something that
+    could still grow into a stop string.
+    """
+
+    def __init__(self, job: Job, tokenizer, lock: threading.Lock):
+        self.job, self.tokenizer, self.lock = job, tokenizer, lock
+        self.sent = 0  # characters of the decoded text already emitted
+        self.text = ""
+        self.hit_stop = False
+        self._max_stop = max((len(s) for s in job.stop), default=0)
+
+    def add(self, token_id: int) -> None:
+        if self.hit_stop:
+            return
+        self.job.token_ids.append(token_id)
+        with self.lock:
+            self.text = self.tokenizer.decode(self.job.token_ids, skip_special_tokens=True)
+        self._emit_safe(final=False)
+
+    def flush(self) -> None:
+        self._emit_safe(final=True)
+
+    def _emit_safe(self, final: bool) -> None:
+        text = self.text
+        if self.job.stop:
+            start = max(0, self.sent - self._max_stop)
+            hits = [i for i in (text.find(s, start) for s in self.job.stop) if i >= 0]
+            if hits:
+                self.hit_stop = True
+                self.text = text = text[: min(hits)]
+                final = True
+        end = len(text)
+        if not final:
+            if text.endswith("\ufffd"):  # half a multi-byte character: wait for the rest
+                end = len(text.rstrip("\ufffd"))
+            for stop in self.job.stop:  # keep back a tail that may be the start of a stop string
+                for k in range(min(len(stop) - 1, end), 0, -1):
+                    if text[:end].endswith(stop[:k]):
+                        end -= k
+                        break
+        if end > self.sent:
+            self.job.emit(("delta", text[self.sent : end]))
+            self.sent = end
+
+
+@dataclass
+class _Row:
+    """A job running in the batch: its text stream and its own random generator."""
+
+    job: Job
+    stream: TextStream
+    generator: Any  # torch.Generator, or None for greedy
+    started: float
+    failed: bool = False  # retired with an error: drop it from the batch, send nothing more
+
+
+class GenerationEngine:
+    """The waiting queue and the worker thread that decodes every admitted job in one batch.
+
+    ``decode`` picks the path: ``"dynamic"`` (continuous batching, the default), ``"static"`` (a
+    preallocated cache of ``context_length`` slots, one job at a time) or ``"compile"`` (static
+    cache + ``torch.compile``, CUDA graphs on GPU: the fast path for batch-1 decoding).
+    """
+
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        *,
+        context_length: int,
+        decode: str = "dynamic",
+        max_queue: int = 256,
+        max_running: int = 64,
+        max_batch_tokens: int = 65536,
+        batch_window_ms: float = 0.0,
+        prefix_cache: bool = True,
+        history: int = 1000,
+    ):
+        import torch
+
+        if decode not in ("dynamic", "static", "compile"):
+            raise ValueError(f"decode must be dynamic, static or compile, not {decode!r}")
+        if max_queue < 1 or max_running < 1 or max_batch_tokens < 1 or batch_window_ms < 0:
+            raise ValueError("max_queue, max_running and max_batch_tokens must be >= 1, batch_window_ms >= 0")
+        self.model, self.tokenizer = model, tokenizer
+        self.context_length, self.decode = context_length, decode
+        self.max_queue, self.max_batch_tokens = max_queue, max_batch_tokens
+        self.max_running = max_running if decode == "dynamic" else 1
+        self.batch_window = batch_window_ms / 1000
+        self.prefix_cache = prefix_cache
+        self.device = next(model.parameters()).device
+        self.tokenizer_lock = threading.Lock()
+        self.history: deque = deque(maxlen=history)  # (job id, finish_reason, completion_tokens)
+        self.eos_ids = self._eos_ids()
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (self.eos_ids or [0])[0]
+        self.stats = {"steps": 0, "prefills": 0, "peak_running": 0, "finished": 0, "prefix_hits": 0}
+        self._torch = torch
+        self._waiting: deque[Job] = deque()
+        self._cv = threading.Condition()
+        self._closing = False
+        self._running: list[_Row] = []  # rows of self._batch, in order
+        self._batch: PaddedBatch | None = None
+        self._logits = None  # [rows, vocab]: each running row's next-token logits, not yet sampled
+        self._durations: deque = deque(maxlen=32)  # recent request durations, for Retry-After
+        self._prefix: SharedPrefix | None = None  # keys/values of self._prefix_ids
+        self._prefix_ids: list[int] = []
+        self._last_prompt: list[int] = []
+        self._thread = threading.Thread(target=self._run, name="generation-worker", daemon=True)
+        self._thread.start()
+
+    def _eos_ids(self) -> list[int]:
+        ids: list[int] = []
+        for source in (getattr(self.model.generation_config, "eos_token_id", None), self.tokenizer.eos_token_id):
+            for i in source if isinstance(source, (list, tuple)) else [source]:
+                if i is not None and int(i) not in ids:
+                    ids.append(int(i))
+        return ids
+
+    # -- called from the event loop ------------------------------------------------------------
+    def submit(self, job: Job) -> None:
+        """Queue ``job``; raises :class:`Overloaded` when ``max_queue`` jobs already wait."""
+        with self._cv:
+            if len(self._waiting) >= self.max_queue:  # first forget jobs whose clients already left
+                gone = [j for j in self._waiting if j.cancelled.is_set()]
+                self._waiting = deque(j for j in self._waiting if not j.cancelled.is_set())
+                for j in gone:
+                    self.history.append((j.id, "cancelled", 0))
+                    j.emit(("done", "cancelled", 0))
+            if len(self._waiting) >= self.max_queue:
+                raise Overloaded(f"The server is overloaded: {len(self._waiting)} requests are already waiting, retry later.", self.retry_after())
+            job.submitted_at = time.monotonic()
+            self._waiting.append(job)
+            self._cv.notify()
+
+    def retry_after(self) -> int:
+        """Seconds until a place is likely to free up: about one recent request's duration."""
+        typical = sorted(self._durations)[len(self._durations) // 2] if self._durations else 1.0
+        return max(1, min(60, math.ceil(typical)))
+
+    @property
+    def queued(self) -> int:
+        return len(self._waiting)
+
+    @property
+    def running(self) -> int:
+        return len(self._running)
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._running)
+
+    def close(self, timeout: float = 10.0) -> None:
+        with self._cv:
+            self._closing = True
+            self._cv.notify()
+        self._thread.join(timeout)
+
+    # -- the worker thread ---------------------------------------------------------------------
+    def _run(self) -> None:
+        with self._torch.inference_mode():
+            while self._wait_for_work():
+                if self.decode != "dynamic":
+                    self._serve_one()
+                    continue
+                try:
+                    self._batch_step()
+                except Exception as exc:  # a bug: fail the running rows, never the worker itself
+                    for row in self._running:
+                        self._fail(row.job, exc)
+                    self._running, self._batch, self._logits = [], None, None
+        for row in self._running:  # shutting down
+            self._finish(row, "cancelled")
+        for job in self._waiting:
+            job.emit(("done", "cancelled", 0))
+
+    def _wait_for_work(self) -> bool:
+        """Sleep until something waits or runs; False when the engine is closing."""
+        with self._cv:
+            while not self._closing and not self._waiting and not self._running:
+                self._cv.wait()
+            return not self._closing
+
+    def _batch_step(self) -> None:
+        """One turn of continuous batching: admit, sample one token per row, retire, forward."""
+        if not self._running and self.batch_window:
+            time.sleep(self.batch_window)  # idle: let a burst of requests arrive together
+        newcomers = self._admit(self._batch)
+        if newcomers:
+            self._prefill(newcomers)
+        if not self._running:
+            return
+        # self._logits holds every running row's next-token logits (from the last step or prefill).
+        tokens = self._sample(self._logits)
+        alive = self._advance(tokens)
+        self._running = [self._running[i] for i in alive]
+        if not alive:
+            self._batch = self._logits = None
+            return
+        self._batch.keep(alive)
+        next_tokens = tokens[self._torch.tensor(alive, device=tokens.device)]
+        try:
+            self._logits = self._batch.step(next_tokens)
+            self.stats["steps"] += 1
+        except Exception as exc:  # OOM or a bug: the cache is now unusable, fail this batch
+            for row in self._running:
+                self._fail(row.job, exc)
+            self._running, self._batch, self._logits = [], None, None
+
+    def _admit(self, batch: PaddedBatch | None) -> list[Job]:
+        """Take waiting jobs, oldest first, while the batch stays within its limits."""
+        rows = len(self._running)
+        width = batch.width if batch is not None else 0
+        longest = max((r.job.max_new_tokens - len(r.job.token_ids) for r in self._running), default=0)
+        taken: list[Job] = []
+        with self._cv:
+            while self._waiting and rows < self.max_running:
+                job = self._waiting[0]
+                if job.cancelled.is_set():  # its client left while it waited
+                    self._waiting.popleft()
+                    job.emit(("done", "cancelled", 0))
+                    self.history.append((job.id, "cancelled", 0))
+                    continue
+                # The most KV slots this batch can reach: every row padded to the widest, grown
+                # by the longest answer still to come (rows only leave, the width only grows by 1).
+                w, lng = max(width, len(job.prompt_ids)), max(longest, job.max_new_tokens)
+                if rows > 0 and (rows + 1) * (w + lng) > self.max_batch_tokens:
+                    break  # FIFO: it waits for rows to leave (a lone job is always admitted)
+                self._waiting.popleft()
+                taken.append(job)
+                rows, width, longest = rows + 1, w, lng
+        return taken
+
+    def _prefill(self, jobs: list[Job]) -> None:
+        """Run the newcomers' prompts together and merge them into the running batch."""
+        torch = self._torch
+        prompts = [j.prompt_ids for j in jobs]
+        try:
+            prefix = self._reusable_prefix(prompts)
+            fresh, fresh_logits = PaddedBatch.prefill(self.model, prompts, pad_id=self.pad_id, device=self.device, prefix=prefix)
+            self.stats["prefills"] += 1
+            if prefix is not None:
+                self.stats["prefix_hits"] += len(jobs)
+            else:
+                self._learn_prefix(prompts, fresh)
+            self._last_prompt = prompts[-1]
+        except Exception as exc:  # e.g. out of memory for these prompts: only they fail
+            for job in jobs:
+                self._fail(job, exc)
+            return
+        now = time.monotonic()
+        for job in jobs:
+            generator = None
+            if job.temperature > 0:
+                generator = torch.Generator(device=self.device)
+                generator.manual_seed(job.seed if job.seed is not None else secrets.randbits(63))
+            self._running.append(_Row(job, TextStream(job, self.tokenizer, self.tokenizer_lock), generator, now))
+        self.stats["peak_running"] = max(self.stats["peak_running"], len(self._running))
+        if self._batch is None:
+            self._batch, self._logits = fresh, fresh_logits
+        else:
+            self._batch.extend(fresh)
+            self._logits = torch.cat([self._logits, fresh_logits], dim=0)
+
+    def _reusable_prefix(self, prompts) -> SharedPrefix | None:
+        """The cached prefix (or its first part) when every prompt starts with it, else None."""
+        if not self.prefix_cache or self._prefix is None:
+            return None
+        # Keep at least one token of each prompt to compute: its logits start the answer.
+        k = min(min(common_prefix_length(self._prefix_ids, p), len(p) - 1) for p in prompts)
+        if k < MIN_SHARED_PREFIX:
+            return None
+        if k == self._prefix.length:
+            return self._prefix
+        return SharedPrefix(k, [(key[:, :, :k], value[:, :, :k]) for key, value in self._prefix.layers])
+
+    def _learn_prefix(self, prompts, batch: PaddedBatch) -> None:
+        """Remember the prefix these prompts (and the previous one) share, taken from the fresh cache."""
+        others = prompts[1:] + ([self._last_prompt] if self._last_prompt else [])
+        if not self.prefix_cache or not others:
+            return
+        k = min(min(common_prefix_length(prompts[0], o) for o in others), len(prompts[0]) - 1)
+        if k >= MIN_SHARED_PREFIX:
+            self._prefix_ids, self._prefix = list(prompts[0][:k]), batch.prefix_of(0, k)
+
+    def _sample(self, logits):
+        """One token per row: argmax for greedy rows, each sampled row from its own generator."""
+        torch = self._torch
+        tokens = logits.argmax(dim=-1)
+        for i, row in enumerate(self._running):
+            job = row.job
+            if row.generator is None:
+                continue
+            try:
+                probs = torch.softmax(logits[i] / job.temperature, dim=-1)
+                if job.top_p < 1.0:  # nucleus: keep the smallest set of tokens holding top_p of the mass
+                    sorted_probs, order = probs.sort(descending=True)
+                    outside = sorted_probs.cumsum(-1) - sorted_probs > job.top_p  # the top token always stays
+                    probs = probs.scatter(0, order, sorted_probs.masked_fill(outside, 0.0))
+                tokens[i] = torch.multinomial(probs, 1, generator=row.generator)[0]
+            except Exception as exc:  # e.g. NaN logits in this row: it fails, the rest go on
+                self._fail(job, exc)
+        return tokens
+
+    def _advance(self, tokens) -> list[int]:
+        """Hand each row its token; retire finished rows. Returns the indices of rows that go on."""
+        alive = []
+        for i, (row, token) in enumerate(zip(self._running, tokens.tolist())):
+            job = row.job
+            if row.failed:  # already told its client
+                continue
+            try:
+                if job.cancelled.is_set():  # its client went away: the slot frees at once
+                    self._finish(row, "cancelled")
+                    continue
+                row.stream.add(token)
+                if row.stream.hit_stop or token in self.eos_ids:
+                    self._finish(row, "stop")
+                elif len(job.token_ids) >= job.max_new_tokens:
+                    self._finish(row, "length")
+                else:
+                    alive.append(i)
+            except Exception as exc:  # a broken emit callback or decode: retire this row only
+                self._fail(job, exc)
+        return alive
+
+    def _finish(self, row: _Row, reason: str) -> None:
+        job = row.job
+        if reason != "cancelled":
+            row.stream.flush()
+        tokens = len(job.token_ids)
+        job.emit(("done", reason, tokens))
+        self.history.append((job.id, reason, tokens))
+        self._durations.append(time.monotonic() - job.submitted_at)
+        self.stats["finished"] += 1
+
+    def _fail(self, job: Job, exc: BaseException) -> None:
+        self.history.append((job.id, "error", len(job.token_ids)))
+        job.cancel()
+        for row in self._running:
+            if row.job is job:
+                row.failed = True
+        try:
+            job.emit(("error", f"generation failed: {type(exc).__name__}: {exc}"))
+        except Exception:
+            pass  # the client side is broken too: nothing left to tell
+
+    # -- the batch-1 path: model.generate with a static cache (and torch.compile) --------------
+    def _serve_one(self) -> None:
+        with self._cv:
+            if not self._waiting:
+                return
+            job = self._waiting.popleft()
+        if job.cancelled.is_set():
+            self.history.append((job.id, "cancelled", 0))
+            job.emit(("done", "cancelled", 0))
+            return
+        row = _Row(job, TextStream(job, self.tokenizer, self.tokenizer_lock), None, time.monotonic())
+        self._running = [row]
+        try:
+            self._generate(row)
+        except Exception as exc:  # a bug or OOM: tell this client, keep serving the others
+            self._fail(job, exc)
+        finally:
+            self._running = []
+
+    def generation_config(self, job: Job):
+        """A per-request copy of the model's generation config with the request's sampling knobs."""
+        import copy
+
+        cfg = copy.deepcopy(self.model.generation_config)
+        cfg.max_new_tokens = job.max_new_tokens
+        cfg.max_length = None
+        cfg.min_new_tokens = None
+        cfg.do_sample = job.temperature > 0
+        if cfg.do_sample:
+            cfg.temperature, cfg.top_p = job.temperature, job.top_p
+        else:
+            cfg.temperature, cfg.top_p = None, None
+        cfg.top_k = None  # OpenAI has no top-k: don't inherit the library default of 50
+        cfg.num_beams, cfg.num_return_sequences = 1, 1
+        cfg.eos_token_id = self.eos_ids or None
+        cfg.pad_token_id = self.pad_id
+        cfg.cache_implementation = "static"
+        # One cache size for every request -> one set of shapes -> no recompiles.
+        cfg.max_cache_len = self.context_length
+        if self.decode == "compile":
+            from transformers import CompileConfig
+
+            on_gpu = self.device.type == "cuda"
+            cfg.compile_config = CompileConfig(fullgraph=False, mode="reduce-overhead" if on_gpu else "default")
+            cfg.compile_config._compile_all_devices = True  # --compile means compile, on CPU too
+        else:
+            cfg.disable_compile = True
+        return cfg
+
+    def _generate(self, row: _Row) -> None:
+        from transformers import StoppingCriteria, StoppingCriteriaList
+
+        torch, job, stream = self._torch, row.job, row.stream
+
+        class _Streamer:
+            """``generate`` hands the prompt first, then one token per step."""
+
+            prompt_seen = False
+
+            def put(self, value):
+                if not self.prompt_seen:
+                    self.prompt_seen = True
+                    return
+                for t in value.reshape(-1).tolist():
+                    stream.add(int(t))
+
+            def end(self):
+                pass
+
+        class _StopWhenAsked(StoppingCriteria):
+            """Ends generation when a stop string appeared or the client went away."""
+
+            def __call__(self, input_ids, scores, **kwargs):
+                done = job.cancelled.is_set() or stream.hit_stop
+                return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
+
+        if job.seed is not None:
+            torch.manual_seed(job.seed)
+        input_ids = torch.tensor([job.prompt_ids], dtype=torch.long, device=self.device)
+        self.model.generate(
+            input_ids=input_ids,
+            attention_mask=torch.ones_like(input_ids),
+            generation_config=self.generation_config(job),
+            streamer=_Streamer(),
+            stopping_criteria=StoppingCriteriaList([_StopWhenAsked()]),
+        )
+        if job.cancelled.is_set() and not stream.hit_stop:
+            reason = "cancelled"
+        elif stream.hit_stop or (job.token_ids and job.token_ids[-1] in self.eos_ids):
+            reason = "stop"
+        else:
+            reason = "length"
+        self._finish(row, reason)
