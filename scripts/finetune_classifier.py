@@ -234,6 +234,7 @@ def main(argv=None):
         metrics = finish_classification_run(
             trainer, encoded["test"], train_seconds=seconds, config=config, result_args=result_args,
             log_buffer=log, extra_metrics=extra, texts=dsets["test"]["text"],
+            validation_dataset=encoded["validation"], data_args=data_args,
         )
         if trainer.is_world_process_zero():
             print(f"test accuracy {metrics['test_accuracy']:.4f} on {metrics['n_test']} reviews; outputs in {training_args.output_dir}")

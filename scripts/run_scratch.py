@@ -135,7 +135,7 @@ def main(argv=None):
             pretrained = str(final_dir)
 
         # ------------------------------------------------------------- stage 2: classification
-        classify(model_args, scratch_args, training_args, result_args, tokenizer, dsets, output_dir, pretrained, pretrain_metrics, config, log_buffer)
+        classify(model_args, scratch_args, training_args, result_args, tokenizer, dsets, output_dir, pretrained, pretrain_metrics, config, log_buffer, data_args)
 
 
 def pretrain(model_args, scratch_args, training_args, tokenizer, dsets, output_dir: Path) -> dict:
@@ -217,7 +217,7 @@ def pretrain(model_args, scratch_args, training_args, tokenizer, dsets, output_d
     return metrics
 
 
-def classify(model_args, scratch_args, training_args, result_args, tokenizer, dsets, output_dir, pretrained, pretrain_metrics, config, log_buffer):
+def classify(model_args, scratch_args, training_args, result_args, tokenizer, dsets, output_dir, pretrained, pretrain_metrics, config, log_buffer, data_args=None):
     stage_dir = output_dir / "classify"
     if (stage_dir / "all_results.json").is_file():
         logger.info("Stage 2 already complete (%s): nothing to do; --overwrite_output_dir true starts over", stage_dir / "all_results.json")
@@ -271,7 +271,10 @@ def classify(model_args, scratch_args, training_args, result_args, tokenizer, ds
     extra["run_seconds_before_test"] = round(time.time() - _STARTED, 2)  # this process: start-up, data, both stages
     total_seconds = finetune_seconds + float((pretrain_metrics or {}).get("pretrain_seconds") or 0.0)
     metrics = finish_classification_run(
-        trainer, encoded["test"], train_seconds=total_seconds, config=config, result_args=result_args, log_buffer=log_buffer, extra_metrics=extra
+        trainer, encoded["test"], train_seconds=total_seconds, config=config, result_args=result_args, log_buffer=log_buffer, extra_metrics=extra,
+        # the encoding drops every source column, ids included: hand them over from the unencoded splits
+        validation_dataset=encoded["validation"], data_args=data_args,
+        review_ids={split: dsets[split]["id"] for split in ("validation", "test")},
     )
     logger.info("Test: %s", {k: v for k, v in metrics.items() if k.startswith("test_")})
 

@@ -157,7 +157,8 @@ def main(argv=None):
         _, seconds = timed_train(trainer)
         config = {**config, "model": asdict(model_args)}
         metrics = finish_classification_run(
-            trainer, encoded["test"], train_seconds=seconds, config=config, result_args=result_args, log_buffer=log, texts=dsets["test"]["text"]
+            trainer, encoded["test"], train_seconds=seconds, config=config, result_args=result_args, log_buffer=log, texts=dsets["test"]["text"],
+            validation_dataset=encoded["validation"], data_args=data_args,
         )
         if trainer.is_world_process_zero():
             print(f"test accuracy {metrics['test_accuracy']:.4f} on {metrics['n_test']} reviews; outputs in {training_args.output_dir}")

@@ -139,6 +139,16 @@ def test_make_target_smoke(target, model_type, imdb_dir, tmp_path):
     preds = [json.loads(line) for line in (out / "test_predictions.jsonl").read_text().splitlines()]
     acc = sum(p["correct"] for p in preds) / len(preds)
     assert abs(acc - result["metrics"]["test_accuracy"]) < 1e-9
+    # Rows in dataset order (group_by_length used to shuffle predict()'s rows), and the saved
+    # probabilities keyed by review id agree with them.
+    from imdb_llm.data import load_imdb
+    from imdb_llm.probs import read_probs
+
+    assert [p["label"] for p in preds] == load_imdb(dataset_dir=str(imdb_dir))["test"]["label"]
+    probs, meta = read_probs(results / f"{target}.probs.parquet")
+    assert list(probs["test"]["id"]) == [p["index"] for p in preds] and meta["split_seed"] == 42
+    assert [int(x > 0) for x in probs["test"]["logit"]] == [p["prediction"] for p in preds]
+    assert len(probs["validation"]["id"]) > 0
     assert AutoConfig.from_pretrained(out).model_type == model_type
 
 

@@ -13,6 +13,10 @@ Sources are tried in this order:
 Every split is checked (``text``/``label`` columns, labels in {0, 1}, no empty text) and cleaned
 (``<br />`` becomes a newline). Validation is carved from train, label-stratified and seeded;
 test is left untouched and is meant for the final number only.
+
+``train``/``validation``/``test`` rows carry an ``id``: the review's index in its source split
+(validation rows keep their train index). It is the key that lines up saved probabilities of
+different runs (imdb_llm.probs); adding it does not move the split, which depends on labels only.
 """
 
 from __future__ import annotations
@@ -73,12 +77,15 @@ def load_imdb(args: ImdbArguments | None = None, with_unsupervised: bool = False
     wanted = ["train", "test"] + (["unsupervised"] if with_unsupervised else [])
     tables = read_raw_splits(args.dataset_dir or os.environ.get("IMDB_DIR"), wanted)
 
-    features = datasets.Features({"text": datasets.Value("string"), "label": datasets.ClassLabel(names=LABEL_NAMES)})
+    features = datasets.Features(
+        {"text": datasets.Value("string"), "label": datasets.ClassLabel(names=LABEL_NAMES), "id": datasets.Value("int32")}
+    )
     out = {}
     for split in ("train", "test"):
         texts, labels, source = tables[split]
         _check_split(texts, labels, source, split)
-        out[split] = datasets.Dataset.from_dict({"text": [clean_text(t) for t in texts], "label": labels}, features=features)
+        columns = {"text": [clean_text(t) for t in texts], "label": labels, "id": list(range(len(texts)))}
+        out[split] = datasets.Dataset.from_dict(columns, features=features)
 
     if args.validation_ratio > 0:
         parts = out["train"].train_test_split(test_size=args.validation_ratio, stratify_by_column="label", seed=args.split_seed)

@@ -6,12 +6,14 @@ from __future__ import annotations
 import json
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .probs import logits_to_log_odds, probs_path, split_provenance, write_probs
 from .results import write_result
 
 
@@ -126,14 +128,28 @@ def finish_classification_run(
     label_names: list[str] | None = None,
     extra_metrics: dict[str, Any] | None = None,
     texts: list[str] | None = None,
+    validation_dataset=None,
+    data_args: Any = None,
+    review_ids: dict[str, list[int]] | None = None,
 ) -> dict[str, Any]:
     """Evaluate once on test, save model/tokenizer/plots/predictions, write the result file.
+
+    With a ``results_name`` it also writes ``results/<name>.probs.parquet``: validation and test
+    probabilities keyed by review id (imdb_llm.probs), so ensembles and error analyses can reuse
+    the run without its model. Ids come from the datasets' ``id`` column, else from ``review_ids``
+    (``{"validation": [...], "test": [...]}``, for scripts whose encoding drops the column).
 
     Only the main process writes files; all processes take part in ``predict``.
     """
     output_dir = Path(trainer.args.output_dir)
     label_names = label_names or ["neg", "pos"]
-    prediction = trainer.predict(test_dataset, metric_key_prefix="test")
+    # Validation first (the model is already the best checkpoint): its scores are what an ensemble
+    # may fit weights on. Every process must take part, so this runs before the main-process check.
+    val_prediction = None
+    with _predictions_in_dataset_order(trainer):
+        if result_args.results_name and validation_dataset is not None and len(validation_dataset):
+            val_prediction = trainer.predict(validation_dataset, metric_key_prefix="validation")
+        prediction = trainer.predict(test_dataset, metric_key_prefix="test")
     logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
     y_pred = np.argmax(logits, axis=-1)
     y_true = prediction.label_ids
@@ -168,4 +184,45 @@ def finish_classification_run(
             results_dir=result_args.results_dir,
             extra={"parameters": count_parameters(trainer.model), "log_history": trainer.state.log_history},
         )
+        if logits.ndim == 2 and logits.shape[1] == 2:
+            splits = {"test": (_ids(test_dataset, review_ids, "test"), y_true, logits_to_log_odds(logits))}
+            if val_prediction is not None:
+                val_logits = val_prediction.predictions[0] if isinstance(val_prediction.predictions, tuple) else val_prediction.predictions
+                splits["validation"] = (_ids(validation_dataset, review_ids, "validation"), val_prediction.label_ids, logits_to_log_odds(val_logits))
+            provenance = {"name": result_args.results_name, **split_provenance(data_args if data_args is not None else config)}
+            path = write_probs(probs_path(result_args.results_name, result_args.results_dir), splits, provenance)
+            print(f"probabilities ({', '.join(f'{k} {len(v[0])}' for k, v in splits.items())}) written to {path}")
     return metrics
+
+
+@contextmanager
+def _predictions_in_dataset_order(trainer):
+    """Make ``trainer.predict`` return rows in dataset order.
+
+    With ``train_sampling_strategy: group_by_length`` transformers also length-groups (and
+    shuffles) *evaluation* batches. Accuracy does not care, but row i of the predictions is then
+    not review i, and anything keyed by row (saved probabilities, test_predictions.jsonl) would be
+    silently misaligned. One process: a sequential sampler. Several: the default distributed
+    sharding, which ``predict`` gathers back in order.
+    """
+    from torch.utils.data import SequentialSampler
+
+    original = trainer._get_eval_sampler
+    trainer._get_eval_sampler = lambda dataset: SequentialSampler(dataset) if trainer.args.world_size <= 1 else None
+    try:
+        yield
+    finally:
+        trainer._get_eval_sampler = original
+
+
+def _ids(dataset, review_ids: dict[str, list[int]] | None, split: str) -> list[int]:
+    """Source-split review ids of ``dataset``'s rows (see imdb_llm.data: the ``id`` column)."""
+    if review_ids and split in review_ids:
+        ids = list(review_ids[split])
+    elif "id" in dataset.column_names:
+        ids = dataset["id"]
+    else:
+        raise ValueError(f"{split}: no 'id' column and no review_ids given; cannot key saved probabilities")
+    if len(ids) != len(dataset):
+        raise ValueError(f"{split}: {len(ids)} review ids for {len(dataset)} rows")
+    return [int(i) for i in ids]

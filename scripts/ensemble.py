@@ -1,0 +1,111 @@
+#!/usr/bin/env python
+"""Ensemble finished runs from their saved probabilities: weights fit on validation, test scored once.
+
+    python scripts/ensemble.py --runs imdb-nbsvm imdb-textcnn --results_name imdb-ensemble-nopretrain
+    make imdb-ensemble RUNS="imdb-nbsvm imdb-textcnn imdb-lstm"
+
+Every classifier run writes ``results/<run>.probs.parquet`` (validation + test scores keyed by
+review id, see imdb_llm.probs). This script lines them up by id, refuses runs whose validation
+splits differ, fits a logistic regression on the members' validation log-odds (its coefficients
+are the member weights), and scores test once. It trains nothing else and needs no model files.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from imdb_llm.cli import UserError, parse_args, run_main
+from imdb_llm.ensemble import align, cross_validated_accuracy, fit_stacker, load_members
+from imdb_llm.probs import probs_path, write_probs
+from imdb_llm.results import capture_log, write_result
+from imdb_llm.training import ResultArguments, classification_metrics
+
+
+@dataclass
+class EnsembleArguments:
+    runs: list[str] = field(default_factory=list, metadata={"help": "Result names whose results/<run>.probs.parquet are the members."})
+    C: float = field(default=1.0, metadata={"help": "Inverse L2 strength of the stacking logistic regression."})
+    cv_folds: int = field(default=5, metadata={"help": "Folds for the cross-validated validation accuracy (reported, not used to fit)."})
+
+
+def argument_types():
+    """The argument dataclasses a config file for this script fills (tests/test_configs.py checks every config)."""
+    return (EnsembleArguments, ResultArguments)
+
+
+def uses_pretrained_weights(name: str, results_dir: str) -> bool:
+    """True when the member's result file shows a fine-tuned checkpoint (a model_name_or_path it started from)."""
+    path = Path(results_dir) / f"{name}.json"
+    try:
+        config = json.loads(path.read_text(encoding="utf-8")).get("config", {})
+    except (OSError, ValueError):
+        return False  # provenance unknown; the probabilities file was still checked
+    model = config.get("model") if isinstance(config.get("model"), dict) else {}
+    return bool(config.get("model_name_or_path") or model.get("model_name_or_path"))
+
+
+@run_main
+def main(argv=None):
+    args, result_args, config = parse_args(argument_types(), argv)
+    if not args.runs:
+        raise UserError("--runs: give the member run names, e.g. --runs imdb-nbsvm imdb-textcnn")
+    if args.C <= 0:
+        raise UserError(f"--C must be positive, got {args.C}")
+    name = result_args.results_name
+    if name and "nopretrain" in name:
+        pretrained = [r for r in args.runs if uses_pretrained_weights(r, result_args.results_dir)]
+        if pretrained:
+            raise UserError(f"--results_name {name} promises no pretrained weights, but {', '.join(pretrained)} started from a checkpoint")
+    # Read and check everything before anything is written.
+    members = load_members(args.runs, result_args.results_dir)
+    data = align(members)
+    with capture_log(None) as log:
+        start = time.perf_counter()
+        y_val, y_test = data.labels["validation"], data.labels["test"]
+        print(f"{len(members)} member(s), {len(y_val)} validation / {len(y_test)} test reviews, lined up by id")
+        per_member = []
+        for j, m in enumerate(members):
+            val_acc = float(((data.logits["validation"][:, j] > 0) == y_val).mean())
+            test_acc = float(((data.logits["test"][:, j] > 0) == y_test).mean())
+            per_member.append({"name": m.name, "validation_accuracy": val_acc, "test_accuracy": test_acc})
+            print(f"  {m.name}: validation {val_acc:.4f}, test {test_acc:.4f}")
+
+        # Weights from validation only; cross-validation on validation tells how well they transfer.
+        stacker = fit_stacker(data.logits["validation"], y_val, args.C)
+        folds = min(args.cv_folds, int(np.bincount(y_val, minlength=2).min()))
+        cv_acc = cross_validated_accuracy(data.logits["validation"], y_val, args.C, folds) if folds >= 2 else None
+        weights = {m.name: float(w) for m, w in zip(members, stacker.coef_[0])}
+        for member in per_member:
+            member["weight"] = weights[member["name"]]
+        val_scores = stacker.decision_function(data.logits["validation"])
+        print("weights: " + ", ".join(f"{k} {v:+.3f}" for k, v in weights.items()) + f"; intercept {stacker.intercept_[0]:+.3f}")
+        print(f"validation accuracy {float(((val_scores > 0) == y_val).mean()):.4f} (fit on it); {folds}-fold cross-validated {cv_acc}")
+
+        # The one test evaluation.
+        test_scores = stacker.decision_function(data.logits["test"])
+        metrics = {f"test_{k}": v for k, v in classification_metrics((test_scores > 0).astype(int), y_test).items()}
+        metrics.update({
+            "n_test": int(len(y_test)), "n_validation": int(len(y_val)),
+            "validation_accuracy_cv": cv_acc, "validation_accuracy_in_sample": float(((val_scores > 0) == y_val).mean()),
+            "members": per_member, "intercept": float(stacker.intercept_[0]),
+            "best_member_test_accuracy": max(m["test_accuracy"] for m in per_member),
+        })
+        seconds = time.perf_counter() - start
+        print(f"test accuracy {metrics['test_accuracy']:.4f} on {len(y_test)} reviews (best member {metrics['best_member_test_accuracy']:.4f})")
+    if name:
+        provenance = {**members[0].provenance, "name": name, "members": data.names, "validation_in_sample": True}
+        write_probs(probs_path(name, result_args.results_dir),
+                    {"validation": (data.ids["validation"], y_val, val_scores), "test": (data.ids["test"], y_test, test_scores)}, provenance)
+        config = {**config, "ensemble": asdict(args), "member_splits": {m.name: m.provenance for m in members}}
+        path = write_result(name, metrics, config=config, train_seconds=seconds, log_text=log.getvalue(),
+                            results_dir=result_args.results_dir, extra={"members": data.names, "weights": weights})
+        print(f"result written to {path}")
+
+
+if __name__ == "__main__":
+    main()

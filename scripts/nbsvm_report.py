@@ -1,0 +1,124 @@
+#!/usr/bin/env python
+"""Regenerate the measured part of docs/nbsvm.md from the saved probabilities files.
+
+    python scripts/nbsvm_report.py [--runs imdb-nbsvm imdb-textcnn] [--output docs/nbsvm.md]
+    make nbsvm-docs
+
+Writes, between the ``<!-- nbsvm-generated:start -->`` / ``<!-- nbsvm-generated:end -->`` markers
+of the page (prose outside them is left byte-identical): each run's accuracy, the test reviews
+where the first two runs disagree (counts), and three disagreements each way with the review text.
+Nothing is typed by hand, so rerunning after a new run updates the page.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from imdb_llm.cli import UserError, parse_args, run_main
+from imdb_llm.data import ImdbArguments, clean_text, read_raw_splits
+from imdb_llm.ensemble import align, load_members
+from imdb_llm.results import atomic_write_text
+
+START = "<!-- nbsvm-generated:start -->"
+END = "<!-- nbsvm-generated:end -->"
+
+
+@dataclass
+class DocArguments:
+    runs: list[str] = field(default_factory=lambda: ["imdb-nbsvm", "imdb-textcnn"], metadata={"help": "Runs to compare; the first two are contrasted."})
+    ensemble: str | None = field(default="imdb-ensemble-nopretrain", metadata={"help": "Ensemble result whose row is added when its probabilities file exists."})
+    results_dir: str = field(default="results", metadata={"help": "Folder of <run>.probs.parquet files."})
+    output: str = field(default="docs/nbsvm.md", metadata={"help": "Page whose generated block is replaced."})
+    examples: int = field(default=3, metadata={"help": "Disagreements shown each way."})
+    excerpt_chars: int = field(default=400, metadata={"help": "Characters of each example review shown."})
+
+
+def argument_types():
+    """The argument dataclasses a config file for this script fills (tests/test_configs.py checks every config)."""
+    return (DocArguments, ImdbArguments)
+
+
+def _excerpt(text: str, n: int) -> str:
+    text = " ".join(text.split())
+    return (text[:n].rsplit(" ", 1)[0] + " …") if len(text) > n else text
+
+
+def generated_block(args: DocArguments, data_args: ImdbArguments) -> str:
+    if len(args.runs) < 2:
+        raise UserError("--runs: give at least two runs to compare")
+    members = load_members(args.runs, args.results_dir)
+    data = align(members)
+    y = data.labels["test"]
+    right = data.logits["test"] > 0
+    right = right == y[:, None].astype(bool)
+    lines = ["| run | validation accuracy | test accuracy |", "|---|---:|---:|"]
+    rows = [(m.name, m.splits) for m in members]
+    ens_path = Path(args.results_dir) / f"{args.ensemble}.probs.parquet" if args.ensemble else None
+    if ens_path and ens_path.is_file():
+        from imdb_llm.probs import read_probs
+
+        splits, _ = read_probs(ens_path)
+        rows.append((f"{args.ensemble} (weights fit on validation)", splits))
+    for name, splits in rows:
+        accs = [float(((s["logit"] > 0) == s["label"].astype(bool)).mean()) for s in (splits["validation"], splits["test"])]
+        lines.append(f"| {name} | {accs[0]:.2%} | {accs[1]:.2%} |")
+
+    a, b = data.names[0], data.names[1]
+    ra, rb = right[:, 0], right[:, 1]
+    n = len(y)
+    lines += [
+        "",
+        f"Where {a} and {b} disagree, on the {n:,} test reviews:",
+        "",
+        f"| | {b} right | {b} wrong |",
+        "|---|---:|---:|",
+        f"| **{a} right** | {int((ra & rb).sum()):,} | {int((ra & ~rb).sum()):,} |",
+        f"| **{a} wrong** | {int((~ra & rb).sum()):,} | {int((~ra & ~rb).sum()):,} |",
+        "",
+        f"They disagree on {int((ra != rb).sum()):,} reviews ({(ra != rb).mean():.1%}); an oracle picking the right one "
+        f"of the two would score {(ra | rb).mean():.2%}, which bounds what any ensemble of these two can reach.",
+    ]
+
+    texts, _, _ = read_raw_splits(data_args.dataset_dir or os.environ.get("IMDB_DIR"), ["test"])["test"]
+    prob = 1 / (1 + np.exp(-data.logits["test"]))
+    label_name = {0: "neg", 1: "pos"}
+    for winner, loser, mask, lj in ((a, b, ra & ~rb, 1), (b, a, rb & ~ra, 0)):
+        idx = np.flatnonzero(mask)
+        # The most confidently wrong calls of the loser: the clearest cases, not coin flips.
+        idx = idx[np.argsort(-np.abs(data.logits["test"][idx, lj]), kind="stable")][: args.examples]
+        lines += ["", f"**{winner} right, {loser} wrong** (the {len(idx)} where {loser} was most confident):", ""]
+        for i in idx:
+            rid = int(data.ids["test"][i])
+            if rid >= len(texts):
+                raise UserError(f"test id {rid} is outside the test split of the data given (--dataset_dir / IMDB_DIR)")
+            probs = ", ".join(f"{name} {prob[i, j]:.3f}" for j, name in enumerate(data.names))
+            lines.append(f"- test #{rid}, gold **{label_name[int(y[i])]}**; P(pos): {probs}")
+            lines.append(f"  > {_excerpt(clean_text(texts[rid]), args.excerpt_chars)}")
+    note = f"<!-- generated by `make nbsvm-docs` (scripts/nbsvm_report.py) from {', '.join(str(m.path) for m in members)}; do not edit by hand -->"
+    return note + "\n" + "\n".join(lines)
+
+
+def replace_block(text: str, block: str, source: str) -> str:
+    if text.count(START) != 1 or text.count(END) != 1 or text.index(END) < text.index(START):
+        raise UserError(f"{source}: needs one line '{START}' followed by one line '{END}'")
+    head, tail = text[: text.index(START) + len(START)], text[text.index(END):]
+    return f"{head}\n{block.strip()}\n{tail}"
+
+
+@run_main
+def main(argv=None):
+    args, data_args, _config = parse_args(argument_types(), argv)
+    page = Path(args.output)
+    if not page.is_file():
+        raise UserError(f"{page}: no such page (it holds the prose; this script fills its generated block)")
+    new = replace_block(page.read_text(encoding="utf-8"), generated_block(args, data_args), str(page))
+    atomic_write_text(page, new)
+    print(f"{page}: generated block updated from {', '.join(args.runs)}")
+
+
+if __name__ == "__main__":
+    main()

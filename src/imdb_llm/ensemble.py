@@ -1,0 +1,102 @@
+"""Ensembles of saved runs: line up ``results/<run>.probs.parquet`` files by review id, fit weights
+on validation, score test once.
+
+Why stacking on log-odds: a weighted sum of members' log-odds is a weighted product of their
+probabilities ("product of experts"), so a confident member can overrule an unsure one, which a
+plain probability average cannot. Fitting the weights by logistic regression on the validation
+log-odds also rescales members whose scores live on different scales (an SVM margin, a network's
+logits) and gives a weaker or redundant member a small weight. With a handful of members and
+thousands of validation reviews there is nothing to overfit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .cli import UserError
+from .probs import SPLIT_KEYS, probs_path, read_probs
+
+
+@dataclass
+class Member:
+    name: str
+    path: Path
+    provenance: dict
+    splits: dict  # {split: {"id", "label", "prob_pos", "logit"}}, sorted by id
+
+
+@dataclass
+class Aligned:
+    names: list[str]
+    ids: dict  # {split: ids}
+    labels: dict  # {split: labels}
+    logits: dict  # {split: (n, members) log-odds}
+
+
+def load_members(names: list[str], results_dir: str = "results") -> list[Member]:
+    """Read every member's file (one-line errors name the file) and check their splits agree."""
+    if len(names) < 1:
+        raise UserError("--runs needs at least one run name")
+    if len(set(names)) != len(names):
+        raise UserError(f"--runs lists a run twice: {' '.join(names)}")
+    members = []
+    for name in names:
+        path = probs_path(name, results_dir)
+        splits, meta = read_probs(path)
+        if meta.get("validation_in_sample"):
+            raise UserError(f"{path}: its validation scores were fit on validation (an ensemble); it cannot be a member")
+        if not len(splits["validation"]["id"]):
+            raise UserError(f"{path}: no validation scores (trained with validation_ratio 0?); weights are fit on validation")
+        for split in splits.values():  # sort by id so rows line up by position
+            order = np.argsort(split["id"], kind="stable")
+            for key in split:
+                split[key] = split[key][order]
+        members.append(Member(name, path, meta, splits))
+    check_same_splits(members)
+    return members
+
+
+def check_same_splits(members: list[Member]) -> None:
+    """Refuse members whose validation or test reviews differ: weights would be fit on reviews a member trained on."""
+    first = members[0]
+    for other in members[1:]:
+        diffs = [f"{k} {first.provenance.get(k)} vs {other.provenance.get(k)}" for k in SPLIT_KEYS if first.provenance.get(k) != other.provenance.get(k)]
+        if diffs:
+            raise UserError(f"{first.name} and {other.name} have different validation/test splits ({', '.join(diffs)}); rerun one with the other's split")
+        for split in ("validation", "test"):
+            a, b = first.splits[split], other.splits[split]
+            if not np.array_equal(a["id"], b["id"]):
+                raise UserError(f"{first.name} and {other.name} scored different {split} reviews ({len(a['id'])} vs {len(b['id'])} ids); rerun one with the other's split")
+            if not np.array_equal(a["label"], b["label"]):
+                raise UserError(f"{first.name} and {other.name} disagree on {split} labels for the same ids (different data?)")
+
+
+def align(members: list[Member]) -> Aligned:
+    first = members[0].splits
+    return Aligned(
+        names=[m.name for m in members],
+        ids={s: first[s]["id"] for s in ("validation", "test")},
+        labels={s: first[s]["label"].astype(int) for s in ("validation", "test")},
+        logits={s: np.stack([m.splits[s]["logit"].astype(np.float64) for m in members], axis=1) for s in ("validation", "test")},
+    )
+
+
+def fit_stacker(val_logits: np.ndarray, val_labels: np.ndarray, C: float = 1.0):
+    """Logistic regression on the members' validation log-odds: coef_ are the member weights."""
+    from sklearn.linear_model import LogisticRegression
+
+    return LogisticRegression(C=C, max_iter=1000).fit(val_logits, val_labels)
+
+
+def cross_validated_accuracy(val_logits: np.ndarray, val_labels: np.ndarray, C: float = 1.0, folds: int = 5, seed: int = 0) -> float:
+    """The stacker's accuracy on validation reviews it was not fit on (k-fold): an honest pre-test estimate."""
+    from sklearn.model_selection import StratifiedKFold
+
+    correct = 0
+    for train, held in StratifiedKFold(folds, shuffle=True, random_state=seed).split(val_logits, val_labels):
+        model = fit_stacker(val_logits[train], val_labels[train], C)
+        correct += int((model.predict(val_logits[held]) == val_labels[held]).sum())
+    return correct / len(val_labels)

@@ -1,0 +1,167 @@
+"""NBSVM, saved probabilities and the ensemble (issue 15): tiny, CPU, offline."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from imdb_llm.nbsvm import NBLogisticRegression, nb_log_count_ratio, ngram_orders
+from imdb_llm.probs import probs_path, read_probs, write_probs
+
+REPO = Path(__file__).resolve().parents[1]
+SPLIT = {"validation_ratio": 0.1, "split_seed": 42, "max_eval_samples": None, "max_test_samples": None, "max_train_samples": None}
+
+
+def _env():
+    return {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+def _run(script, *args, timeout=600):
+    return subprocess.run([sys.executable, f"scripts/{script}", *map(str, args)], cwd=REPO, capture_output=True, text=True, env=_env(), timeout=timeout)
+
+
+def test_nb_log_count_ratio_matches_hand_computation():
+    # docs x features; features: "great" (pos only), "movie" (both), "awful" (neg only)
+    X = sp.csr_matrix([[1, 1, 0], [1, 0, 0], [0, 1, 1], [0, 0, 1]])
+    y = np.array([1, 1, 0, 0])
+    # alpha 1: p = 1 + [2, 1, 0] = [3, 2, 1], q = 1 + [0, 1, 2] = [1, 2, 3]; both sum to 6.
+    assert np.allclose(nb_log_count_ratio(X, y, alpha=1.0), [math.log(3), 0.0, -math.log(3)])
+    # alpha 0.5: p = [2.5, 1.5, 0.5], q = [0.5, 1.5, 2.5]: ratios 5, 1, 1/5.
+    assert np.allclose(nb_log_count_ratio(X, y, alpha=0.5), [math.log(5), 0.0, -math.log(5)])
+    # Unequal class totals: the L1 normalisation matters. p = 1 + [1, 1] = [2, 2] (sum 4), q = 1 + [2, 0] = [3, 1] (sum 4).
+    X2, y2 = sp.csr_matrix([[1, 1], [1, 0], [1, 0]]), np.array([1, 0, 0])
+    assert np.allclose(nb_log_count_ratio(X2, y2), [math.log(2 / 3), math.log(2)])
+    with pytest.raises(ValueError):
+        nb_log_count_ratio(X, np.array([1, 1, 1, 1]))
+    model = NBLogisticRegression(C=10.0).fit(X, y)
+    assert list(model.predict(X)) == [1, 1, 0, 0]
+    assert np.allclose(model.predict_proba(X).sum(1), 1.0)
+    assert list(ngram_orders(["great", "not bad", "not at all"])) == [1, 2, 3]
+
+
+def _synthetic(tmp_path, name, signal, seed, n_val=600, n_test=400, **provenance):
+    """A fake run: log-odds = signal * (2y - 1) + N(0, 1), on shared ids and labels."""
+    rng = np.random.default_rng(0)
+    y_val, y_test = rng.integers(0, 2, n_val), rng.integers(0, 2, n_test)
+    noise = np.random.default_rng(seed)
+    splits = {
+        split: (np.arange(len(y)) * 3 + 1, y, signal * (2 * y - 1) + noise.normal(0, 1, len(y)))
+        for split, y in (("validation", y_val), ("test", y_test))
+    }
+    write_probs(probs_path(name, tmp_path), splits, {"name": name, **SPLIT, **provenance})
+
+
+def _ensemble(tmp_path, *runs, name="ens"):
+    return _run("ensemble.py", "--runs", *runs, "--results_dir", tmp_path, "--results_name", name)
+
+
+def test_ensemble_weights_recover_the_better_member(tmp_path):
+    _synthetic(tmp_path, "good", signal=2.0, seed=1)
+    _synthetic(tmp_path, "useless", signal=0.0, seed=2)
+    proc = _ensemble(tmp_path, "useless", "good")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads((tmp_path / "ens.json").read_text())
+    weights = result["weights"]
+    assert result["members"] == ["useless", "good"]
+    assert weights["good"] > 1.0 and abs(weights["useless"]) < 0.2 * weights["good"]
+    m = result["metrics"]
+    assert m["n_test"] == 400 and m["test_accuracy"] >= m["best_member_test_accuracy"] - 0.01
+    # The ensemble's own probabilities are marked in-sample on validation, so they cannot be stacked again.
+    _, meta = read_probs(probs_path("ens", tmp_path))
+    assert meta["validation_in_sample"] is True and meta["members"] == ["useless", "good"]
+    proc = _ensemble(tmp_path, "good", "ens", name="ens2")
+    assert proc.returncode == 2 and "ens.probs.parquet" in proc.stderr and not (tmp_path / "ens2.json").exists()
+
+
+def test_ensemble_refuses_different_validation_splits(tmp_path):
+    _synthetic(tmp_path, "a", signal=2.0, seed=1)
+    _synthetic(tmp_path, "b", signal=1.0, seed=2, split_seed=7)
+    proc = _ensemble(tmp_path, "a", "b")
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1
+    assert lines[0].startswith("error: a and b have different validation/test splits (split_seed 42 vs 7)")
+    assert not (tmp_path / "ens.json").exists() and not probs_path("ens", tmp_path).exists()
+    # Same provenance but other reviews (e.g. another data set): still refused, by id.
+    _synthetic(tmp_path, "c", signal=1.0, seed=3, n_val=500)
+    proc = _ensemble(tmp_path, "a", "c")
+    assert proc.returncode == 2 and "scored different validation reviews" in proc.stderr
+
+
+@pytest.mark.parametrize("damage", ["missing", "garbage", "truncated"])
+def test_missing_or_corrupt_probabilities_file_is_one_line_naming_it(tmp_path, damage):
+    _synthetic(tmp_path, "a", signal=2.0, seed=1)
+    path = probs_path("b", tmp_path)
+    if damage == "garbage":
+        path.write_text("not parquet at all\n")
+    elif damage == "truncated":
+        _synthetic(tmp_path, "b", signal=1.0, seed=2)
+        path.write_bytes(path.read_bytes()[:200])
+    proc = _ensemble(tmp_path, "a", "b")
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert lines[0].startswith(f"error: {path}: ") and ("no probabilities file" if damage == "missing" else "corrupt") in lines[0]
+    assert not (tmp_path / "ens.json").exists()
+
+
+def test_tiny_runs_line_up_by_id_nbsvm_textcnn_ensemble_and_docs(imdb_dir, imdb_tokenizer, tmp_path):
+    """End to end on the fixture: a tiny TextCNN and a tiny NBSVM write probabilities that line up
+    by review id with the data layer's validation/test split; the ensemble and the docs page read them."""
+    from imdb_llm.data import load_imdb
+
+    results = tmp_path / "results"
+    proc = _run("train_textclf.py", "configs/imdb_textcnn.yaml", "--embedding_dim", "16", "--num_filters", "8", "--max_length", "64",
+                "--num_train_epochs", "1", "--dataloader_num_workers", "0", "--embedding_init", "random", "--max_train_samples", "64",
+                "--tokenizer_name", imdb_tokenizer, "--dataset_dir", imdb_dir, "--output_dir", tmp_path / "cnn",
+                "--results_dir", results, "--results_name", "tiny-cnn", "--report_to", "none")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    proc = _run("train_nbsvm.py", "configs/imdb_nbsvm.yaml", "--dataset_dir", imdb_dir, "--ngram_max", "1", "2", "--min_df", "1",
+                "--C", "0.3", "1", "--output_dir", tmp_path / "nb", "--results_dir", results, "--results_name", "tiny-nb")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+
+    dsets = load_imdb(dataset_dir=str(imdb_dir))
+    cnn, cnn_meta = read_probs(probs_path("tiny-cnn", results))
+    nb, nb_meta = read_probs(probs_path("tiny-nb", results))
+    for split in ("validation", "test"):
+        # Same reviews, same order of ids as the data layer (validation ids are train indices).
+        assert list(cnn[split]["id"]) == list(nb[split]["id"]) == list(dsets[split]["id"])
+        assert list(cnn[split]["label"]) == list(dsets[split]["label"])
+    assert cnn_meta["split_seed"] == nb_meta["split_seed"] == 42 and cnn_meta["validation_ratio"] == 0.1
+    assert set(cnn["validation"]["id"]).isdisjoint(set(dsets["train"]["id"]))  # validation was never trained on
+    nb_result = json.loads((results / "tiny-nb.json").read_text())
+    assert nb_result["metrics"]["n_test"] == 120 and len(nb_result["metrics"]["grid"]) == 4
+    assert abs(float(((nb["test"]["logit"] > 0) == nb["test"]["label"]).mean()) - nb_result["metrics"]["test_accuracy"]) < 1e-9
+    import joblib
+
+    pipeline = joblib.load(tmp_path / "nb" / "model.joblib")
+    assert np.allclose(pipeline.decision_function(dsets["test"]["text"][:5]), nb["test"]["logit"][:5], atol=1e-4)
+
+    proc = _ensemble(results, "tiny-nb", "tiny-cnn", name="tiny-ens")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    ens = json.loads((results / "tiny-ens.json").read_text())
+    assert set(ens["weights"]) == {"tiny-nb", "tiny-cnn"} and ens["metrics"]["n_test"] == 120
+
+    page = tmp_path / "page.md"
+    page.write_text("# prose\n<!-- nbsvm-generated:start -->\nold\n<!-- nbsvm-generated:end -->\nmore prose\n")
+    proc = _run("nbsvm_report.py", "--runs", "tiny-nb", "tiny-cnn", "--ensemble", "tiny-ens", "--results_dir", results,
+                "--output", page, "--dataset_dir", imdb_dir)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    text = page.read_text()
+    assert text.startswith("# prose\n") and text.endswith("more prose\n") and "\nold\n" not in text
+    both = [int(c.replace(",", "")) for c in text.split("**tiny-nb right** |")[1].splitlines()[0].strip(" |").split(" | ")]
+    wrong = [int(c.replace(",", "")) for c in text.split("**tiny-nb wrong** |")[1].splitlines()[0].strip(" |").split(" | ")]
+    assert sum(both) + sum(wrong) == 120 and "tiny-ens" in text
+
+
+def test_nopretrain_ensemble_refuses_a_fine_tuned_member(tmp_path):
+    _synthetic(tmp_path, "scratch", signal=2.0, seed=1)
+    _synthetic(tmp_path, "bert", signal=2.0, seed=2)
+    (tmp_path / "bert.json").write_text(json.dumps({"config": {"model_name_or_path": "bert-base-uncased"}}))
+    proc = _ensemble(tmp_path, "scratch", "bert", name="x-nopretrain")
+    assert proc.returncode == 2 and "bert started from a checkpoint" in proc.stderr and not (tmp_path / "x-nopretrain.json").exists()
+    assert _ensemble(tmp_path, "scratch", "bert", name="x-any").returncode == 0
