@@ -27,7 +27,8 @@ def _argv(model, out, *extra):
     return ["--model_name_or_path", str(model), "--train_file", str(FIX / "train.jsonl"), "--validation_file", str(FIX / "validation.jsonl"),
             "--output_dir", str(out), "--max_train_samples", "16", "--max_eval_samples", "4", "--max_length", "160",
             "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "4", "--learning_rate", "5e-3", "--logging_steps", "1",
-            "--report_to", "none", "--save_strategy", "steps", "--save_steps", "2", "--seed", "0", *extra]
+            "--report_to", "none", "--save_strategy", "steps", "--save_steps", "2", "--seed", "0",
+            "--answers_cache_dir", str(Path(out).parent / "answers-cache"), *extra]  # never the repo's outputs/
 
 
 def test_qlora_4bit_lora_trains_and_reports(tiny_glm, tmp_path):
