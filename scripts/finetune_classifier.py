@@ -44,7 +44,15 @@ from imdb_llm.precision import CHOICES, precision_flags, precision_label
 from imdb_llm.progress import ProgressLine
 from imdb_llm.results import capture_log, write_result
 from imdb_llm.text import encode_head_tail
-from imdb_llm.training import ResultArguments, compute_metrics, count_parameters, finish_classification_run, timed_train
+from imdb_llm.training import (
+    ResultArguments,
+    TrainClock,
+    compute_metrics,
+    count_parameters,
+    finish_classification_run,
+    resolve_resume,
+    timed_train,
+)
 
 
 @dataclass
@@ -116,9 +124,14 @@ def argument_types():
 
 
 @run_main
-def main(argv=None):
+def main(argv=None, extra_callbacks=None):
     model_args, data_args, result_args, training_args, config = parse_args(argument_types(), argv)
     validate(model_args)
+    # --resume_from_checkpoint auto: a run cut short continues from its newest checkpoint.
+    resume = resolve_resume(training_args)
+    if resume and model_args.itpt_steps > 0:
+        raise UserError("--resume_from_checkpoint resumes the fine-tuning stage only; resume an ITPT run with "
+                        "--model_name_or_path <its itpt folder> --itpt_steps 0")
 
     # 1. The weights: resolve the name, read the config, refuse IMDB-fine-tuned checkpoints.
     path, gguf = resolve_model(model_args.model_name_or_path)
@@ -139,6 +152,8 @@ def main(argv=None):
     os.makedirs(training_args.output_dir, exist_ok=True)
     with capture_log(os.path.join(training_args.output_dir, "train.log")) as log:
         set_seed(training_args.seed)
+        if resume:
+            print(f"resuming from {resume}", flush=True)
         if torch.cuda.is_available():
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
@@ -214,7 +229,8 @@ def main(argv=None):
         for figures in benchmarks.values():
             extra.update(figures)
 
-        callbacks = [ProgressLine()]  # one readable line per evaluation: where, how fast, ETA
+        clock = TrainClock(resume)  # checkpoints record the training time, so a resumed run reports all of it
+        callbacks = [ProgressLine(), clock, *(extra_callbacks or [])]  # ProgressLine: one readable line per evaluation
         has_eval = len(encoded["validation"]) > 0 and training_args.eval_strategy != "no"
         if model_args.early_stopping_patience and has_eval and training_args.load_best_model_at_end:
             callbacks.append(EarlyStoppingCallback(early_stopping_patience=model_args.early_stopping_patience))
@@ -230,7 +246,8 @@ def main(argv=None):
         )
 
         # 7. Train (best validation checkpoint restored), then the one test evaluation.
-        _, seconds = timed_train(trainer)
+        _, seconds = timed_train(trainer, resume_from_checkpoint=resume)
+        seconds += clock.before
         metrics = finish_classification_run(
             trainer, encoded["test"], train_seconds=seconds, config=config, result_args=result_args,
             log_buffer=log, extra_metrics=extra, texts=dsets["test"]["text"],

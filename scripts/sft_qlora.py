@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -29,8 +28,6 @@ from copy import deepcopy
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-
-from transformers import TrainerCallback  # noqa: E402
 
 from imdb_llm.cli import UserError, parse_args, run_main  # noqa: E402
 from imdb_llm.progress import ProgressLine  # noqa: E402
@@ -42,7 +39,7 @@ from imdb_llm.sft.generate import cached_answers, generate_answers, model_finger
 from imdb_llm.sft.metrics import generation_metrics  # noqa: E402
 from imdb_llm.sft.quant import is_cuda, keep_4bit_trainable, quantizable_model_path  # noqa: E402
 from imdb_llm.sft.template import apply_template_override, choose_max_length, encode_conversation, encode_dataset, length_stats  # noqa: E402
-from imdb_llm.training import ResultArguments  # noqa: E402
+from imdb_llm.training import ResultArguments, TrainClock, resolve_resume  # noqa: E402
 
 
 @dataclass
@@ -97,23 +94,6 @@ def argument_types():
     return (ModelArguments, SftDataArguments, GenerationEvalArguments, TrainingArguments, ResultArguments)
 
 
-def resolve_resume(training_args) -> str | None:
-    """``--resume_from_checkpoint auto`` (or true) = the newest checkpoint in output_dir, if any."""
-    from transformers.trainer_utils import get_last_checkpoint
-
-    value = training_args.resume_from_checkpoint
-    if value in (None, "", "false", "False"):
-        return None
-    if value in ("auto", "true", "True"):
-        last = get_last_checkpoint(training_args.output_dir) if os.path.isdir(training_args.output_dir) else None
-        if last:
-            print(f"resuming from {last}", flush=True)
-        return last
-    if not os.path.isdir(value):
-        raise UserError(f"--resume_from_checkpoint {value}: no such checkpoint folder")
-    return value
-
-
 @run_main
 def main(argv=None, extra_callbacks=None):
     model_args, data_args, gen_args, training_args, result_args, config = build_training_args(argv)
@@ -140,6 +120,8 @@ def _main(model_args, data_args, gen_args, training_args, result_args, config, l
     train_convs = seeded_subset(train_convs, data_args.max_train_samples, data_args.subset_seed)
     eval_convs = seeded_subset(eval_convs, data_args.max_eval_samples, data_args.subset_seed)
     resume = resolve_resume(training_args)
+    if resume:
+        print(f"resuming from {resume}", flush=True)
 
     # 2. Tokenizer and prompts: the model's own chat template, loss only on the answer + EOS.
     # A GGUF base is de-quantised once into safetensors: transformers neither loads a GGUF file in
@@ -266,23 +248,6 @@ def _main(model_args, data_args, gen_args, training_args, result_args, config, l
                                 "precision": precision, "n_generation_samples": len(gen_convs), "metric_tokens": gen_args.metric_tokens,
                                 "max_new_tokens": gen_args.max_new_tokens})
     return metrics
-
-
-class TrainClock(TrainerCallback):
-    """Saves the training time so far in every checkpoint and reads it back on resume, so a run
-    interrupted and resumed reports its whole training time, not only the last part."""
-
-    FILE = "train_clock.json"
-
-    def __init__(self, resume: str | None):
-        path = Path(resume, self.FILE) if resume else None
-        self.before = json.loads(path.read_text())["train_seconds"] if path and path.is_file() else 0.0
-        self.start = time.perf_counter()
-
-    def on_save(self, args, state, control, **kwargs):
-        folder = Path(args.output_dir, f"checkpoint-{state.global_step}")
-        if folder.is_dir() and state.is_world_process_zero:
-            (folder / self.FILE).write_text(json.dumps({"train_seconds": self.before + time.perf_counter() - self.start}))
 
 
 @contextlib.contextmanager

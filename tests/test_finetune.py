@@ -299,3 +299,34 @@ def test_minilm_loads_from_its_package_and_trains(run_script, imdb_dir, tmp_path
     assert result["parameters"] > 20_000_000  # the real 22.7M-parameter MiniLM, not a toy
     assert "packaged:minilm" in json.dumps(result["config"])
     assert "bert" in proc.stdout.lower() and "loss" in json.dumps(result["log_history"])
+
+
+def test_a_run_cut_short_resumes_and_ends_with_the_same_steps(script, tiny_bert, imdb_dir, tmp_path, monkeypatch):
+    """Stop a tiny run after its first epoch's checkpoint, rerun with --resume_from_checkpoint auto:
+    it continues (not restarts), ends on the uninterrupted run's step count, and counts both parts' time."""
+    from transformers import TrainerCallback
+
+    monkeypatch.setenv("RUN_COMMAND", "pytest")
+    monkeypatch.chdir(tmp_path)
+
+    class Kill(TrainerCallback):  # stands in for a SIGKILL just after step 8 (checkpoint-6 is on disk)
+        def on_step_end(self, args, state, control, **kw):
+            if state.global_step == 8:
+                raise KeyboardInterrupt
+
+    def flags(name):
+        return [str(a) for a in common_flags(imdb_dir, tmp_path / name, name) + ["--model_name_or_path", tiny_bert, "--max_length", 64]]
+
+    script.main(flags("straight"))
+    with pytest.raises(KeyboardInterrupt):
+        script.main(flags("cut"), extra_callbacks=[Kill()])
+    assert (tmp_path / "cut" / "out" / "checkpoint-6" / "train_clock.json").is_file()
+    assert not (tmp_path / "cut" / "results" / "cut.json").exists()
+    script.main(flags("cut") + ["--resume_from_checkpoint", "auto"])
+    straight = json.loads((tmp_path / "straight" / "results" / "straight.json").read_text())
+    resumed = json.loads((tmp_path / "cut" / "results" / "cut.json").read_text())
+    steps = lambda r: max(h["step"] for h in r["log_history"])  # noqa: E731
+    assert steps(resumed) == steps(straight) == 12  # 2 epochs x 48 reviews / batch 8
+    assert "resuming from" in (tmp_path / "cut" / "results" / "cut.log").read_text()
+    before = json.loads((tmp_path / "cut" / "out" / "checkpoint-6" / "train_clock.json").read_text())["train_seconds"]
+    assert resumed["train_seconds"] > before > 0
