@@ -372,7 +372,8 @@ SFT_EXAMPLES_RUN = "lora-smollm2-med"
 
 
 def _short(text: str, limit: int = 110) -> str:
-    text = " ".join(str(text).split())
+    # An answer cut at max_new_tokens can end inside a multi-byte character, decoded as U+FFFD.
+    text = " ".join(str(text).split()).rstrip("\ufffd")
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 

@@ -42,7 +42,7 @@ def generate_answers(model, tokenizer, conversations: list[dict[str, Any]], max_
                                      eos_token_id=tokenizer.eos_token_id, use_cache=True)
             new = out[:, batch["input_ids"].shape[1]:]
             for i, text in zip(rows, tokenizer.batch_decode(new, skip_special_tokens=True)):
-                answers[i] = text.strip()
+                answers[i] = text.strip().rstrip("\ufffd")  # a cut inside a multi-byte character decodes as U+FFFD
             if progress:
                 print(f"generated {min(start + batch_size, len(order))}/{len(prompts)}", flush=True)
     finally:
