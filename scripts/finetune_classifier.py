@@ -44,15 +44,8 @@ from imdb_llm.precision import CHOICES, precision_flags, precision_label
 from imdb_llm.progress import ProgressLine
 from imdb_llm.results import capture_log, write_result
 from imdb_llm.text import encode_head_tail
-from imdb_llm.training import (
-    ResultArguments,
-    TrainClock,
-    compute_metrics,
-    count_parameters,
-    finish_classification_run,
-    resolve_resume,
-    timed_train,
-)
+from imdb_llm.resume import TrainClock, resolve_resume
+from imdb_llm.training import ResultArguments, compute_metrics, count_parameters, finish_classification_run, timed_train
 
 
 @dataclass

@@ -39,7 +39,8 @@ from imdb_llm.sft.generate import cached_answers, generate_answers, model_finger
 from imdb_llm.sft.metrics import generation_metrics  # noqa: E402
 from imdb_llm.sft.quant import is_cuda, keep_4bit_trainable, quantizable_model_path  # noqa: E402
 from imdb_llm.sft.template import apply_template_override, choose_max_length, encode_conversation, encode_dataset, length_stats  # noqa: E402
-from imdb_llm.training import ResultArguments, TrainClock, resolve_resume  # noqa: E402
+from imdb_llm.resume import TrainClock, resolve_resume  # noqa: E402
+from imdb_llm.training import ResultArguments  # noqa: E402
 
 
 @dataclass
