@@ -94,7 +94,9 @@ def test_gpt_track_end_to_end(run_scratch, imdb_dir, imdb_tokenizer, tmp_path):
 
 
 def test_kill_during_pretraining_then_resume(run_scratch, imdb_dir, imdb_tokenizer, tmp_path):
-    argv = tiny_argv("bert", imdb_dir, imdb_tokenizer, tmp_path, "--pretrain_max_steps", "20", "--max_test_samples", "16")
+    # 80 steps, a checkpoint every 5: on an idle machine 20 tiny steps could all finish between seeing
+    # the first checkpoint and the kill, and there would be nothing left to resume.
+    argv = tiny_argv("bert", imdb_dir, imdb_tokenizer, tmp_path, "--pretrain_max_steps", "80", "--max_test_samples", "16")
     pretrain_dir = tmp_path / "run" / "pretrain"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with open(tmp_path / "first.log", "w") as log:
@@ -104,7 +106,7 @@ def test_kill_during_pretraining_then_resume(run_scratch, imdb_dir, imdb_tokeniz
         while time.time() < deadline and proc.poll() is None:
             if list(pretrain_dir.glob("checkpoint-*/trainer_state.json")):
                 break
-            time.sleep(0.2)
+            time.sleep(0.05)
         assert proc.poll() is None, "the first run ended before it could be killed:\n" + (tmp_path / "first.log").read_text()[-2000:]
         assert list(pretrain_dir.glob("checkpoint-*/trainer_state.json")), "no checkpoint within the deadline"
     finally:
@@ -115,9 +117,9 @@ def test_kill_during_pretraining_then_resume(run_scratch, imdb_dir, imdb_tokeniz
 
     run_scratch.main(argv)  # the same command again
     m = read_result(tmp_path, "bert")["metrics"]
-    assert m["pretrain_steps"] == 20
+    assert m["pretrain_steps"] == 80
     assert m["pretrain_resumed_from_step"] >= 5 and m["pretrain_resumed_from_step"] % 5 == 0
-    assert m["pretrain_steps_this_session"] == 20 - m["pretrain_resumed_from_step"]
+    assert m["pretrain_steps_this_session"] == 80 - m["pretrain_resumed_from_step"]
     assert "Stage 1: resuming from" in (tmp_path / "run" / "run.log").read_text()
     assert m["n_test"] == 16
 
