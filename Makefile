@@ -33,7 +33,7 @@ lock:  ## refresh requirements-lock.txt: newest versions pyproject.toml allows, 
 	$(MAKE) test PY=.venv-lock/bin/python
 	{ sed -n '/^#/p' $(LOCK); .venv-lock/bin/python -m pip freeze --all --exclude-editable | grep -v '^#' | sed 's/+cpu$$//'; } > $(LOCK).new
 	mv $(LOCK).new $(LOCK) && rm -rf .venv-lock
-	@echo "requirements-lock.txt refreshed; 'make setup' now installs these versions (commit the file)"
+	@echo "$(LOCK) refreshed; 'make setup' now installs these versions (commit the file)"
 
 test:  ## run the CPU test suite (offline)
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest tests
