@@ -256,14 +256,8 @@ def generation_copy(model, dtype: str):
     """``model`` itself when it already computes in ``dtype``, else a throw-away copy cast to it."""
     import torch
 
-    if next(model.parameters()).dtype == getattr(torch, dtype):
-        yield model
-        return
-    copy = deepcopy(model).to(getattr(torch, dtype))
-    try:
-        yield copy
-    finally:
-        del copy
+    same = next(model.parameters()).dtype == getattr(torch, dtype)
+    yield model if same else deepcopy(model).to(getattr(torch, dtype))
 
 
 def _refs(convs):

@@ -16,28 +16,26 @@ CHOICES = ("auto", "bf16", "fp16", "no")
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
-def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> set[str]:
-    """The feature flags the kernel reports for the first CPU (empty where there is no cpuinfo)."""
+def _first_cpuinfo_value(key: str, cpuinfo: str) -> str | None:
+    """The value of the first ``key : value`` line of cpuinfo (None where there is no such file or line)."""
     try:
         with open(cpuinfo, encoding="utf-8") as f:
             for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
+                if line.startswith(key):
+                    return line.split(":", 1)[1]
     except OSError:
         pass
-    return set()
+    return None
+
+
+def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> set[str]:
+    """The feature flags the kernel reports for the first CPU (empty where there is no cpuinfo)."""
+    return set((_first_cpuinfo_value("flags", cpuinfo) or "").split())
 
 
 def cpu_model_name(cpuinfo: str = "/proc/cpuinfo") -> str | None:
     """The CPU's marketing name as the kernel reports it, e.g. 'AMD EPYC' (None where unknown)."""
-    try:
-        with open(cpuinfo, encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return " ".join(line.split(":", 1)[1].split()) or None
-    except OSError:
-        pass
-    return None
+    return " ".join((_first_cpuinfo_value("model name", cpuinfo) or "").split()) or None
 
 
 def cpu_has_native_bf16() -> bool:

@@ -63,7 +63,8 @@ def device_description() -> str:
 
     cores = os.cpu_count()
     limit = f", {threads} torch thread{'s' if threads != 1 else ''}" if threads is not None and cores and threads < cores else ""
-    model = f", {cpu_model_name()}" if cpu_model_name() else ""
+    name = cpu_model_name()
+    model = f", {name}" if name else ""
     bf16 = ", native bf16" if cpu_has_native_bf16() else ", no native bf16"
     return f"cpu ({cores} cores, {platform.machine()}{model}{bf16}{limit})"
 
