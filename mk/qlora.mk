@@ -19,7 +19,7 @@ chatglm-merge:  ## fold the adapter into bf16 weights -> $(CHATGLM_MERGED) (load
 qlora-smollm2:  ## same QLoRA script on SmolLM2-135M (offline, CPU ~20 min) -> results/qlora-smollm2-med.json
 	RUN_COMMAND="make qlora-smollm2$(ARGS_SUFFIX)" $(PY) scripts/sft_qlora.py configs/smollm2_qlora_med.yaml $(ARGS)
 
-lora-smollm2-med:  ## LoRA SmolLM2-135M on 4,000 medical records, CPU bf16, 300 judged answers (~1-1.5 h on 2 cores; resumable) -> results/lora-smollm2-med.json
+lora-smollm2-med:  ## LoRA SmolLM2-135M on 4,000+ medical records, CPU bf16, 300 judged answers (~1-1.5 h on 2 cores; resumable) -> results/lora-smollm2-med.json
 	RUN_COMMAND="make lora-smollm2-med$(ARGS_SUFFIX)" $(PY) scripts/sft_qlora.py configs/smollm2_lora_med_cpu.yaml $(ARGS)
 
 bench-qlora:  ## QLoRA speed/memory, ChatGLM2-6B shape, random weights, 4x1024, r=8 (GPU) -> results/qlora-chatglm2-6b-speed.json
