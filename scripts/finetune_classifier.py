@@ -27,12 +27,12 @@ from dataclasses import asdict, dataclass, field
 import torch
 from transformers import AutoConfig, AutoTokenizer, EarlyStoppingCallback, Trainer, TrainingArguments, set_seed
 
+from imdb_llm.benchmark import PrecisionBenchmarkArguments, benchmark_precision, write_benchmark_results
 from imdb_llm.cli import UserError, parse_args, run_main
 from imdb_llm.data import ImdbArguments, load_imdb, pretraining_texts
 from imdb_llm.finetune import (
     ClassificationCollator,
     benchmark_padding,
-    benchmark_precision,
     check_not_imdb_finetuned,
     is_decoder_only,
     load_sequence_classifier,
@@ -42,10 +42,12 @@ from imdb_llm.finetune import (
 from imdb_llm.llm import resolve_model
 from imdb_llm.precision import CHOICES, precision_flags, precision_label
 from imdb_llm.progress import ProgressLine
-from imdb_llm.results import capture_log, write_result
+from imdb_llm.results import capture_log
 from imdb_llm.text import encode_head_tail
-from imdb_llm.resume import TrainClock, resolve_resume
-from imdb_llm.training import ResultArguments, compute_metrics, count_parameters, finish_classification_run, timed_train
+from imdb_llm.resume import SettingsRecord, TrainClock, resolve_resume, run_settings
+from imdb_llm.threads import set_torch_threads
+from imdb_llm.tokenized_cache import resolve_cache_dir, tokenize_cached
+from imdb_llm.training import ResultArguments, compute_metrics, count_parameters, finish_classification_run, timed_train, write_validation_summary
 
 
 @dataclass
@@ -65,6 +67,8 @@ class ModelArguments:
     early_stopping_patience: int | None = field(default=2, metadata={"help": "Stop after this many evaluations without a better validation accuracy."})
     allow_imdb_finetuned_weights: bool = field(default=False, metadata={"help": "Override the refusal of weights already fine-tuned on IMDB."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow custom model code from the hub (off: never by default)."})
+    evaluate_test: bool = field(default=True, metadata={"help": "false: stop after training and validation, never reading the test split "
+                                                                  "(recipe search: scripts/tune_classifier.py); writes <output_dir>/validation_summary.json."})
     model_note: str | None = field(default=None, metadata={"help": "Free text kept in the result file's config (e.g. how the weights were carried)."})
     # In-task further pretraining (ITPT).
     itpt_steps: int = field(default=0, metadata={"help": "ITPT steps (MLM for encoders, causal LM for decoders) on IMDB train+unsup before fine-tuning; 0 = none."})
@@ -76,12 +80,9 @@ class ModelArguments:
     itpt_only: bool = field(default=False, metadata={"help": "Stop after ITPT (fine-tune later with --model_name_or_path <itpt dir>)."})
     # Speed figure.
     benchmark_padding_steps: int = field(default=0, metadata={"help": "Before training, time this many steps with dynamic+grouped vs pad-to-max batches; figures go into the result file."})
-    benchmark_warmup_steps: int = field(default=5, metadata={"help": "Untimed steps before each benchmark run."})
-    benchmark_precision_steps: int = field(default=0, metadata={"help": "Before training, time this many steps in fp32 vs bf16 autocast (same batches); figures go into the result file."})
-    benchmark_only: bool = field(default=False, metadata={"help": "Write each benchmark that ran as its own result (<name>-padding-bench, <name>-precision-bench) and stop: no training, no test evaluation."})
 
 
-def validate(args: ModelArguments) -> None:
+def validate(args: ModelArguments, bench_args: PrecisionBenchmarkArguments) -> None:
     """Reject bad flags before anything is loaded or written."""
     if args.truncation not in ("head_tail", "head"):
         raise UserError(f"--truncation must be head_tail or head, got {args.truncation!r}")
@@ -95,10 +96,9 @@ def validate(args: ModelArguments) -> None:
         raise UserError(f"--mixed_precision must be one of {', '.join(CHOICES)}, got {args.mixed_precision!r}")
     if args.itpt_only and args.itpt_steps <= 0:
         raise UserError("--itpt_only needs --itpt_steps > 0")
-    if min(args.itpt_steps, args.benchmark_padding_steps, args.benchmark_precision_steps, args.benchmark_warmup_steps) < 0:
+    if args.itpt_steps < 0:
         raise UserError("step counts must not be negative")
-    if args.benchmark_only and args.benchmark_padding_steps <= 0 and args.benchmark_precision_steps <= 0:
-        raise UserError("--benchmark_only needs --benchmark_padding_steps or --benchmark_precision_steps > 0")
+    bench_args.check({"--benchmark_padding_steps": args.benchmark_padding_steps})
 
 
 def max_positions(config) -> int | None:
@@ -113,15 +113,16 @@ def max_positions(config) -> int | None:
 
 def argument_types():
     """The argument dataclasses a config file for this script fills (tests/test_configs.py checks every config)."""
-    return (ModelArguments, ImdbArguments, ResultArguments, TrainingArguments)
+    return (ModelArguments, PrecisionBenchmarkArguments, ImdbArguments, ResultArguments, TrainingArguments)
 
 
 @run_main
 def main(argv=None, extra_callbacks=None):
-    model_args, data_args, result_args, training_args, config = parse_args(argument_types(), argv)
-    validate(model_args)
+    model_args, bench_args, data_args, result_args, training_args, config = parse_args(argument_types(), argv)
+    validate(model_args, bench_args)
     # --resume_from_checkpoint auto: a run cut short continues from its newest checkpoint.
-    resume = resolve_resume(training_args)
+    settings = run_settings(model_args, data_args, training_args=training_args)
+    resume = resolve_resume(training_args, settings)  # refuses a checkpoint of a run with other settings
     if resume and model_args.itpt_steps > 0:
         raise UserError("--resume_from_checkpoint resumes the fine-tuning stage only; resume an ITPT run with "
                         "--model_name_or_path <its itpt folder> --itpt_steps 0")
@@ -145,6 +146,7 @@ def main(argv=None, extra_callbacks=None):
     os.makedirs(training_args.output_dir, exist_ok=True)
     with capture_log(os.path.join(training_args.output_dir, "train.log")) as log:
         set_seed(training_args.seed)
+        print(f"torch threads: {set_torch_threads()}")  # one per physical core unless OMP_NUM_THREADS says otherwise
         if resume:
             print(f"resuming from {resume}", flush=True)
         if torch.cuda.is_available():
@@ -189,8 +191,11 @@ def main(argv=None, extra_callbacks=None):
         def tokenize(batch):
             return encode_head_tail(tokenizer, batch["text"], model_args.max_length, head_tokens=head)
 
+        cache_dir = resolve_cache_dir(data_args.tokenized_cache_dir, training_args.output_dir)
+        encoding = {"max_length": model_args.max_length, "head_tokens": head}
         with training_args.main_process_first(desc="tokenize"):
-            encoded = {k: dsets[k].map(tokenize, batched=True, remove_columns=["text"]) for k in ("train", "validation", "test")}
+            encoded = {k: tokenize_cached(dsets[k], tokenize, tokenizer=tokenizer, cache_dir=cache_dir, settings=encoding, code=[encode_head_tail],
+                                          name=k, remove_columns=["text"]) for k in ("train", "validation", "test")}
         collator = ClassificationCollator(
             tokenizer, add_position_ids=decoder, pad_to_max_length=model_args.pad_to_max_length,
             max_length=model_args.max_length, pad_to_multiple_of=model_args.pad_to_multiple_of,
@@ -202,28 +207,24 @@ def main(argv=None, extra_callbacks=None):
         config = {**config, "model": asdict(model_args), "resolved_model": path, "gguf_file": gguf, "decoder": decoder}
         extra["precision"] = precision_label(model_args.mixed_precision)
         benchmarks = {}
-        bench_kwargs = dict(max_length=model_args.max_length, warmup_steps=model_args.benchmark_warmup_steps, add_position_ids=decoder)
         if model_args.benchmark_padding_steps > 0:
-            benchmarks["padding"] = benchmark_padding(lambda: copy.deepcopy(model), tokenizer, encoded["train"], training_args,
-                                                      steps=model_args.benchmark_padding_steps, **bench_kwargs)
-        if model_args.benchmark_precision_steps > 0:
-            benchmarks["precision"] = benchmark_precision(lambda: copy.deepcopy(model), tokenizer, encoded["train"], training_args,
-                                                          steps=model_args.benchmark_precision_steps, **bench_kwargs)
-        if model_args.benchmark_only:
-            # Speed figures only: a result holds no accuracy, so the table cannot mistake it for one.
-            # Each has its own name (<results_name>-<kind>-bench), so it never stands in for the accuracy run's file.
-            for kind, figures in benchmarks.items():
-                name = f"{result_args.results_name or 'finetune'}-{kind}-bench"
-                if training_args.process_index == 0:
-                    written = write_result(name, {**extra, **figures}, config=config, log_text=log.getvalue(), results_dir=result_args.results_dir,
-                                           extra={"parameters": count_parameters(model)})
-                    print(f"{kind} benchmark written to {written}")
+            benchmarks["padding"] = benchmark_padding(lambda: copy.deepcopy(model), tokenizer, encoded["train"], training_args, max_length=model_args.max_length,
+                                                      steps=model_args.benchmark_padding_steps, warmup_steps=bench_args.benchmark_warmup_steps, add_position_ids=decoder)
+        if bench_args.benchmark_precision_steps > 0:
+            bench_collator = ClassificationCollator(tokenizer, add_position_ids=decoder, max_length=model_args.max_length, pad_to_multiple_of=8)
+            benchmarks["precision"] = {"bench_max_length": model_args.max_length, **benchmark_precision(
+                lambda: copy.deepcopy(model), encoded["train"], training_args, bench_collator,
+                steps=bench_args.benchmark_precision_steps, warmup_steps=bench_args.benchmark_warmup_steps)}
+        if bench_args.benchmark_only:
+            if training_args.process_index == 0:
+                write_benchmark_results(benchmarks, results_name=result_args.results_name or "finetune", result_args=result_args, config=config,
+                                        log=log, fields=extra, parameters=count_parameters(model))
             return
         for figures in benchmarks.values():
             extra.update(figures)
 
         clock = TrainClock(resume)  # checkpoints record the training time, so a resumed run reports all of it
-        callbacks = [ProgressLine(), clock, *(extra_callbacks or [])]  # ProgressLine: one readable line per evaluation
+        callbacks = [ProgressLine(), clock, SettingsRecord(settings), *(extra_callbacks or [])]  # ProgressLine: one readable line per evaluation
         has_eval = len(encoded["validation"]) > 0 and training_args.eval_strategy != "no"
         if model_args.early_stopping_patience and has_eval and training_args.load_best_model_at_end:
             callbacks.append(EarlyStoppingCallback(early_stopping_patience=model_args.early_stopping_patience))
@@ -241,6 +242,11 @@ def main(argv=None, extra_callbacks=None):
         # 7. Train (best validation checkpoint restored), then the one test evaluation.
         _, seconds = timed_train(trainer, resume_from_checkpoint=resume)
         seconds += clock.before
+        if not model_args.evaluate_test:
+            if trainer.is_world_process_zero():
+                summary = write_validation_summary(trainer, training_args.output_dir, train_seconds=seconds, fields=extra)
+                print(f"best validation accuracy {summary['best_validation_accuracy']:.4f} on {summary['n_validation']} reviews; test not read")
+            return
         metrics = finish_classification_run(
             trainer, encoded["test"], train_seconds=seconds, config=config, result_args=result_args,
             log_buffer=log, extra_metrics=extra, texts=dsets["test"]["text"],

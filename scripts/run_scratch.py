@@ -21,11 +21,13 @@ import time
 
 _STARTED = time.time()  # before the heavy imports: "whole run" time includes start-up
 
+import copy
 import dataclasses
 import logging
 import os
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 from transformers import (
@@ -36,8 +38,10 @@ from transformers import (
     set_seed,
 )
 
+from imdb_llm.benchmark import PrecisionBenchmarkArguments, benchmark_precision, write_benchmark_results
 from imdb_llm.cli import UserError, parse_args, run_main
 from imdb_llm.data import ImdbArguments, load_imdb, pretraining_texts
+from imdb_llm.precision import precision_flags
 from imdb_llm.results import capture_log
 from imdb_llm.scratch import (
     ScratchArguments,
@@ -52,7 +56,9 @@ from imdb_llm.scratch import (
     write_json_atomic,
 )
 from imdb_llm.text import encode_head_tail
+from imdb_llm.threads import set_torch_threads
 from imdb_llm.tokenization import load_tokenizer
+from imdb_llm.tokenized_cache import resolve_cache_dir, tokenize_cached
 from imdb_llm.training import ResultArguments, compute_metrics, count_parameters, finish_classification_run, timed_train
 
 logger = logging.getLogger("run_scratch")
@@ -89,17 +95,23 @@ def check_same_run(output_dir: Path, identity: dict, overwrite: bool, is_main: b
 @dataclasses.dataclass
 class RunArguments:
     overwrite_output_dir: bool = dataclasses.field(default=False, metadata={"help": "Delete both stages' checkpoints and start over."})
+    mixed_precision: str | None = dataclasses.field(
+        default=None, metadata={"help": "auto (bf16 autocast where the CPU/GPU has native bf16), bf16, fp16 or no; unset: the bf16/fp16 flags decide. "
+                                         "Measure with --benchmark_precision_steps first."})
 
 
 def argument_types():
     """The argument dataclasses a config file for this script fills (tests/test_configs.py checks every config)."""
-    return (ScratchModelArguments, ScratchArguments, ImdbArguments, ResultArguments, RunArguments, TrainingArguments)
+    return (ScratchModelArguments, ScratchArguments, ImdbArguments, ResultArguments, RunArguments, PrecisionBenchmarkArguments, TrainingArguments)
 
 
 @run_main
 def main(argv=None):
-    model_args, scratch_args, data_args, result_args, run_args, training_args, config = parse_args(argument_types(), argv)
+    model_args, scratch_args, data_args, result_args, run_args, bench_args, training_args, config = parse_args(argument_types(), argv)
     check_arguments(model_args, scratch_args)
+    bench_args.check()
+    if run_args.mixed_precision is not None:
+        training_args = dataclasses.replace(training_args, **precision_flags(run_args.mixed_precision))
     output_dir = Path(training_args.output_dir)
     launched = int(os.environ.get("WORLD_SIZE", "1"))
     if launched > 1 and training_args.world_size != launched:
@@ -112,14 +124,21 @@ def main(argv=None):
     with training_args.main_process_first(desc="load IMDB"):
         dsets = load_imdb(data_args, with_unsupervised=True)
     identity = {g: dataclasses.asdict(a) for g, a in zip(RUN_IDENTITY, (model_args, scratch_args, data_args))}
+    identity["data_args"].pop("tokenized_cache_dir")  # where a cache lives changes nothing a stage computes
     identity["training_args"] = {"seed": training_args.seed}
     check_same_run(output_dir, identity, run_args.overwrite_output_dir, is_main)
     _barrier()  # (reading process_index above set up the distributed state)
 
     _setup_logging(logging.INFO if is_main else logging.WARNING)
+    cache_dir = resolve_cache_dir(data_args.tokenized_cache_dir, output_dir)
     with capture_log(output_dir / "run.log" if is_main else None) as log_buffer:
         set_seed(training_args.seed)
+        logger.info("torch threads: %d", set_torch_threads())  # one per physical core unless OMP_NUM_THREADS says otherwise
         logger.info("IMDB: %s", {k: len(v) for k, v in dsets.items()})
+        if bench_args.benchmark_precision_steps > 0:
+            benchmark_pretraining_precision(model_args, scratch_args, bench_args, training_args, result_args, tokenizer, dsets, config, log_buffer)
+            if bench_args.benchmark_only:
+                return
 
         # ---------------------------------------------------------------- stage 1: pretraining
         final_dir = output_dir / "pretrain" / "final"
@@ -131,34 +150,16 @@ def main(argv=None):
             pretrained = str(final_dir)
             logger.info("Stage 1 already complete (%s): skipped", final_dir)
         else:
-            pretrain_metrics = pretrain(model_args, scratch_args, training_args, tokenizer, dsets, output_dir)
+            pretrain_metrics = pretrain(model_args, scratch_args, training_args, tokenizer, dsets, output_dir, cache_dir)
             pretrained = str(final_dir)
 
         # ------------------------------------------------------------- stage 2: classification
-        classify(model_args, scratch_args, training_args, result_args, tokenizer, dsets, output_dir, pretrained, pretrain_metrics, config, log_buffer, data_args)
+        classify(model_args, scratch_args, training_args, result_args, tokenizer, dsets, output_dir, pretrained, pretrain_metrics, config, log_buffer, data_args, cache_dir)
 
 
-def pretrain(model_args, scratch_args, training_args, tokenizer, dsets, output_dir: Path) -> dict:
-    """Masked (BERT) or causal (GPT-2) language modelling on IMDB text; returns its metrics."""
-    stage_dir = output_dir / "pretrain"
-    bert = model_args.model_type == "bert"
-    with training_args.main_process_first(desc="tokenize pretraining text"):
-        # Train (minus the validation reviews) + the 50k unlabelled reviews. Never test.
-        train_blocks = pack_dataset(pretraining_texts(dsets), tokenizer, scratch_args.block_size, scratch_args.preprocessing_num_workers)
-        eval_blocks = None
-        if scratch_args.pretrain_eval_blocks and len(dsets["validation"]):
-            eval_blocks = pack_dataset(dsets["validation"].select_columns(["text"]), tokenizer, scratch_args.block_size, scratch_args.preprocessing_num_workers, desc="validation text")
-            eval_blocks = eval_blocks.select(range(min(scratch_args.pretrain_eval_blocks, len(eval_blocks)))) if len(eval_blocks) else None
-    if len(train_blocks) == 0:
-        raise UserError(f"no pretraining block of {scratch_args.block_size} tokens: too little text")
-
-    model = build_pretraining_model(model_args, tokenizer)
-    logger.info("Stage 1: %s with %.1fM parameters, %d blocks of %d tokens", type(model).__name__, count_parameters(model) / 1e6, len(train_blocks), scratch_args.block_size)
-    # The standard collator: BERT masks 15% of tokens (80% [MASK], 10% random, 10% kept) and
-    # labels only those; GPT-2's labels are the inputs (the model shifts them by one).
-    collator = DataCollatorForLanguageModeling(tokenizer, mlm=bert, mlm_probability=scratch_args.mlm_probability)
-    # Same TrainingArguments as stage 2 (precision, compile, seed, logging) with stage-1 hyperparameters.
-    args = dataclasses.replace(
+def pretraining_args(training_args, scratch_args, stage_dir: Path):
+    """Stage 2's TrainingArguments (precision, compile, seed, logging) with stage-1 hyperparameters."""
+    return dataclasses.replace(
         training_args,
         output_dir=str(stage_dir),
         max_steps=scratch_args.pretrain_max_steps,
@@ -178,6 +179,51 @@ def pretrain(model_args, scratch_args, training_args, tokenizer, dsets, output_d
         dataloader_drop_last=True,
         train_sampling_strategy="random",  # blocks all have the same length
     )
+
+
+def benchmark_pretraining_precision(model_args, scratch_args, bench_args, training_args, result_args, tokenizer, dsets, config, log_buffer) -> None:
+    """Stage 1's training speed in fp32 vs bf16 autocast, same model initialisation, same blocks and
+    masks: pretraining is where a scratch run spends its time. Written as its own result,
+    ``<results_name>-precision-bench``; no model is saved."""
+    needed = (bench_args.benchmark_warmup_steps + bench_args.benchmark_precision_steps) * scratch_args.pretrain_batch_size * max(1, training_args.world_size)
+    texts = pretraining_texts(dsets)
+    # About 2 blocks per review at 128 tokens: read only as many reviews as the timed steps need.
+    texts = texts.select(range(min(len(texts), needed)))
+    blocks = pack_dataset(texts, tokenizer, scratch_args.block_size, scratch_args.preprocessing_num_workers)
+    model = build_pretraining_model(model_args, tokenizer)
+    collator = DataCollatorForLanguageModeling(tokenizer, mlm=model_args.model_type == "bert", mlm_probability=scratch_args.mlm_probability)
+    with tempfile.TemporaryDirectory() as tmp:
+        args = pretraining_args(training_args, scratch_args, Path(tmp))
+        figures = benchmark_precision(lambda: copy.deepcopy(model), blocks, args, collator, steps=bench_args.benchmark_precision_steps,
+                                      warmup_steps=bench_args.benchmark_warmup_steps, sampling="random")
+    figures = {"bench_stage": "pretraining", "bench_block_size": scratch_args.block_size, **figures}
+    logger.info("precision benchmark: %s", figures)
+    if training_args.process_index == 0:
+        write_benchmark_results({"precision": figures}, results_name=result_args.results_name, result_args=result_args, config=config,
+                                log=log_buffer, fields={"objective": "mlm" if model_args.model_type == "bert" else "clm"}, parameters=count_parameters(model))
+
+
+def pretrain(model_args, scratch_args, training_args, tokenizer, dsets, output_dir: Path, cache_dir: str | None = None) -> dict:
+    """Masked (BERT) or causal (GPT-2) language modelling on IMDB text; returns its metrics."""
+    stage_dir = output_dir / "pretrain"
+    bert = model_args.model_type == "bert"
+    with training_args.main_process_first(desc="tokenize pretraining text"):
+        # Train (minus the validation reviews) + the 50k unlabelled reviews. Never test.
+        train_blocks = pack_dataset(pretraining_texts(dsets), tokenizer, scratch_args.block_size, scratch_args.preprocessing_num_workers, cache_dir=cache_dir)
+        eval_blocks = None
+        if scratch_args.pretrain_eval_blocks and len(dsets["validation"]):
+            eval_blocks = pack_dataset(dsets["validation"].select_columns(["text"]), tokenizer, scratch_args.block_size, scratch_args.preprocessing_num_workers,
+                                       desc="validation text", cache_dir=cache_dir)
+            eval_blocks = eval_blocks.select(range(min(scratch_args.pretrain_eval_blocks, len(eval_blocks)))) if len(eval_blocks) else None
+    if len(train_blocks) == 0:
+        raise UserError(f"no pretraining block of {scratch_args.block_size} tokens: too little text")
+
+    model = build_pretraining_model(model_args, tokenizer)
+    logger.info("Stage 1: %s with %.1fM parameters, %d blocks of %d tokens", type(model).__name__, count_parameters(model) / 1e6, len(train_blocks), scratch_args.block_size)
+    # The standard collator: BERT masks 15% of tokens (80% [MASK], 10% random, 10% kept) and
+    # labels only those; GPT-2's labels are the inputs (the model shifts them by one).
+    collator = DataCollatorForLanguageModeling(tokenizer, mlm=bert, mlm_probability=scratch_args.mlm_probability)
+    args = pretraining_args(training_args, scratch_args, stage_dir)
     tokens_per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size * scratch_args.block_size
     meter = ThroughputCallback(tokens_per_step, max_seconds=scratch_args.pretrain_max_seconds)
     trainer = Trainer(model=model, args=args, train_dataset=train_blocks, eval_dataset=eval_blocks, data_collator=collator, processing_class=tokenizer, callbacks=[meter])
@@ -217,7 +263,8 @@ def pretrain(model_args, scratch_args, training_args, tokenizer, dsets, output_d
     return metrics
 
 
-def classify(model_args, scratch_args, training_args, result_args, tokenizer, dsets, output_dir, pretrained, pretrain_metrics, config, log_buffer, data_args=None):
+def classify(model_args, scratch_args, training_args, result_args, tokenizer, dsets, output_dir, pretrained, pretrain_metrics, config, log_buffer, data_args=None,
+             cache_dir=None):
     stage_dir = output_dir / "classify"
     if (stage_dir / "all_results.json").is_file():
         logger.info("Stage 2 already complete (%s): nothing to do; --overwrite_output_dir true starts over", stage_dir / "all_results.json")
@@ -230,7 +277,9 @@ def classify(model_args, scratch_args, training_args, result_args, tokenizer, ds
 
     with training_args.main_process_first(desc="tokenize labelled reviews"):
         encoded = {
-            split: dsets[split].map(encode, batched=True, remove_columns=dsets[split].column_names, num_proc=scratch_args.preprocessing_num_workers, desc=f"encoding {split}")
+            split: tokenize_cached(dsets[split], encode, tokenizer=tokenizer, cache_dir=cache_dir, code=[encode_head_tail], name=split,
+                                   settings={"max_length": scratch_args.max_seq_length, "head_tokens": scratch_args.head_tokens, "labels": True},
+                                   remove_columns=dsets[split].column_names, num_proc=scratch_args.preprocessing_num_workers, desc=f"encoding {split}")
             for split in ("train", "validation", "test")
         }
     model = build_classifier(model_args, tokenizer, pretrained)

@@ -39,7 +39,8 @@ from imdb_llm.sft.generate import cached_answers, generate_answers, model_finger
 from imdb_llm.sft.metrics import generation_metrics  # noqa: E402
 from imdb_llm.sft.quant import is_cuda, keep_4bit_trainable, quantizable_model_path  # noqa: E402
 from imdb_llm.sft.template import apply_template_override, choose_max_length, encode_conversation, encode_dataset, length_stats  # noqa: E402
-from imdb_llm.resume import TrainClock, resolve_resume  # noqa: E402
+from imdb_llm.resume import SettingsRecord, TrainClock, resolve_resume, run_settings  # noqa: E402
+from imdb_llm.threads import set_torch_threads  # noqa: E402
 from imdb_llm.training import ResultArguments  # noqa: E402
 
 
@@ -109,6 +110,7 @@ def _main(model_args, data_args, gen_args, training_args, result_args, config, l
     from imdb_llm.llm import load_causal_lm, load_tokenizer
 
     set_seed(training_args.seed)
+    print(f"torch threads: {set_torch_threads()}")  # one per physical core unless OMP_NUM_THREADS says otherwise
     training_args = dataclasses.replace(training_args, **precision_flags(model_args.mixed_precision))
     precision = ("4-bit NF4 weights, " if model_args.load_in_4bit else "full-precision weights, ") + precision_label(model_args.mixed_precision)
     print(f"precision: {precision}")
@@ -120,7 +122,8 @@ def _main(model_args, data_args, gen_args, training_args, result_args, config, l
     eval_convs, eval_report = load_conversations(data_args.validation_file, "validation", data_args.system_prompt)
     train_convs = seeded_subset(train_convs, data_args.max_train_samples, data_args.subset_seed)
     eval_convs = seeded_subset(eval_convs, data_args.max_eval_samples, data_args.subset_seed)
-    resume = resolve_resume(training_args)
+    settings = run_settings(model_args, data_args, training_args=training_args)
+    resume = resolve_resume(training_args, settings)  # refuses a checkpoint of a run with other settings
     if resume:
         print(f"resuming from {resume}", flush=True)
 
@@ -209,6 +212,7 @@ def _main(model_args, data_args, gen_args, training_args, result_args, config, l
     start_step = int(resume.rstrip("/").rsplit("-", 1)[1]) if resume else 0
     clock = TrainClock(resume)  # train_seconds adds up across interruptions
     trainer.add_callback(clock)
+    trainer.add_callback(SettingsRecord(settings))
     start = time.perf_counter()
     train_out = trainer.train(resume_from_checkpoint=resume)
     segment_seconds = time.perf_counter() - start

@@ -11,6 +11,8 @@ the test split -> plots, predictions and ``results/<name>.json``.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import os
 from dataclasses import asdict, dataclass, field
 
@@ -19,13 +21,17 @@ import torch
 from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer, TrainingArguments, set_seed
 
 import imdb_llm.models  # noqa: F401  (registers textcnn / bilstm with the Auto classes)
+from imdb_llm.benchmark import PrecisionBenchmarkArguments, benchmark_precision, write_benchmark_results
 from imdb_llm.cli import UserError, parse_args, run_main
 from imdb_llm.data import ImdbArguments, load_imdb, pretraining_texts
 from imdb_llm.embeddings import copy_into_embeddings, load_vectors_file, train_word2vec
 from imdb_llm.models import BiLSTMConfig, BiLSTMForSequenceClassification, TextCNNConfig, TextCNNForSequenceClassification
+from imdb_llm.precision import precision_flags, precision_label
 from imdb_llm.results import capture_log
+from imdb_llm.threads import set_torch_threads
 from imdb_llm.tokenization import load_tokenizer
-from imdb_llm.training import ResultArguments, compute_metrics, finish_classification_run, timed_train
+from imdb_llm.tokenized_cache import resolve_cache_dir, tokenize_cached
+from imdb_llm.training import ResultArguments, compute_metrics, count_parameters, finish_classification_run, timed_train
 
 
 @dataclass
@@ -49,6 +55,8 @@ class ModelArguments:
     pooling: str = field(default="max", metadata={"help": "max | max_mean (| last for bilstm)."})
     dropout: float = field(default=0.5, metadata={"help": "Dropout before the classifier (and between LSTM layers)."})
     embedding_dropout: float = field(default=0.0, metadata={"help": "Dropout on the embeddings."})
+    mixed_precision: str = field(default="no", metadata={"help": "no (fp32), auto (bf16 autocast where the CPU/GPU has native bf16), bf16 or fp16. "
+                                                            "Measure first (--benchmark_precision_steps): bf16 pays for TextCNN's convolutions, not for every model."})
     early_stopping_patience: int | None = field(default=None, metadata={"help": "Stop after this many evaluations without improvement."})
     prepare_only: bool = field(default=False, metadata={"help": "Only build the word2vec cache and exit (CPU work worth doing before renting a GPU)."})
 
@@ -107,15 +115,18 @@ def initial_vectors(args: ModelArguments, tokenizer, data_args: ImdbArguments, t
 
 def argument_types():
     """The argument dataclasses a config file for this script fills (tests/test_configs.py checks every config)."""
-    return (ModelArguments, ImdbArguments, ResultArguments, TrainingArguments)
+    return (ModelArguments, PrecisionBenchmarkArguments, ImdbArguments, ResultArguments, TrainingArguments)
 
 
 @run_main
 def main(argv=None):
-    model_args, data_args, result_args, training_args, config = parse_args(argument_types(), argv)
+    model_args, bench_args, data_args, result_args, training_args, config = parse_args(argument_types(), argv)
+    bench_args.check()
+    training_args = dataclasses.replace(training_args, **precision_flags(model_args.mixed_precision))
     os.makedirs(training_args.output_dir, exist_ok=True)
     with capture_log(os.path.join(training_args.output_dir, "train.log")) as log:
         set_seed(training_args.seed)
+        print(f"torch threads: {set_torch_threads()}")  # one per physical core unless OMP_NUM_THREADS says otherwise
         if torch.cuda.is_available():
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
@@ -137,8 +148,25 @@ def main(argv=None):
         def tokenize(batch):
             return tokenizer(batch["text"], truncation=True, max_length=model_args.max_length)
 
+        cache_dir = resolve_cache_dir(data_args.tokenized_cache_dir, training_args.output_dir)
         with training_args.main_process_first(desc="tokenize"):
-            encoded = {k: dsets[k].map(tokenize, batched=True, remove_columns=["text"]) for k in ("train", "validation", "test")}
+            encoded = {k: tokenize_cached(dsets[k], tokenize, tokenizer=tokenizer, cache_dir=cache_dir, settings={"max_length": model_args.max_length},
+                                          name=k, remove_columns=["text"]) for k in ("train", "validation", "test")}
+        collator = DataCollatorWithPadding(tokenizer)
+        extra = {"precision": precision_label(model_args.mixed_precision)}
+        config = {**config, "model": asdict(model_args)}
+
+        # 4. Optional speed figure: fp32 vs bf16 autocast on copies of the initialised model, same batches.
+        if bench_args.benchmark_precision_steps > 0:
+            figures = benchmark_precision(lambda: copy.deepcopy(model), encoded["train"], training_args, collator, steps=bench_args.benchmark_precision_steps,
+                                          warmup_steps=bench_args.benchmark_warmup_steps, sampling=training_args.train_sampling_strategy)
+            if bench_args.benchmark_only:
+                if training_args.process_index == 0:
+                    write_benchmark_results({"precision": {"bench_max_length": model_args.max_length, **figures}}, results_name=result_args.results_name,
+                                            result_args=result_args, config=config, log=log, fields=extra, parameters=count_parameters(model))
+                return
+            extra.update(figures)
+
         callbacks = []
         if model_args.early_stopping_patience:
             callbacks.append(EarlyStoppingCallback(early_stopping_patience=model_args.early_stopping_patience))
@@ -148,16 +176,15 @@ def main(argv=None):
             train_dataset=encoded["train"],
             eval_dataset=encoded["validation"] if len(encoded["validation"]) else None,
             processing_class=tokenizer,
-            data_collator=DataCollatorWithPadding(tokenizer),
+            data_collator=collator,
             compute_metrics=compute_metrics,
             callbacks=callbacks,
         )
 
-        # 4. Train (best checkpoint on validation when load_best_model_at_end), then test once.
+        # 5. Train (best checkpoint on validation when load_best_model_at_end), then test once.
         _, seconds = timed_train(trainer)
-        config = {**config, "model": asdict(model_args)}
         metrics = finish_classification_run(
-            trainer, encoded["test"], train_seconds=seconds, config=config, result_args=result_args, log_buffer=log, texts=dsets["test"]["text"],
+            trainer, encoded["test"], train_seconds=seconds, config=config, result_args=result_args, log_buffer=log, extra_metrics=extra, texts=dsets["test"]["text"],
             validation_dataset=encoded["validation"], data_args=data_args,
         )
         if trainer.is_world_process_zero():

@@ -322,6 +322,11 @@ def test_a_run_cut_short_resumes_and_ends_with_the_same_steps(script, tiny_bert,
         script.main(flags("cut"), extra_callbacks=[Kill()])
     assert (tmp_path / "cut" / "out" / "checkpoint-6" / "train_clock.json").is_file()
     assert not (tmp_path / "cut" / "results" / "cut.json").exists()
+    # The checkpoint is refused to a run with other settings (it would mix two runs into one result) ...
+    with pytest.raises(SystemExit) as exc:
+        script.main(flags("cut") + ["--resume_from_checkpoint", "auto", "--learning_rate", "5e-4"])
+    assert exc.value.code == 2 and not (tmp_path / "cut" / "results" / "cut.json").exists()
+    # ... and continued by the same command.
     script.main(flags("cut") + ["--resume_from_checkpoint", "auto"])
     straight = json.loads((tmp_path / "straight" / "results" / "straight.json").read_text())
     resumed = json.loads((tmp_path / "cut" / "results" / "cut.json").read_text())
@@ -330,3 +335,33 @@ def test_a_run_cut_short_resumes_and_ends_with_the_same_steps(script, tiny_bert,
     assert "resuming from" in (tmp_path / "cut" / "results" / "cut.log").read_text()
     before = json.loads((tmp_path / "cut" / "out" / "checkpoint-6" / "train_clock.json").read_text())["train_seconds"]
     assert resumed["train_seconds"] > before > 0
+
+
+def test_recipe_search_compares_variants_on_validation_and_never_reads_test(tiny_bert, imdb_dir, tmp_path, monkeypatch):
+    """scripts/tune_classifier.py: each variant trains in its own process, the result ranks them by
+    validation accuracy, a rerun skips finished variants, and no variant predicts on test."""
+    base = tmp_path / "base.yaml"
+    base.write_text(f"model_name_or_path: {tiny_bert}\ndataset_dir: {imdb_dir}\nmax_length: 64\nper_device_train_batch_size: 8\n"
+                    "per_device_eval_batch_size: 16\nreport_to: none\nlogging_steps: 2\nmetric_for_best_model: accuracy\n")
+    argv = ["--base_config", str(base), "--common_args", "--max_train_samples 32 --max_eval_samples 16 --num_train_epochs 1 --eval_strategy epoch "
+            "--save_strategy epoch", "--variants", "lr-high: --learning_rate 1e-3", "lr-low: --learning_rate 1e-5",
+            "--output_root", str(tmp_path / "tune"), "--results_name", "tune", "--results_dir", str(tmp_path / "results")]
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "tune_classifier.py"), *argv], cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    m = json.loads((tmp_path / "results" / "tune.json").read_text())["metrics"]
+    assert [v["name"] for v in m["variants"]] == ["lr-high", "lr-low"] and m["n_variants"] == 2 and m["n_validation"] == 16
+    best = max(m["variants"], key=lambda v: v["best_validation_accuracy"])
+    assert m["best_variant"] == best["name"] and m["best_validation_accuracy"] == best["best_validation_accuracy"]
+    for v in m["variants"]:
+        assert v["validation_curve"] and v["train_seconds"] > 0 and 0 <= v["best_validation_accuracy"] <= 1
+        out = tmp_path / "tune" / v["name"]
+        assert not (out / "test_predictions.jsonl").exists() and not (out / "all_results.json").exists()
+    # A rerun reads the finished variants instead of training them again.
+    again = subprocess.run([sys.executable, str(REPO / "scripts" / "tune_classifier.py"), *argv], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and again.stdout.count("done before") == 2
+
+
+def test_recipe_search_refuses_bad_variants(tmp_path):
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "tune_classifier.py"), "--base_config", str(REPO / "configs" / "finetune_minilm_cpu.yaml"),
+                           "--variants", "no colon here"], capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].startswith("error: variant 'no colon here': write it as")

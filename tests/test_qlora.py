@@ -127,7 +127,7 @@ def _adapter(path):
     return load_file(str(Path(path) / "adapter_model.safetensors"))
 
 
-def test_resume_after_kill_matches_uninterrupted(tiny_glm, tmp_path):
+def test_resume_after_kill_matches_uninterrupted(tiny_glm, tmp_path, capsys):
     import sft_qlora
 
     common = ("--max_steps", "4", "--optim", "adamw_torch", "--load_in_4bit", "false")
@@ -149,6 +149,12 @@ def test_resume_after_kill_matches_uninterrupted(tiny_glm, tmp_path):
     assert a.keys() == b.keys()
     for k in a:
         torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-4)
+    # The checkpoint of a run with other settings is refused, not continued: that would mix two runs in one result.
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        sft_qlora.main(_argv(tiny_glm, tmp_path / "killed", *common, "--max_train_samples", "12", "--resume_from_checkpoint", "auto"))
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert exc.value.code == 2 and "was saved by a run with other settings (max_train_samples 16 -> 12)" in err
 
 
 def test_bad_data_fails_fast_without_output(tiny_glm, tmp_path, capsys):

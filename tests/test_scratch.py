@@ -183,7 +183,7 @@ def test_configs_parse_and_pass_the_checks(run_scratch, config):
 
     # The H200 recipes ask for bf16/TF32, which CPU-only TrainingArguments refuse: switch them off here.
     argv = [str(REPO / "configs" / config), "--use_cpu", "true", "--bf16", "false", "--tf32", "false"]
-    model_args, scratch_args, _data, result_args, _run, training_args, merged = parse_args(run_scratch.argument_types(), argv)
+    model_args, scratch_args, _data, result_args, _run, _bench, training_args, merged = parse_args(run_scratch.argument_types(), argv)
     check_arguments(model_args, scratch_args)
     assert model_args.model_type == ("bert" if "bert" in config else "gpt2")
     assert training_args.eval_strategy == "epoch"
@@ -224,3 +224,15 @@ def test_classifier_starts_from_the_pretrained_weights(model_type, imdb_tokenize
     for k in shared:
         assert torch.equal(lm_params[k], clf_params[k]), k
     assert clf.config.pad_token_id == tok.pad_token_id and clf.config.num_labels == 2
+
+
+def test_precision_benchmark_of_the_pretraining_stage(run_scratch, imdb_dir, imdb_tokenizer, tmp_path):
+    """--benchmark_only: fp32 vs bf16 autocast on the same MLM blocks and masks, written as its own result; no stage runs."""
+    run_scratch.main(tiny_argv("bert", imdb_dir, imdb_tokenizer, tmp_path, "--benchmark_precision_steps", "2", "--benchmark_warmup_steps", "1",
+                               "--benchmark_only", "true"))
+    from imdb_llm.precision import cpu_has_native_bf16
+
+    m = json.loads((tmp_path / "results" / "scratch-bert-tiny-precision-bench.json").read_text())["metrics"]
+    assert m["bench_stage"] == "pretraining" and m["objective"] == "mlm" and m["bench_block_size"] == 64
+    assert m["bench_fp32_samples_per_second"] > 0 and m["bench_bf16_samples_per_second"] > 0 and m["native_bf16"] is cpu_has_native_bf16()
+    assert not (tmp_path / "run" / "pretrain").exists() and not (tmp_path / "results" / "scratch-bert-tiny.json").exists()

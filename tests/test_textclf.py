@@ -197,3 +197,33 @@ def test_make_demo_runs_offline_on_the_shipped_sample(tmp_path):
     assert "test accuracy" in proc.stdout and "Next:" in proc.stdout
     assert (out / "confusion_matrix.png").is_file() and (out / "loss_curve.png").is_file()
     assert json.loads((out / "test_results.json").read_text())["n_test"] == 100
+
+
+@pytest.mark.parametrize("config", ["imdb_textcnn.yaml", "imdb_lstm.yaml"])
+def test_precision_benchmark_only_writes_figures_and_trains_nothing(config, imdb_tokenizer, imdb_dir, tmp_path):
+    """fp32 vs bf16 autocast on the same batches, as its own result; no model, no test evaluation."""
+    out, results = tmp_path / "out", tmp_path / "results"
+    proc = subprocess.run(
+        [sys.executable, "scripts/train_textclf.py", f"configs/{config}", *TINY, "--tokenizer_name", str(imdb_tokenizer),
+         "--dataset_dir", str(imdb_dir), "--output_dir", str(out), "--embedding_init", "random", "--results_dir", str(results),
+         "--results_name", "bench", "--benchmark_precision_steps", "2", "--benchmark_warmup_steps", "1", "--benchmark_only", "true"],
+        cwd=REPO, capture_output=True, text=True, env=_env(), timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    from imdb_llm.precision import cpu_has_native_bf16
+
+    m = json.loads((results / "bench-precision-bench.json").read_text())["metrics"]
+    assert m["bench_fp32_samples_per_second"] > 0 and m["bench_bf16_samples_per_second"] > 0 and m["bench_precision_steps"] == 2
+    assert m["bench_speedup_bf16_vs_fp32"] == pytest.approx(m["bench_bf16_samples_per_second"] / m["bench_fp32_samples_per_second"], rel=1e-2)
+    assert m["native_bf16"] is cpu_has_native_bf16() and m["bench_batch_size"] == 16 and "test_accuracy" not in m
+    assert not (out / "model.safetensors").exists() and not (results / "bench.json").exists()
+
+
+def test_bad_precision_choice_is_one_line(imdb_tokenizer, imdb_dir, tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "scripts/train_textclf.py", "configs/imdb_textcnn.yaml", "--mixed_precision", "fp8", "--tokenizer_name", str(imdb_tokenizer),
+         "--dataset_dir", str(imdb_dir), "--output_dir", str(tmp_path / "out"), "--results_dir", str(tmp_path / "r")],
+        cwd=REPO, capture_output=True, text=True, env=_env(),
+    )
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1] == "error: --mixed_precision must be one of auto, bf16, fp16, no, got 'fp8'"
+    assert not (tmp_path / "out").exists()

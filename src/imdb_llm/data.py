@@ -58,6 +58,9 @@ class ImdbArguments:
     max_eval_samples: int | None = field(default=None, metadata={"help": "Truncate validation for smoke runs."})
     max_test_samples: int | None = field(default=None, metadata={"help": "Evaluate on a seeded, stratified test subset."})
     max_unsupervised_samples: int | None = field(default=None, metadata={"help": "Truncate the unsupervised split."})
+    tokenized_cache_dir: str | None = field(
+        default=None, metadata={"help": "Where tokenised splits are kept so a rerun skips tokenisation (default: cache/tokenized beside output_dir; none: off)."}
+    )
 
 
 def clean_text(text: str) -> str:

@@ -8,8 +8,8 @@ Four things the fine-tuning script needs that the plain ``Trainer`` recipe does 
   reads the *last real token* must find it whether the batch is padded on the right or the left;
 * in-task further pretraining (ITPT, Sun et al. 2019): MLM or causal LM on IMDB text before
   fine-tuning;
-* speed benchmarks measured on the same model, data and batches: dynamic padding with
-  length-grouped batches vs padding everything to 512, and bf16 autocast vs fp32.
+* a padding speed figure measured on the same model and data: dynamic padding with length-grouped
+  batches vs padding everything to 512 (the bf16-vs-fp32 figure is imdb_llm.benchmark's).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .benchmark import global_batch, samples_per_second
 from .cli import UserError
 from .text import group_texts
 
@@ -282,62 +283,6 @@ def run_itpt(model_path: str, gguf_file: str | None, tokenizer, texts, training_
 # ------------------------------------------------------------------------------ padding benchmark
 
 
-def _timed_steps(trainer, warmup_steps: int) -> float:
-    """Run ``trainer.train()`` and return seconds spent after the first ``warmup_steps`` steps."""
-    from transformers import TrainerCallback
-
-    marks: dict[str, float] = {}
-
-    class _Clock(TrainerCallback):
-        def _sync(self):
-            import torch
-
-            if torch.cuda.is_available():
-                torch.cuda.synchronize()
-
-        def on_step_end(self, args, state, control, **kwargs):
-            if state.global_step == warmup_steps:
-                self._sync()
-                marks["start"] = time.perf_counter()
-
-        def on_train_end(self, args, state, control, **kwargs):
-            self._sync()
-            marks["end"] = time.perf_counter()
-
-    trainer.add_callback(_Clock())
-    if warmup_steps == 0:
-        marks["start"] = time.perf_counter()
-    trainer.train()
-    return marks["end"] - marks["start"]
-
-
-def _global_batch(args) -> int:
-    return args.per_device_train_batch_size * max(1, args.world_size) * args.gradient_accumulation_steps
-
-
-def _samples_per_second(label: str, make_model, train_dataset, training_args, collator, *, steps: int, warmup_steps: int, **overrides) -> float:
-    """Training samples/s of a fresh model over ``steps`` timed steps, nothing evaluated or saved.
-
-    The sampler is seeded by ``training_args.seed``, so two calls with the same data and sampling
-    strategy see the same batches in the same order.
-    """
-    import dataclasses
-    import tempfile
-
-    from transformers import Trainer
-
-    batch = _global_batch(training_args)
-    with tempfile.TemporaryDirectory() as tmp:
-        args = dataclasses.replace(
-            training_args, output_dir=tmp, max_steps=warmup_steps + steps, num_train_epochs=1, eval_strategy="no", save_strategy="no",
-            load_best_model_at_end=False, logging_strategy="no", report_to="none", warmup_steps=0, **overrides,
-        )
-        trainer = Trainer(model=make_model(), args=args, train_dataset=train_dataset, data_collator=collator)
-        seconds = _timed_steps(trainer, warmup_steps)
-    print(f"{label}: {steps} steps x {batch} samples in {seconds:.2f} s")
-    return round(steps * batch / seconds, 2)
-
-
 def benchmark_padding(make_model, tokenizer, train_dataset, training_args, *, max_length: int, steps: int, warmup_steps: int = 5, add_position_ids: bool = False) -> dict[str, float]:
     """Training samples/s, same model and data at ``max_length``: dynamic padding + length-grouped
     batches vs padding every batch to ``max_length`` with random batches.
@@ -347,34 +292,11 @@ def benchmark_padding(make_model, tokenizer, train_dataset, training_args, *, ma
     out: dict[str, float] = {}
     for name, grouped, pad_max in (("dynamic_grouped", True, False), ("pad_to_max_length", False, True)):
         collator = ClassificationCollator(tokenizer, add_position_ids=add_position_ids, pad_to_max_length=pad_max, max_length=max_length, pad_to_multiple_of=8)
-        out[f"bench_{name}_samples_per_second"] = _samples_per_second(
+        out[f"bench_{name}_samples_per_second"] = samples_per_second(
             f"padding benchmark: {name}", make_model, train_dataset, training_args, collator, steps=steps, warmup_steps=warmup_steps,
             train_sampling_strategy="group_by_length" if grouped else "random")
     out["bench_speedup_dynamic_vs_pad_to_max"] = round(out["bench_dynamic_grouped_samples_per_second"] / out["bench_pad_to_max_length_samples_per_second"], 3)
     out["bench_max_length"] = max_length
     out["bench_steps"] = steps
-    out["bench_batch_size"] = _global_batch(training_args)
-    return out
-
-
-def benchmark_precision(make_model, tokenizer, train_dataset, training_args, *, max_length: int, steps: int, warmup_steps: int = 5, add_position_ids: bool = False) -> dict[str, Any]:
-    """Training samples/s in fp32 vs bf16 autocast: same model initialisation, same length-grouped
-    batches in the same order. On a CPU the ratio depends on native bf16 (AVX512-BF16 / AMX), which
-    the result records as ``native_bf16``."""
-    import torch
-
-    from .precision import cpu_has_native_bf16
-
-    on_cpu = not torch.cuda.is_available()
-    collator = ClassificationCollator(tokenizer, add_position_ids=add_position_ids, max_length=max_length, pad_to_multiple_of=8)
-    out: dict[str, Any] = {}
-    for name, flags in (("fp32", {"bf16": False, "fp16": False}), ("bf16", {"bf16": True, "fp16": False, "use_cpu": on_cpu})):
-        out[f"bench_{name}_samples_per_second"] = _samples_per_second(
-            f"precision benchmark: {name}", make_model, train_dataset, training_args, collator, steps=steps, warmup_steps=warmup_steps,
-            train_sampling_strategy="group_by_length", **flags)
-    out["bench_speedup_bf16_vs_fp32"] = round(out["bench_bf16_samples_per_second"] / out["bench_fp32_samples_per_second"], 3)
-    out["native_bf16"] = cpu_has_native_bf16() if on_cpu else bool(torch.cuda.is_bf16_supported())
-    out["bench_max_length"] = max_length
-    out["bench_precision_steps"] = steps
-    out["bench_batch_size"] = _global_batch(training_args)
+    out["bench_batch_size"] = global_batch(training_args)
     return out

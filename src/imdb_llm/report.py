@@ -62,9 +62,16 @@ EXPECTED: tuple[Expected, ...] = (
     Expected("imdb-scratch-gpt-cpu", "IMDB · pretrained on IMDB only, CPU scale", "GPT-2 4×128, causal LM", "gpt"),
     Expected("imdb-scratch-none-cpu", "IMDB · pretrained on IMDB only, CPU scale", "BERT 4×128, no pretraining (control)", "bert"),
     Expected("imdb-finetune-minilm", "IMDB · fine-tuned checkpoints", "all-MiniLM-L6-v2 (BERT)", "bert"),
-    Expected("imdb-finetune-minilm-cpu", "IMDB · fine-tuned checkpoints, CPU scale", "all-MiniLM-L6-v2, 4k train reviews", "bert"),
+    Expected("imdb-finetune-minilm-cpu", "IMDB · fine-tuned checkpoints, CPU", "all-MiniLM-L6-v2, all train reviews", "bert"),
+    Expected("imdb-finetune-minilm-cpu-tune", "IMDB · recipe search on validation", "all-MiniLM-L6-v2, length / truncation / learning rate", "bert"),
+    Expected("imdb-finetune-minilm-cpu-pilot", "IMDB · fine-tuned checkpoints, CPU scale", "all-MiniLM-L6-v2, 4k train reviews, 256 tokens", "bert"),
+    Expected("imdb-finetune-smollm2-cpu", "IMDB · fine-tuned checkpoints, CPU scale", "SmolLM2-135M-Instruct, 4k train reviews, 256 tokens", "gpt"),
     Expected("imdb-finetune-minilm-padding-bench", "IMDB · padding speed", "all-MiniLM-L6-v2, max length 512", "bert"),
     Expected("imdb-finetune-minilm-cpu-precision-bench", "IMDB · precision speed", "all-MiniLM-L6-v2, bf16 autocast vs fp32", "bert"),
+    Expected("imdb-textcnn-precision-bench", "IMDB · precision speed", "TextCNN, bf16 autocast vs fp32", "rnn/cnn"),
+    Expected("imdb-lstm-precision-bench", "IMDB · precision speed", "BiLSTM, bf16 autocast vs fp32", "rnn/cnn"),
+    Expected("imdb-scratch-bert-cpu-precision-bench", "IMDB · precision speed", "BERT 4×128 MLM pre-training, bf16 autocast vs fp32", "bert"),
+    Expected("imdb-scratch-gpt-cpu-precision-bench", "IMDB · precision speed", "GPT-2 4×128 causal-LM pre-training, bf16 autocast vs fp32", "gpt"),
     Expected("imdb-finetune-smollm2", "IMDB · fine-tuned checkpoints", "SmolLM2-135M-Instruct (decoder)", "gpt"),
     Expected("imdb-bert", "IMDB · fine-tuned checkpoints", "bert-base-uncased", "bert"),
     Expected("imdb-bert-itpt", "IMDB · fine-tuned checkpoints", "bert-base-uncased + in-task pretraining", "bert"),
@@ -192,6 +199,12 @@ def headline(result: dict[str, Any]) -> str:
     if acc is not None:
         n = _number(m.get("n_test"))
         return f"{fmt_percent(acc)} test accuracy" + (f" (n={int(n):,})" if n is not None else "")
+    # Recipe search (scripts/tune_classifier.py): the best variant on validation; test is never read.
+    best = _number(m.get("best_validation_accuracy"))
+    if best is not None and m.get("best_variant"):
+        n = _number(m.get("n_validation"))
+        return (f"best of {m.get('n_variants', '?')} variants: {m['best_variant']}, {fmt_percent(best)} validation accuracy"
+                + (f" (n={int(n):,})" if n is not None else ""))
     # Padding benchmark alone (finetune_classifier.py --benchmark_only): both speeds and the ratio.
     dyn, pad = _number(m.get("bench_dynamic_grouped_samples_per_second")), _number(m.get("bench_pad_to_max_length_samples_per_second"))
     if dyn is not None and pad is not None and pad > 0:

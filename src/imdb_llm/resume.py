@@ -16,18 +16,63 @@ from transformers import TrainerCallback
 from .cli import UserError
 
 
-def resolve_resume(training_args) -> str | None:
-    """``--resume_from_checkpoint auto`` (or true) = the newest checkpoint in output_dir, if any."""
+# What a checkpoint's run was trained with, beyond the script's own arguments. Precision, device
+# count, logging and saving may change between the parts of a run; these may not.
+TRAINING_FIELDS = ("learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size", "gradient_accumulation_steps", "weight_decay",
+                   "warmup_steps", "lr_scheduler_type", "optim", "adam_beta1", "adam_beta2", "max_grad_norm", "seed", "train_sampling_strategy")
+# Script arguments that change where things are kept or what is reported, not what is trained.
+BOOKKEEPING = {"model_note", "tokenized_cache_dir", "answers_cache_dir", "cache_dir", "benchmark_padding_steps"}
+SETTINGS_FILE = "run_settings.json"
+
+
+def run_settings(*argument_objects, training_args) -> dict:
+    """The settings a checkpoint's training depends on: the given argument dataclasses (minus
+    bookkeeping) and the optimisation fields of ``training_args``, as plain JSON values."""
+    import dataclasses
+
+    settings = {k: v for obj in argument_objects for k, v in dataclasses.asdict(obj).items() if k not in BOOKKEEPING}
+    settings.update({k: getattr(training_args, k, None) for k in TRAINING_FIELDS})
+    return json.loads(json.dumps(settings, default=str))
+
+
+def resolve_resume(training_args, settings: dict | None = None) -> str | None:
+    """``--resume_from_checkpoint auto`` (or true) = the newest checkpoint in output_dir, if any.
+
+    With ``settings`` (:func:`run_settings`), a checkpoint saved by a run with other settings (more
+    training records, another learning rate) is refused: continuing it would mix two runs into one
+    result. Checkpoints from before settings were recorded are resumed unchecked."""
     from transformers.trainer_utils import get_last_checkpoint
 
     value = training_args.resume_from_checkpoint
     if value in (None, "", "false", "False"):
         return None
     if value in ("auto", "true", "True"):
-        return get_last_checkpoint(training_args.output_dir) if os.path.isdir(training_args.output_dir) else None
-    if not os.path.isdir(value):
+        found = get_last_checkpoint(training_args.output_dir) if os.path.isdir(training_args.output_dir) else None
+    elif not os.path.isdir(value):
         raise UserError(f"--resume_from_checkpoint {value}: no such checkpoint folder")
-    return value
+    else:
+        found = value
+    saved = Path(found, SETTINGS_FILE) if found else None
+    if settings is not None and saved is not None and saved.is_file():
+        before = json.loads(saved.read_text())
+        changed = sorted(k for k in {*before, *settings} if before.get(k) != settings.get(k))
+        if changed:
+            shown = ", ".join(f"{k} {before.get(k)!r} -> {settings.get(k)!r}" for k in changed[:4]) + (", ..." if len(changed) > 4 else "")
+            raise UserError(f"{found} was saved by a run with other settings ({shown}); "
+                            f"give another --output_dir, or --resume_from_checkpoint false to start over")
+    return found
+
+
+class SettingsRecord(TrainerCallback):
+    """Writes the run's settings into every checkpoint, for :func:`resolve_resume` to compare."""
+
+    def __init__(self, settings: dict):
+        self.settings = settings
+
+    def on_save(self, args, state, control, **kwargs):
+        folder = Path(args.output_dir, f"checkpoint-{state.global_step}")
+        if folder.is_dir() and state.is_world_process_zero:
+            (folder / SETTINGS_FILE).write_text(json.dumps(self.settings, indent=1, sort_keys=True))
 
 
 class TrainClock(TrainerCallback):

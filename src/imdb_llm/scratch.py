@@ -181,15 +181,18 @@ def build_classifier(model_args: ScratchModelArguments, tokenizer, pretrained_di
 # --------------------------------------------------------------------------------------- data
 
 
-def pack_dataset(texts, tokenizer, block_size: int, num_proc: int | None = None, desc: str = "pretraining text"):
+def pack_dataset(texts, tokenizer, block_size: int, num_proc: int | None = None, desc: str = "pretraining text", cache_dir: str | None = None):
     """Text dataset -> dataset of ``input_ids`` blocks. Every document is wrapped as
     ``[CLS] text [SEP]``, so [SEP] marks document ends inside a block. No attention mask: blocks
-    have no padding, so attention takes its fast path."""
+    have no padding, so attention takes its fast path. The tokenised text is kept in ``cache_dir``
+    (imdb_llm.tokenized_cache); packing it into blocks is quick and is redone each time."""
+    from .tokenized_cache import tokenize_cached
 
     def tokenize(batch):
         return {"input_ids": tokenizer(batch["text"], add_special_tokens=True, return_attention_mask=False)["input_ids"]}
 
-    tokenized = texts.map(tokenize, batched=True, remove_columns=texts.column_names, num_proc=num_proc, desc=f"tokenizing {desc}")
+    tokenized = tokenize_cached(texts, tokenize, tokenizer=tokenizer, cache_dir=cache_dir, settings={"add_special_tokens": True}, name=desc.replace(" ", "-"),
+                                remove_columns=texts.column_names, num_proc=num_proc, desc=f"tokenizing {desc}")
     return tokenized.map(group_texts, batched=True, fn_kwargs={"block_size": block_size}, num_proc=num_proc, desc=f"packing {desc} into blocks of {block_size}")
 
 

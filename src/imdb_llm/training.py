@@ -117,6 +117,29 @@ def timed_train(trainer, resume_from_checkpoint=None) -> tuple[Any, float]:
     return out, time.perf_counter() - start
 
 
+VALIDATION_SUMMARY = "validation_summary.json"
+
+
+def write_validation_summary(trainer, output_dir: str | os.PathLike, *, train_seconds: float, fields: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What a recipe search compares, without touching test: the validation accuracy at every
+    evaluation, the best one, and the training time. Written last, so its presence means done."""
+    curve = [{"step": h["step"], "epoch": round(float(h["epoch"]), 3), "accuracy": h["eval_accuracy"]}
+             for h in trainer.state.log_history if "eval_accuracy" in h]
+    summary = {
+        **(fields or {}),
+        "best_validation_accuracy": max((c["accuracy"] for c in curve), default=None),
+        "validation_curve": curve,
+        "n_validation": len(trainer.eval_dataset) if trainer.eval_dataset is not None else 0,
+        "train_seconds": round(train_seconds, 2),
+        "global_step": trainer.state.global_step,
+    }
+    path = Path(output_dir) / VALIDATION_SUMMARY
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    os.replace(tmp, path)
+    return summary
+
+
 def finish_classification_run(
     trainer,
     test_dataset,
