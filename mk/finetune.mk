@@ -38,7 +38,7 @@ imdb-finetune-minilm:  ## all-MiniLM-L6-v2 from its PyPI package (offline) + pad
 imdb-finetune-minilm-cpu:  ## all-MiniLM-L6-v2 on all of IMDB on a 2-core CPU (~2 h in bf16; resumable: rerun to continue) -> results/imdb-finetune-minilm-cpu.json
 	RUN_COMMAND="make imdb-finetune-minilm-cpu$(ARGS_SUFFIX)" $(FT) configs/finetune_minilm_cpu.yaml $(ARGS)
 
-imdb-finetune-minilm-cpu-tune:  ## the recipe of imdb-finetune-minilm-cpu chosen on validation: 6 variants on 3,000 reviews, test never read (~40 min) -> results/imdb-finetune-minilm-cpu-tune.json
+imdb-finetune-minilm-cpu-tune:  ## the recipe of imdb-finetune-minilm-cpu chosen on validation: 5 variants on 3,000 reviews, test never read (~35 min) -> results/imdb-finetune-minilm-cpu-tune.json
 	RUN_COMMAND="make imdb-finetune-minilm-cpu-tune$(ARGS_SUFFIX)" $(PY) scripts/tune_classifier.py configs/finetune_minilm_cpu_tune.yaml $(ARGS)
 
 imdb-finetune-minilm-cpu-pilot:  ## MiniLM, 4,000 train / 3,000 test reviews, 256 tokens (~10 min on 2 cores): the encoder half of the CPU BERT-vs-GPT pair
