@@ -1,14 +1,18 @@
 # No pretrained weights (issue 15): NBSVM on n-grams, and ensembles of saved probabilities.
 #   make imdb-nbsvm                                   # NB-weighted LR on binary 1-3-grams -> results/imdb-nbsvm.json
+#   make imdb-pvdbow                                  # PV-DBOW paragraph vectors + LR -> results/imdb-pvdbow.json
 #   make imdb-ensemble RUNS="imdb-nbsvm imdb-textcnn" # weights fit on validation probabilities only
 #   make nbsvm-docs                                   # docs/nbsvm.md tables and examples from the saved files
-.PHONY: imdb-nbsvm imdb-ensemble nbsvm-docs
+.PHONY: imdb-nbsvm imdb-pvdbow imdb-ensemble nbsvm-docs
 
 RUNS ?= imdb-nbsvm imdb-textcnn
 ENSEMBLE_NAME ?= imdb-ensemble-nopretrain
 
 imdb-nbsvm:  ## NBSVM: NB-weighted logistic regression on binary 1-3-grams, CPU, minutes -> results/imdb-nbsvm.json
 	RUN_COMMAND="make imdb-nbsvm$(ARGS_SUFFIX)" $(PY) scripts/train_nbsvm.py configs/imdb_nbsvm.yaml $(ARGS)
+
+imdb-pvdbow:  ## PV-DBOW paragraph vectors (words + bigrams, train + unlabelled text only) + LR, CPU, ~15 min -> results/imdb-pvdbow.json
+	RUN_COMMAND="make imdb-pvdbow$(ARGS_SUFFIX)" $(PY) scripts/train_pvdbow.py configs/imdb_pvdbow.yaml $(ARGS)
 
 imdb-ensemble:  ## ensemble RUNS="a b ..." from results/<run>.probs.parquet, weights fit on validation -> results/$(ENSEMBLE_NAME).json
 	RUN_COMMAND="make imdb-ensemble RUNS='$(RUNS)'$(if $(filter command line environment,$(origin ENSEMBLE_NAME)), ENSEMBLE_NAME=$(ENSEMBLE_NAME))$(ARGS_SUFFIX)" \

@@ -165,3 +165,32 @@ def test_nopretrain_ensemble_refuses_a_fine_tuned_member(tmp_path):
     proc = _ensemble(tmp_path, "scratch", "bert", name="x-nopretrain")
     assert proc.returncode == 2 and "bert started from a checkpoint" in proc.stderr and not (tmp_path / "x-nopretrain.json").exists()
     assert _ensemble(tmp_path, "scratch", "bert", name="x-any").returncode == 0
+
+
+def test_pvdbow_trains_on_train_and_unlabelled_text_only_and_lines_up(imdb_dir, tmp_path):
+    """PV-DBOW on the fixture: document vectors are learned for train + unlabelled reviews only
+    (validation and test get theirs by inference), and its probabilities line up with the data layer."""
+    from gensim.models.doc2vec import Doc2Vec
+
+    from imdb_llm.data import load_imdb
+
+    results = tmp_path / "results"
+    proc = _run("train_pvdbow.py", "configs/imdb_pvdbow.yaml", "--dataset_dir", imdb_dir, "--vector_size", "8", "--epochs", "2",
+                "--infer_epochs", "2", "--min_count", "1", "--C", "1", "--workers", "1", "--output_dir", tmp_path / "pv",
+                "--results_dir", results, "--results_name", "tiny-pv")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    dsets = load_imdb(dataset_dir=str(imdb_dir), with_unsupervised=True)
+    model = Doc2Vec.load(str(tmp_path / "pv" / "doc2vec.model"))
+    assert len(model.dv) == len(dsets["train"]) + len(dsets["unsupervised"])
+    probs, meta = read_probs(probs_path("tiny-pv", results))
+    for split in ("validation", "test"):
+        assert list(probs[split]["id"]) == list(dsets[split]["id"]) and list(probs[split]["label"]) == list(dsets[split]["label"])
+    result = json.loads((results / "tiny-pv.json").read_text())
+    assert result["metrics"]["n_test"] == 120 and meta["split_seed"] == 42
+    assert abs(float(((probs["test"]["logit"] > 0) == probs["test"]["label"]).mean()) - result["metrics"]["test_accuracy"]) < 1e-9
+
+
+def test_pvdbow_refuses_a_run_without_validation(imdb_dir, tmp_path):
+    proc = _run("train_pvdbow.py", "configs/imdb_pvdbow.yaml", "--dataset_dir", imdb_dir, "--validation_ratio", "0", "--output_dir", tmp_path / "pv")
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1] == "error: --validation_ratio must be > 0: C is chosen on validation, never on test"
+    assert not (tmp_path / "pv").exists()
