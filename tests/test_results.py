@@ -50,3 +50,15 @@ def test_trim_log_keeps_text_and_drops_only_progress_redraws():
     text = ("Epoch 1\n  5%|5         | 99/2112 [02:33<14:22,  2.33it/s]\r  5%|5         | 100/2112 [02:34<14:22,  2.33it/s]"
             "\r                    \r{'loss': 0.7}\n  5%|5         | 101/2112 [02:35<14:22,  2.33it/s]\nkept: 3/4 [ok]\n")
     assert trim_log(text) == "Epoch 1\n{'loss': 0.7}\nkept: 3/4 [ok]\n"
+
+
+def test_git_sha_is_the_commit_the_run_started_from(tmp_path, monkeypatch):
+    """A long run whose working tree moves on meanwhile records the code it ran, not the later commit."""
+    from imdb_llm import results
+
+    monkeypatch.setattr(results, "_CODE_SHA", None)
+    monkeypatch.setattr(results, "git_sha", lambda cwd=None: "aaaa")
+    with results.capture_log(None):
+        monkeypatch.setattr(results, "git_sha", lambda cwd=None: "bbbb-dirty")  # committed and edited during the run
+        path = results.write_result("run", {"test_accuracy": 0.5, "n_test": 2}, results_dir=tmp_path)
+    assert json.loads(path.read_text())["git_sha"] == "aaaa"

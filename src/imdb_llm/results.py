@@ -42,6 +42,19 @@ def git_sha(cwd: str | os.PathLike | None = None) -> str:
         return os.environ.get("GIT_SHA", "unknown")
 
 
+_CODE_SHA: str | None = None
+
+
+def code_sha() -> str:
+    """The commit of the code this process runs: :func:`git_sha` when first asked (a run asks at
+    its start, through :func:`capture_log`), not when its result is written hours later, after the
+    working tree may have moved on."""
+    global _CODE_SHA
+    if _CODE_SHA is None:
+        _CODE_SHA = git_sha()
+    return _CODE_SHA
+
+
 def device_description() -> str:
     """What the numbers were measured on, e.g. ``1x NVIDIA H200`` or
     ``cpu (2 cores, x86_64, AMD EPYC, native bf16)``: on a CPU, whether it has native bf16 decides
@@ -127,7 +140,7 @@ def write_result(
         "metrics": _jsonable(metrics),
         "command": current_command(),
         "config": _jsonable(config or {}),
-        "git_sha": git_sha(),
+        "git_sha": code_sha(),
         "device": device_description(),
         "train_seconds": None if train_seconds is None else round(float(train_seconds), 2),
         "date": _dt.date.today().isoformat(),
@@ -184,7 +197,9 @@ def capture_log(path: str | os.PathLike | None) -> Iterator[io.StringIO]:
     """Copy stdout and stderr into a buffer (and ``path`` when given) while still printing them.
 
     The buffer becomes ``results/<name>.log``; ``path`` is the run log kept in ``output_dir``.
+    Entering it also notes the commit the run starts from (:func:`code_sha`).
     """
+    code_sha()
     buffer = io.StringIO()
     file = open(path, "a", encoding="utf-8") if path else None
     streams = [buffer] + ([file] if file else [])
