@@ -1,22 +1,23 @@
 # No pretrained weights (issue 15): NBSVM on n-grams, and ensembles of saved probabilities.
 #   make imdb-nbsvm                                   # NB-weighted LR on binary 1-3-grams -> results/imdb-nbsvm.json
 #   make imdb-pvdbow                                  # PV-DBOW paragraph vectors + LR -> results/imdb-pvdbow.json
-#   make imdb-ensemble RUNS="imdb-nbsvm imdb-textcnn" # weights fit on validation probabilities only
+#   make imdb-ensemble                                # candidates RUNS, subset and weights chosen on validation only
 #   make nbsvm-docs                                   # docs/nbsvm.md tables and examples from the saved files
 .PHONY: imdb-nbsvm imdb-pvdbow imdb-ensemble nbsvm-docs
 
-RUNS ?= imdb-nbsvm imdb-textcnn
+RUNS ?= imdb-nbsvm imdb-textcnn imdb-lstm imdb-pvdbow
 ENSEMBLE_NAME ?= imdb-ensemble-nopretrain
+SELECT ?= true   # keep the subset of RUNS with the best cross-validated validation accuracy (SELECT=false: all of them)
 
 imdb-nbsvm:  ## NBSVM: NB-weighted logistic regression on binary 1-3-grams, CPU, minutes -> results/imdb-nbsvm.json
 	RUN_COMMAND="make imdb-nbsvm$(ARGS_SUFFIX)" $(PY) scripts/train_nbsvm.py configs/imdb_nbsvm.yaml $(ARGS)
 
-imdb-pvdbow:  ## PV-DBOW paragraph vectors (words + bigrams, train + unlabelled text only) + LR, CPU, ~15 min -> results/imdb-pvdbow.json
+imdb-pvdbow:  ## PV-DBOW paragraph vectors (words + bigrams, train + unlabelled text only) + LR, CPU, ~1 h on one core -> results/imdb-pvdbow.json
 	RUN_COMMAND="make imdb-pvdbow$(ARGS_SUFFIX)" $(PY) scripts/train_pvdbow.py configs/imdb_pvdbow.yaml $(ARGS)
 
-imdb-ensemble:  ## ensemble RUNS="a b ..." from results/<run>.probs.parquet, weights fit on validation -> results/$(ENSEMBLE_NAME).json
-	RUN_COMMAND="make imdb-ensemble RUNS='$(RUNS)'$(if $(filter command line environment,$(origin ENSEMBLE_NAME)), ENSEMBLE_NAME=$(ENSEMBLE_NAME))$(ARGS_SUFFIX)" \
-		$(PY) scripts/ensemble.py --runs $(RUNS) --results_name $(ENSEMBLE_NAME) $(ARGS)
+imdb-ensemble:  ## ensemble of RUNS="a b ..." from results/<run>.probs.parquet, members and weights chosen on validation -> results/$(ENSEMBLE_NAME).json
+	RUN_COMMAND="make imdb-ensemble RUNS='$(RUNS)'$(if $(filter command line environment,$(origin ENSEMBLE_NAME)), ENSEMBLE_NAME=$(ENSEMBLE_NAME))$(if $(filter command line environment,$(origin SELECT)), SELECT=$(SELECT))$(ARGS_SUFFIX)" \
+		$(PY) scripts/ensemble.py --runs $(RUNS) --select_members $(strip $(SELECT)) --results_name $(ENSEMBLE_NAME) $(ARGS)
 
 nbsvm-docs:  ## regenerate docs/nbsvm.md's disagreement table and examples from results/*.probs.parquet
 	$(PY) scripts/nbsvm_report.py $(ARGS)

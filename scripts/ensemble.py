@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from imdb_llm.cli import UserError, parse_args, run_main
-from imdb_llm.ensemble import align, cross_validated_accuracy, fit_stacker, load_members
+from imdb_llm.ensemble import align, cross_validated_accuracy, fit_stacker, load_members, select_members
 from imdb_llm.probs import probs_path, write_probs
 from imdb_llm.results import capture_log, write_result
 from imdb_llm.training import ResultArguments, classification_metrics
@@ -31,6 +31,8 @@ class EnsembleArguments:
     runs: list[str] = field(default_factory=list, metadata={"help": "Result names whose results/<run>.probs.parquet are the members."})
     C: float = field(default=1.0, metadata={"help": "Inverse L2 strength of the stacking logistic regression."})
     cv_folds: int = field(default=5, metadata={"help": "Folds for the cross-validated validation accuracy (reported, not used to fit)."})
+    select_members: bool = field(default=False, metadata={"help": "Keep the subset of --runs with the best cross-validated validation "
+                                                                   "accuracy (every subset is scored; the table goes into the result)."})
 
 
 def argument_types():
@@ -67,6 +69,16 @@ def main(argv=None):
     with capture_log(None) as log:
         start = time.perf_counter()
         y_val, y_test = data.labels["validation"], data.labels["test"]
+        subsets = None
+        if args.select_members:
+            # Which members to keep is decided on validation alone, before test is looked at.
+            keep, subsets = select_members(data.logits["validation"], y_val, data.names, args.C, args.cv_folds)
+            for row in sorted(subsets, key=lambda r: -r["validation_accuracy_cv"])[:5]:
+                print(f"  cross-validated {row['validation_accuracy_cv']:.4f}: {' + '.join(row['members'])}")
+            dropped = [m.name for j, m in enumerate(members) if j not in keep]
+            members = [members[j] for j in keep]
+            data = align(members)
+            print(f"members kept on validation: {', '.join(data.names)}" + (f" (dropped: {', '.join(dropped)})" if dropped else ""))
         print(f"{len(members)} member(s), {len(y_val)} validation / {len(y_test)} test reviews, lined up by id")
         per_member = []
         for j, m in enumerate(members):
@@ -95,6 +107,8 @@ def main(argv=None):
             "members": per_member, "intercept": float(stacker.intercept_[0]),
             "best_member_test_accuracy": max(m["test_accuracy"] for m in per_member),
         })
+        if subsets is not None:
+            metrics.update({"candidates": args.runs, "subsets": subsets})
         seconds = time.perf_counter() - start
         print(f"test accuracy {metrics['test_accuracy']:.4f} on {len(y_test)} reviews (best member {metrics['best_member_test_accuracy']:.4f})")
     if name:

@@ -194,3 +194,18 @@ def test_pvdbow_refuses_a_run_without_validation(imdb_dir, tmp_path):
     proc = _run("train_pvdbow.py", "configs/imdb_pvdbow.yaml", "--dataset_dir", imdb_dir, "--validation_ratio", "0", "--output_dir", tmp_path / "pv")
     assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1] == "error: --validation_ratio must be > 0: C is chosen on validation, never on test"
     assert not (tmp_path / "pv").exists()
+
+
+def test_member_selection_drops_a_member_that_does_not_help_on_validation(tmp_path):
+    """--select_members: every subset is scored by cross-validation on validation; pure noise is left out."""
+    _synthetic(tmp_path, "good", signal=2.0, seed=1)
+    _synthetic(tmp_path, "fair", signal=1.0, seed=3)
+    _synthetic(tmp_path, "noise", signal=0.0, seed=2)
+    proc = _run("ensemble.py", "--runs", "good", "noise", "fair", "--select_members", "true", "--results_dir", tmp_path, "--results_name", "sel")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads((tmp_path / "sel.json").read_text())
+    m = result["metrics"]
+    assert "noise" not in result["members"] and "good" in result["members"] and m["candidates"] == ["good", "noise", "fair"]
+    assert len(m["subsets"]) == 7 and {tuple(s["members"]) for s in m["subsets"]} >= {("good",), ("good", "noise", "fair")}
+    best = max(s["validation_accuracy_cv"] for s in m["subsets"])
+    assert [s["validation_accuracy_cv"] for s in m["subsets"] if s["members"] == result["members"]] == [best]

@@ -100,3 +100,19 @@ def cross_validated_accuracy(val_logits: np.ndarray, val_labels: np.ndarray, C: 
         model = fit_stacker(val_logits[train], val_labels[train], C)
         correct += int((model.predict(val_logits[held]) == val_labels[held]).sum())
     return correct / len(val_labels)
+
+
+def select_members(val_logits: np.ndarray, val_labels: np.ndarray, names: list[str], C: float = 1.0, folds: int = 5,
+                   repeats: int = 10) -> tuple[list[int], list[dict]]:
+    """Every subset of the members, scored by k-fold cross-validation on validation (averaged over
+    ``repeats`` fold shuffles, since a 2,500-review validation set makes one split noisy); returns the
+    best subset's column indices (the smaller subset on a tie) and the table of all of them."""
+    from itertools import combinations
+
+    scored = []
+    for k in range(1, len(names) + 1):
+        for cols in combinations(range(len(names)), k):
+            acc = float(np.mean([cross_validated_accuracy(val_logits[:, list(cols)], val_labels, C, folds, seed) for seed in range(repeats)]))
+            scored.append((round(acc, 5), list(cols)))
+    _, best = max(scored, key=lambda s: (s[0], -len(s[1])))
+    return best, [{"members": [names[c] for c in cols], "validation_accuracy_cv": acc} for acc, cols in scored]

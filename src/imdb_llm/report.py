@@ -55,6 +55,7 @@ EXPECTED: tuple[Expected, ...] = (
     Expected("imdb-textcnn", "IMDB · word2vec baselines", "TextCNN (Kim 2014)", "rnn/cnn"),
     Expected("imdb-lstm", "IMDB · word2vec baselines", "BiLSTM", "rnn/cnn"),
     Expected("imdb-nbsvm", "IMDB · no pretrained weights", "NBSVM: NB-weighted LR, 1-3-grams", "other"),
+    Expected("imdb-pvdbow", "IMDB · no pretrained weights", "PV-DBOW paragraph vectors + LR", "other"),
     Expected("imdb-ensemble-nopretrain", "IMDB · no pretrained weights", "ensemble of IMDB-only models", "other"),
     Expected("imdb-scratch-bert", "IMDB · pretrained on IMDB only", "BERT from config, MLM", "bert"),
     Expected("imdb-scratch-gpt", "IMDB · pretrained on IMDB only", "GPT-2 from config, causal LM", "gpt"),
