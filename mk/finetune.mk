@@ -44,7 +44,7 @@ imdb-finetune-minilm-cpu-tune:  ## the recipe of imdb-finetune-minilm-cpu chosen
 imdb-finetune-minilm-cpu-pilot:  ## MiniLM, 4,000 train / 3,000 test reviews, 256 tokens (~10 min on 2 cores): the encoder half of the CPU BERT-vs-GPT pair
 	RUN_COMMAND="make imdb-finetune-minilm-cpu-pilot$(ARGS_SUFFIX)" $(FT) configs/finetune_minilm_cpu_pilot.yaml $(ARGS)
 
-imdb-finetune-smollm2-cpu:  ## SmolLM2-135M on the pilot's exact reviews, length and epochs (~1 h on 2 cores; resumable): the decoder half
+imdb-finetune-smollm2-cpu:  ## SmolLM2-135M on the pilot's exact reviews, length and epochs (~35 min on 2 cores; resumable): the decoder half
 	RUN_COMMAND="make imdb-finetune-smollm2-cpu$(ARGS_SUFFIX)" $(FT) configs/finetune_smollm2_cpu.yaml $(ARGS)
 
 imdb-finetune-minilm-cpu-precision-bench:  ## fp32 vs bf16 autocast, MiniLM training, same batches of 16 x 256 tokens (minutes) -> results/imdb-finetune-minilm-cpu-precision-bench.json
