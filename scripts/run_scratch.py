@@ -43,6 +43,7 @@ from imdb_llm.cli import UserError, parse_args, run_main
 from imdb_llm.data import ImdbArguments, load_imdb, pretraining_texts
 from imdb_llm.precision import precision_flags
 from imdb_llm.results import capture_log
+from imdb_llm.resume import without_bookkeeping
 from imdb_llm.scratch import (
     ScratchArguments,
     ScratchModelArguments,
@@ -123,8 +124,8 @@ def main(argv=None):
         raise UserError(f"{model_args.tokenizer_name}: the tokenizer needs [PAD] and [SEP] tokens (train it with `make imdb-tokenizer`)")
     with training_args.main_process_first(desc="load IMDB"):
         dsets = load_imdb(data_args, with_unsupervised=True)
-    identity = {g: dataclasses.asdict(a) for g, a in zip(RUN_IDENTITY, (model_args, scratch_args, data_args))}
-    identity["data_args"].pop("tokenized_cache_dir")  # where a cache lives changes nothing a stage computes
+    # Minus bookkeeping (where caches live, ...): it changes nothing a stage computes.
+    identity = {g: without_bookkeeping(a) for g, a in zip(RUN_IDENTITY, (model_args, scratch_args, data_args))}
     identity["training_args"] = {"seed": training_args.seed}
     check_same_run(output_dir, identity, run_args.overwrite_output_dir, is_main)
     _barrier()  # (reading process_index above set up the distributed state)

@@ -25,12 +25,17 @@ BOOKKEEPING = {"model_note", "tokenized_cache_dir", "answers_cache_dir", "cache_
 SETTINGS_FILE = "run_settings.json"
 
 
+def without_bookkeeping(arguments) -> dict:
+    """An argument dataclass as a dict, minus the fields in :data:`BOOKKEEPING`."""
+    import dataclasses
+
+    return {k: v for k, v in dataclasses.asdict(arguments).items() if k not in BOOKKEEPING}
+
+
 def run_settings(*argument_objects, training_args) -> dict:
     """The settings a checkpoint's training depends on: the given argument dataclasses (minus
     bookkeeping) and the optimisation fields of ``training_args``, as plain JSON values."""
-    import dataclasses
-
-    settings = {k: v for obj in argument_objects for k, v in dataclasses.asdict(obj).items() if k not in BOOKKEEPING}
+    settings = {k: v for obj in argument_objects for k, v in without_bookkeeping(obj).items()}
     settings.update({k: getattr(training_args, k, None) for k in TRAINING_FIELDS})
     return json.loads(json.dumps(settings, default=str))
 
@@ -63,6 +68,13 @@ def resolve_resume(training_args, settings: dict | None = None) -> str | None:
     return found
 
 
+def _write_into_checkpoint(args, state, name: str, data: dict) -> None:
+    """Add ``name`` (JSON) to the checkpoint the Trainer has just saved (main process only)."""
+    folder = Path(args.output_dir, f"checkpoint-{state.global_step}")
+    if folder.is_dir() and state.is_world_process_zero:
+        (folder / name).write_text(json.dumps(data, indent=1, sort_keys=True))
+
+
 class SettingsRecord(TrainerCallback):
     """Writes the run's settings into every checkpoint, for :func:`resolve_resume` to compare."""
 
@@ -70,9 +82,7 @@ class SettingsRecord(TrainerCallback):
         self.settings = settings
 
     def on_save(self, args, state, control, **kwargs):
-        folder = Path(args.output_dir, f"checkpoint-{state.global_step}")
-        if folder.is_dir() and state.is_world_process_zero:
-            (folder / SETTINGS_FILE).write_text(json.dumps(self.settings, indent=1, sort_keys=True))
+        _write_into_checkpoint(args, state, SETTINGS_FILE, self.settings)
 
 
 class TrainClock(TrainerCallback):
@@ -87,6 +97,4 @@ class TrainClock(TrainerCallback):
         self.start = time.perf_counter()
 
     def on_save(self, args, state, control, **kwargs):
-        folder = Path(args.output_dir, f"checkpoint-{state.global_step}")
-        if folder.is_dir() and state.is_world_process_zero:
-            (folder / self.FILE).write_text(json.dumps({"train_seconds": self.before + time.perf_counter() - self.start}))
+        _write_into_checkpoint(args, state, self.FILE, {"train_seconds": self.before + time.perf_counter() - self.start})

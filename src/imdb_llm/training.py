@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from .probs import logits_to_log_odds, probs_path, split_provenance, write_probs
-from .results import write_result
+from .results import atomic_write_text, write_result
 
 
 @dataclass
@@ -133,10 +133,7 @@ def write_validation_summary(trainer, output_dir: str | os.PathLike, *, train_se
         "train_seconds": round(train_seconds, 2),
         "global_step": trainer.state.global_step,
     }
-    path = Path(output_dir) / VALIDATION_SUMMARY
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(summary, indent=2), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(Path(output_dir) / VALIDATION_SUMMARY, json.dumps(summary, indent=2))
     return summary
 
 
@@ -173,7 +170,7 @@ def finish_classification_run(
         if result_args.results_name and validation_dataset is not None and len(validation_dataset):
             val_prediction = trainer.predict(validation_dataset, metric_key_prefix="validation")
         prediction = trainer.predict(test_dataset, metric_key_prefix="test")
-    logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
+    logits = _logits(prediction)
     y_pred = np.argmax(logits, axis=-1)
     y_true = prediction.label_ids
     metrics = {k: (float(v) if isinstance(v, (int, float, np.floating)) else v) for k, v in prediction.metrics.items()}
@@ -210,12 +207,17 @@ def finish_classification_run(
         if logits.ndim == 2 and logits.shape[1] == 2:
             splits = {"test": (_ids(test_dataset, review_ids, "test"), y_true, logits_to_log_odds(logits))}
             if val_prediction is not None:
-                val_logits = val_prediction.predictions[0] if isinstance(val_prediction.predictions, tuple) else val_prediction.predictions
-                splits["validation"] = (_ids(validation_dataset, review_ids, "validation"), val_prediction.label_ids, logits_to_log_odds(val_logits))
+                splits["validation"] = (_ids(validation_dataset, review_ids, "validation"), val_prediction.label_ids,
+                                        logits_to_log_odds(_logits(val_prediction)))
             provenance = {"name": result_args.results_name, **split_provenance(data_args if data_args is not None else config)}
             path = write_probs(probs_path(result_args.results_name, result_args.results_dir), splits, provenance)
             print(f"probabilities ({', '.join(f'{k} {len(v[0])}' for k, v in splits.items())}) written to {path}")
     return metrics
+
+
+def _logits(prediction) -> np.ndarray:
+    """The logits of a ``trainer.predict`` output (models that return more than logits give a tuple)."""
+    return prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
 
 
 @contextmanager
