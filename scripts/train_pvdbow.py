@@ -84,7 +84,9 @@ def main(argv=None):
 
         # 1. Paragraph vectors from train + unlabelled text only.
         start = time.perf_counter()
-        corpus = [TaggedDocument(tokens(t, args.bigrams), [i]) for i, t in enumerate(list(train["text"]) + list(dsets["unsupervised"]["text"]))]
+        train_tokens = [tokens(t, args.bigrams) for t in train["text"]]  # kept: step 2 infers the train vectors from them
+        corpus = [TaggedDocument(words, [i]) for i, words in
+                  enumerate(train_tokens + [tokens(t, args.bigrams) for t in dsets["unsupervised"]["text"]])]
         workers = args.workers or physical_cores()
         model = Doc2Vec(corpus, dm=0, vector_size=args.vector_size, min_count=args.min_count, negative=args.negative, hs=0,
                         sample=args.sample, epochs=args.epochs, workers=workers, seed=args.seed)
@@ -93,12 +95,14 @@ def main(argv=None):
         del corpus
 
         # 2. Every labelled review's vector by inference (weights frozen), seeded for repeatability.
-        def infer(texts):
+        def infer(token_lists):
             model.random.seed(args.seed)
-            return np.stack([model.infer_vector(tokens(t, args.bigrams), epochs=args.infer_epochs) for t in texts])
+            return np.stack([model.infer_vector(words, epochs=args.infer_epochs) for words in token_lists])
 
         t0 = time.perf_counter()
-        X = {name: infer(split["text"]) for name, split in (("train", train), ("validation", val), ("test", test))}
+        X = {"train": infer(train_tokens)}
+        del train_tokens
+        X.update({name: infer(tokens(t, args.bigrams) for t in split["text"]) for name, split in (("validation", val), ("test", test))})
         print(f"inferred {sum(len(x) for x in X.values()):,} review vectors in {time.perf_counter() - t0:.0f}s")
         train_seconds = time.perf_counter() - start
         y = {name: np.asarray(split["label"]) for name, split in (("train", train), ("validation", val), ("test", test))}
@@ -120,8 +124,12 @@ def main(argv=None):
 
         import joblib
 
-        model.save(os.path.join(args.output_dir, "doc2vec.model"))
-        joblib.dump(clf, os.path.join(args.output_dir, "classifier.joblib"))
+        # Written under a temporary name and renamed, so a run cut short never leaves a half-written model;
+        # separately=[] keeps gensim from putting large arrays in side files the rename would not carry.
+        for name, save in (("doc2vec.model", lambda p: model.save(p, separately=[])), ("classifier.joblib", lambda p: joblib.dump(clf, p))):
+            path = os.path.join(args.output_dir, name)
+            save(path + ".tmp")
+            os.replace(path + ".tmp", path)
         print(f"test accuracy {metrics['test_accuracy']:.4f} on {len(y['test'])} reviews; models in {args.output_dir}")
         if result_args.results_name:
             provenance = {"name": result_args.results_name, **split_provenance(data_args)}

@@ -182,6 +182,7 @@ def test_pvdbow_trains_on_train_and_unlabelled_text_only_and_lines_up(imdb_dir, 
     dsets = load_imdb(dataset_dir=str(imdb_dir), with_unsupervised=True)
     model = Doc2Vec.load(str(tmp_path / "pv" / "doc2vec.model"))
     assert len(model.dv) == len(dsets["train"]) + len(dsets["unsupervised"])
+    assert sorted(p.name for p in (tmp_path / "pv").iterdir()) == ["classifier.joblib", "doc2vec.model", "train.log"]  # one file each, no .tmp
     probs, meta = read_probs(probs_path("tiny-pv", results))
     for split in ("validation", "test"):
         assert list(probs[split]["id"]) == list(dsets[split]["id"]) and list(probs[split]["label"]) == list(dsets[split]["label"])
