@@ -54,6 +54,8 @@ class Expected:
 EXPECTED: tuple[Expected, ...] = (
     Expected("imdb-textcnn", "IMDB · word2vec baselines", "TextCNN (Kim 2014)", "rnn/cnn"),
     Expected("imdb-lstm", "IMDB · word2vec baselines", "BiLSTM", "rnn/cnn"),
+    Expected("imdb-textcnn-s43", "IMDB · word2vec baselines", "TextCNN, training seed 43 (ensemble candidate)", "rnn/cnn"),
+    Expected("imdb-lstm-s43", "IMDB · word2vec baselines", "BiLSTM, training seed 43 (ensemble candidate)", "rnn/cnn"),
     Expected("imdb-nbsvm", "IMDB · no pretrained weights", "NBSVM: NB-weighted LR, 1-3-grams", "other"),
     Expected("imdb-pvdbow", "IMDB · no pretrained weights", "PV-DBOW paragraph vectors + LR", "other"),
     Expected("imdb-ensemble-nopretrain", "IMDB · no pretrained weights", "ensemble of IMDB-only models", "other"),
