@@ -26,7 +26,7 @@ from imdb_llm.cli import UserError, parse_args, run_main
 from imdb_llm.data import ImdbArguments, load_imdb
 from imdb_llm.nbsvm import NBLogisticRegression, ngram_orders
 from imdb_llm.probs import probs_path, split_provenance, write_probs
-from imdb_llm.results import capture_log, write_result
+from imdb_llm.results import atomic_write, capture_log, write_result
 from imdb_llm.training import ResultArguments, classification_metrics
 
 
@@ -141,8 +141,7 @@ def main(argv=None):
         import joblib
 
         model_path = os.path.join(args.output_dir, "model.joblib")
-        joblib.dump(pipeline, model_path + ".tmp")
-        os.replace(model_path + ".tmp", model_path)
+        atomic_write(model_path, lambda tmp: joblib.dump(pipeline, tmp))
         print(f"test accuracy {metrics['test_accuracy']:.4f} on {len(y_test)} reviews; model in {model_path}")
         if result_args.results_name:
             provenance = {"name": result_args.results_name, **split_provenance(data_args)}

@@ -27,7 +27,7 @@ import numpy as np
 from imdb_llm.cli import UserError, parse_args, run_main
 from imdb_llm.data import ImdbArguments, load_imdb
 from imdb_llm.probs import probs_path, split_provenance, write_probs
-from imdb_llm.results import capture_log, write_result
+from imdb_llm.results import atomic_write, capture_log, write_result
 from imdb_llm.threads import physical_cores
 from imdb_llm.training import ResultArguments, classification_metrics
 
@@ -124,12 +124,9 @@ def main(argv=None):
 
         import joblib
 
-        # Written under a temporary name and renamed, so a run cut short never leaves a half-written model;
-        # separately=[] keeps gensim from putting large arrays in side files the rename would not carry.
-        for name, save in (("doc2vec.model", lambda p: model.save(p, separately=[])), ("classifier.joblib", lambda p: joblib.dump(clf, p))):
-            path = os.path.join(args.output_dir, name)
-            save(path + ".tmp")
-            os.replace(path + ".tmp", path)
+        # separately=[]: gensim keeps its large arrays inside the one file, which the rename then carries.
+        atomic_write(os.path.join(args.output_dir, "doc2vec.model"), lambda tmp: model.save(str(tmp), separately=[]))
+        atomic_write(os.path.join(args.output_dir, "classifier.joblib"), lambda tmp: joblib.dump(clf, tmp))
         print(f"test accuracy {metrics['test_accuracy']:.4f} on {len(y['test'])} reviews; models in {args.output_dir}")
         if result_args.results_name:
             provenance = {"name": result_args.results_name, **split_provenance(data_args)}

@@ -27,7 +27,7 @@ from imdb_llm.data import ImdbArguments, load_imdb, pretraining_texts
 from imdb_llm.embeddings import copy_into_embeddings, load_vectors_file, train_word2vec
 from imdb_llm.models import BiLSTMConfig, BiLSTMForSequenceClassification, TextCNNConfig, TextCNNForSequenceClassification
 from imdb_llm.precision import precision_flags, precision_label
-from imdb_llm.results import capture_log
+from imdb_llm.results import atomic_write, capture_log
 from imdb_llm.threads import set_torch_threads
 from imdb_llm.tokenization import load_tokenizer
 from imdb_llm.tokenized_cache import resolve_cache_dir, tokenize_cached
@@ -106,9 +106,11 @@ def initial_vectors(args: ModelArguments, tokenizer, data_args: ImdbArguments, t
             # The unsupervised split is read only here: with a cached table it is not needed at all.
             texts = pretraining_texts(load_imdb(data_args, with_unsupervised=True))["text"]
             table, coverage = train_word2vec(tokenizer, texts, dim=args.embedding_dim, epochs=args.word2vec_epochs, seed=training_args.seed)
-            os.makedirs(os.path.dirname(os.path.abspath(cache)), exist_ok=True)
-            np.save(cache + ".tmp.npy", table)
-            os.replace(cache + ".tmp.npy", cache)
+            def save_table(tmp):
+                with open(tmp, "wb") as f:  # a file object: np.save would append .npy to the temporary name
+                    np.save(f, table)
+
+            atomic_write(cache, save_table)
             print(f"word2vec trained on IMDB train+unsup: {coverage:.1%} of the vocabulary, saved to {cache}")
     return np.load(cache)
 

@@ -28,6 +28,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .cli import UserError
+from .results import atomic_write
 
 PROBS_SUFFIX = ".probs.parquet"
 META_KEY = b"imdb_llm.probs"
@@ -91,12 +92,7 @@ def write_probs(
         "logit": pa.array(np.concatenate(cols["logit"]) if cols["logit"] else [], pa.float32()),
     })
     table = table.replace_schema_metadata({META_KEY: json.dumps(provenance, sort_keys=True).encode()})
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp, compression="zstd")
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
 
 
 def read_probs(path: str | os.PathLike) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, Any]]:

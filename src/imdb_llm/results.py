@@ -18,7 +18,7 @@ import subprocess
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 REQUIRED_KEYS = ("name", "metrics", "command", "config", "git_sha", "device", "train_seconds", "date")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -155,12 +155,19 @@ def write_result(
     return target
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write via a temporary file and rename: readers never see a half-written file."""
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> Path:
+    """``write(tmp)`` writes the file under a temporary name beside ``path``, which is then renamed to
+    ``path``: a run cut short never leaves a half-written file where a reader (or a rerun) looks."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
+    write(tmp)
     os.replace(tmp, path)
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def _jsonable(value: Any) -> Any:
