@@ -2,9 +2,10 @@
 #   make imdb-nbsvm                                   # NB-weighted LR on binary 1-3-grams -> results/imdb-nbsvm.json
 #   make imdb-pvdbow                                  # PV-DBOW paragraph vectors + LR -> results/imdb-pvdbow.json
 #   make imdb-textcnn-s43 imdb-lstm-s43               # second seeds of the two neural members: more ensemble candidates
+#   make imdb-lstm-lminit                             # BiLSTM initialised from an LSTM LM pretrained on IMDB text (~45 + 15 min)
 #   make imdb-ensemble                                # candidates RUNS, subset and weights chosen on validation only
 #   make nbsvm-docs                                   # docs/nbsvm.md tables and examples from the saved files
-.PHONY: imdb-nbsvm imdb-pvdbow imdb-textcnn-s43 imdb-lstm-s43 imdb-ensemble nbsvm-docs
+.PHONY: imdb-nbsvm imdb-pvdbow imdb-textcnn-s43 imdb-lstm-s43 imdb-lstm-lm imdb-lstm-lminit imdb-ensemble nbsvm-docs
 
 RUNS ?= imdb-nbsvm imdb-textcnn imdb-lstm imdb-pvdbow imdb-textcnn-s43 imdb-lstm-s43
 ENSEMBLE_NAME ?= imdb-ensemble-nopretrain
@@ -23,6 +24,14 @@ imdb-textcnn-s43:  ## TextCNN, training seed 43: an ensemble candidate (~16 min 
 
 imdb-lstm-s43:  ## BiLSTM, training seed 43: an ensemble candidate (~15 min in bf16 on 2 cores) -> results/imdb-lstm-s43.json
 	$(MAKE) imdb-lstm ARGS="--seed 43 --output_dir outputs/imdb-lstm-s43 --results_name imdb-lstm-s43"
+
+# Pretraining on IMDB's own text (Dai & Le 2015's SA-LSTM, ELMo's two directions): a sequence model
+# that has read 70k reviews before it sees a label, the member most unlike the n-gram ones.
+imdb-lstm-lm:  ## forward + backward LSTM LM on IMDB train+unsup text (needs make imdb-word2vec), resumable (~45 min on 2 cores) -> outputs/imdb-lstm-lm, results/imdb-lstm-lm.json
+	RUN_COMMAND="make imdb-lstm-lm$(ARGS_SUFFIX)" $(PY) scripts/pretrain_lstm_lm.py configs/imdb_lstm_lm.yaml $(ARGS)
+
+imdb-lstm-lminit:  ## after imdb-lstm-lm: the BiLSTM recipe started from that LM instead of word2vec (~15 min on 2 cores) -> results/imdb-lstm-lminit.json
+	RUN_COMMAND="make imdb-lstm-lminit$(ARGS_SUFFIX)" $(PY) scripts/train_textclf.py configs/imdb_lstm_lminit.yaml $(ARGS)
 
 imdb-ensemble:  ## ensemble of RUNS="a b ..." from results/<run>.probs.parquet, members and weights chosen on validation -> results/$(ENSEMBLE_NAME).json
 	RUN_COMMAND="make imdb-ensemble RUNS='$(RUNS)'$(if $(filter command line environment,$(origin ENSEMBLE_NAME)), ENSEMBLE_NAME=$(ENSEMBLE_NAME))$(if $(filter command line environment,$(origin SELECT)), SELECT=$(SELECT))$(ARGS_SUFFIX)" \

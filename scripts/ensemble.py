@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from imdb_llm.cli import UserError, parse_args, run_main
-from imdb_llm.ensemble import align, cross_validated_accuracy, fit_stacker, load_members, select_members
+from imdb_llm.ensemble import align, fit_stacker, load_members, repeated_cv_accuracy, select_members
 from imdb_llm.probs import probs_path, write_probs
 from imdb_llm.results import capture_log, write_result
 from imdb_llm.training import ResultArguments, classification_metrics
@@ -30,7 +30,7 @@ from imdb_llm.training import ResultArguments, classification_metrics
 class EnsembleArguments:
     runs: list[str] = field(default_factory=list, metadata={"help": "Result names whose results/<run>.probs.parquet are the members."})
     C: float = field(default=1.0, metadata={"help": "Inverse L2 strength of the stacking logistic regression."})
-    cv_folds: int = field(default=5, metadata={"help": "Folds for the cross-validated validation accuracy (reported, not used to fit)."})
+    cv_folds: int = field(default=5, metadata={"help": "Folds for the cross-validated validation accuracy (reported, not used to fit; averaged over 10 fold shuffles)."})
     select_members: bool = field(default=False, metadata={"help": "Keep the subset of --runs with the best cross-validated validation "
                                                                    "accuracy (every subset is scored; the table goes into the result)."})
 
@@ -77,7 +77,7 @@ def main(argv=None):
                 print(f"  cross-validated {row['validation_accuracy_cv']:.4f}: {' + '.join(row['members'])}")
             dropped = [m.name for j, m in enumerate(members) if j not in keep]
             members = [members[j] for j in keep]
-            data = align(members)
+            data = data.subset(keep)
             print(f"members kept on validation: {', '.join(data.names)}" + (f" (dropped: {', '.join(dropped)})" if dropped else ""))
         print(f"{len(members)} member(s), {len(y_val)} validation / {len(y_test)} test reviews, lined up by id")
         per_member = []
@@ -90,7 +90,8 @@ def main(argv=None):
         # Weights from validation only; cross-validation on validation tells how well they transfer.
         stacker = fit_stacker(data.logits["validation"], y_val, args.C)
         folds = min(args.cv_folds, int(np.bincount(y_val, minlength=2).min()))
-        cv_acc = cross_validated_accuracy(data.logits["validation"], y_val, args.C, folds) if folds >= 2 else None
+        # The same estimate the subset table shows (10 fold shuffles averaged), not a second one.
+        cv_acc = round(repeated_cv_accuracy(data.logits["validation"], y_val, args.C, folds), 5) if folds >= 2 else None
         weights = {m.name: float(w) for m, w in zip(members, stacker.coef_[0])}
         for member in per_member:
             member["weight"] = weights[member["name"]]

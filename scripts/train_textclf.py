@@ -26,6 +26,7 @@ from imdb_llm.cli import UserError, parse_args, run_main
 from imdb_llm.data import ImdbArguments, load_imdb, pretraining_texts
 from imdb_llm.embeddings import copy_into_embeddings, load_vectors_file, train_word2vec
 from imdb_llm.models import BiLSTMConfig, BiLSTMForSequenceClassification, TextCNNConfig, TextCNNForSequenceClassification
+from imdb_llm.models.lstm_lm import load_lm_into_classifier
 from imdb_llm.precision import precision_flags, precision_label
 from imdb_llm.results import atomic_write, capture_log
 from imdb_llm.threads import set_torch_threads
@@ -45,6 +46,8 @@ class ModelArguments:
     word2vec_cache: str | None = field(default=None, metadata={"help": "Reuse/save the word2vec table here (.npy)."})
     word2vec_epochs: int = field(default=5, metadata={"help": "word2vec passes over the text."})
     freeze_embeddings: bool = field(default=False, metadata={"help": "Keep the initial vectors fixed (Kim's 'static')."})
+    init_from_lm: str | None = field(default=None, metadata={"help": "BiLSTM only: start the embeddings and first-layer LSTMs from this LSTM language model "
+                                                             "(make imdb-lstm-lm) instead of embedding_init."})
     # TextCNN
     kernel_sizes: list[int] = field(default_factory=lambda: [3, 4, 5], metadata={"help": "TextCNN window widths."})
     num_filters: int = field(default=100, metadata={"help": "TextCNN filters per width."})
@@ -137,11 +140,19 @@ def main(argv=None):
         tokenizer = load_tokenizer(model_args.tokenizer_name)
         dsets = load_imdb(data_args)
 
-        # 2. Model, with the embedding table initialised before training starts.
+        # 2. Model, with the embedding table (or, from a pretrained LM, the LSTMs too) initialised
+        #    before training starts.
         model = build_model(model_args, tokenizer)
-        table = initial_vectors(model_args, tokenizer, data_args, training_args)
+        if model_args.init_from_lm:
+            if model_args.model_type != "bilstm":
+                raise UserError(f"--init_from_lm needs --model_type bilstm, got {model_args.model_type!r}")
+            copied = load_lm_into_classifier(model, model_args.init_from_lm)
+            print(f"embeddings and first-layer LSTMs ({copied} tensors) from the language model in {model_args.init_from_lm}")
+            table = None
+        else:
+            table = initial_vectors(model_args, tokenizer, data_args, training_args)
         if model_args.prepare_only:
-            print(f"prepared: tokenizer {model_args.tokenizer_name}, embeddings {model_args.word2vec_cache or 'random'}")
+            print(f"prepared: tokenizer {model_args.tokenizer_name}, embeddings {model_args.init_from_lm or model_args.word2vec_cache or 'random'}")
             return
         if table is not None:
             copy_into_embeddings(model, table, freeze=model_args.freeze_embeddings)

@@ -210,3 +210,5 @@ def test_member_selection_drops_a_member_that_does_not_help_on_validation(tmp_pa
     assert len(m["subsets"]) == 7 and {tuple(s["members"]) for s in m["subsets"]} >= {("good",), ("good", "noise", "fair")}
     best = max(s["validation_accuracy_cv"] for s in m["subsets"])
     assert [s["validation_accuracy_cv"] for s in m["subsets"] if s["members"] == result["members"]] == [best]
+    # The headline cross-validated accuracy is the table's figure for the kept subset, not a second estimate.
+    assert m["validation_accuracy_cv"] == best and sorted(result["weights"]) == sorted(result["members"])

@@ -226,3 +226,10 @@ def test_serving_benchmark_headline_shows_the_batching_gain_and_failures():
     m = {"clients_1_tokens_per_second": 20.4, "clients_4_tokens_per_second": 58.0, "clients_16_tokens_per_second": 105.49,
          "clients_64_tokens_per_second": 135.83, "tokens_per_second": 135.83, "failed_requests": 0, "requests": 260}
     assert headline({"metrics": m}) == "16 clients 105.5 vs 1 client 20.4 tok/s (×5.17); 0 failed of 260 requests up to 64 clients"
+
+
+def test_language_model_pretraining_headline_is_its_perplexity_not_its_speed():
+    from imdb_llm.report import headline
+
+    m = {"pretrain_tokens_per_second": 8421.5, "validation_perplexity": 87.345, "n_validation_tokens": 700416}
+    assert headline({"metrics": m}) == "validation perplexity 87.3 (700,416 tokens)"

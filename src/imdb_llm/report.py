@@ -64,6 +64,8 @@ EXPECTED: tuple[Expected, ...] = (
     Expected("imdb-scratch-bert-cpu", "IMDB · pretrained on IMDB only, CPU scale", "BERT 4×128, MLM", "bert"),
     Expected("imdb-scratch-gpt-cpu", "IMDB · pretrained on IMDB only, CPU scale", "GPT-2 4×128, causal LM", "gpt"),
     Expected("imdb-scratch-none-cpu", "IMDB · pretrained on IMDB only, CPU scale", "BERT 4×128, no pretraining (control)", "bert"),
+    Expected("imdb-lstm-lm", "IMDB · pretrained on IMDB only, CPU scale", "LSTM LM, forward + backward, 1 pass (pretraining stage)", "rnn/cnn"),
+    Expected("imdb-lstm-lminit", "IMDB · pretrained on IMDB only, CPU scale", "BiLSTM started from that LM (SA-LSTM)", "rnn/cnn"),
     Expected("imdb-finetune-minilm", "IMDB · fine-tuned checkpoints", "all-MiniLM-L6-v2 (BERT)", "bert"),
     Expected("imdb-finetune-minilm-cpu", "IMDB · fine-tuned checkpoints, CPU", "all-MiniLM-L6-v2, all train reviews", "bert"),
     Expected("imdb-finetune-minilm-cpu-tune", "IMDB · recipe search on validation", "all-MiniLM-L6-v2, length / truncation / learning rate", "bert"),
@@ -226,6 +228,11 @@ def headline(result: dict[str, Any]) -> str:
         failed = m.get("failed_requests")
         return (f"16 clients {sixteen:,.1f} vs 1 client {one:,.1f} tok/s (×{sixteen / one:.2f})"
                 + (f"; {failed} failed of {m.get('requests')} requests up to {top} clients" if failed is not None else ""))
+    # Language-model pretraining alone (scripts/pretrain_lstm_lm.py): perplexity on held-out text.
+    ppl = _number(m.get("validation_perplexity"))
+    if ppl is not None:
+        n = _number(m.get("n_validation_tokens"))
+        return f"validation perplexity {ppl:,.1f}" + (f" ({int(n):,} tokens)" if n is not None else "")
     # Generation runs (scripts/sft_qlora.py): base model vs base + adapter on the same prompts.
     parts = []
     for key, label in (("rouge-l", "ROUGE-L"), ("bleu-4", "BLEU-4")):

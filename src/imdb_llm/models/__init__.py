@@ -5,10 +5,13 @@ registered with the Auto classes so ``Trainer``, ``save_pretrained``/``from_pret
 from transformers import AutoConfig, AutoModelForSequenceClassification
 
 from .lstm import BiLSTMConfig, BiLSTMForSequenceClassification
+from .lstm_lm import BiLSTMLanguageModel, BiLSTMLMConfig
 from .textcnn import TextCNNConfig, TextCNNForSequenceClassification
 
 for _config, _model in ((TextCNNConfig, TextCNNForSequenceClassification), (BiLSTMConfig, BiLSTMForSequenceClassification)):
     AutoConfig.register(_config.model_type, _config, exist_ok=True)
     AutoModelForSequenceClassification.register(_config, _model, exist_ok=True)
 
-__all__ = ["TextCNNConfig", "TextCNNForSequenceClassification", "BiLSTMConfig", "BiLSTMForSequenceClassification"]
+AutoConfig.register(BiLSTMLMConfig.model_type, BiLSTMLMConfig, exist_ok=True)
+
+__all__ = ["BiLSTMLMConfig", "BiLSTMLanguageModel", "TextCNNConfig", "TextCNNForSequenceClassification", "BiLSTMConfig", "BiLSTMForSequenceClassification"]

@@ -43,6 +43,20 @@ def reverse_within_length(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tenso
     return x.gather(1, index.view(*index.shape, *([1] * (x.dim() - 2))).expand_as(x))
 
 
+def init_lstm_(lstm: nn.LSTM) -> None:
+    """Orthogonal recurrent weights, Xavier input weights, forget-gate bias 1 (Jozefowicz et al. 2015):
+    remember by default early on. Shared with the language model (models/lstm_lm.py)."""
+    for name, param in lstm.named_parameters():
+        if "weight_hh" in name:
+            nn.init.orthogonal_(param)
+        elif "weight_ih" in name:
+            nn.init.xavier_uniform_(param)
+        else:
+            nn.init.zeros_(param)
+            n = param.size(0) // 4
+            param.data[n : 2 * n].fill_(1.0)
+
+
 class BiLSTMForSequenceClassification(EmbeddingClassifier):
     config_class = BiLSTMConfig
     base_model_prefix = "bilstm"
@@ -62,16 +76,7 @@ class BiLSTMForSequenceClassification(EmbeddingClassifier):
             nn.init.xavier_uniform_(module.weight)
             nn.init.zeros_(module.bias)
         elif isinstance(module, nn.LSTM):
-            for name, param in module.named_parameters():
-                if "weight_hh" in name:
-                    nn.init.orthogonal_(param)
-                elif "weight_ih" in name:
-                    nn.init.xavier_uniform_(param)
-                else:
-                    nn.init.zeros_(param)
-                    # Forget-gate bias 1 (Jozefowicz et al. 2015): remember by default early on.
-                    n = param.size(0) // 4
-                    param.data[n : 2 * n].fill_(1.0)
+            init_lstm_(module)
 
     def encode(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """(batch, time, embedding) -> (batch, time, 2 * hidden): forward and backward states per position."""
