@@ -2,7 +2,7 @@
 #   make imdb-nbsvm                                   # NB-weighted LR on binary 1-3-grams -> results/imdb-nbsvm.json
 #   make imdb-pvdbow                                  # PV-DBOW paragraph vectors + LR -> results/imdb-pvdbow.json
 #   make imdb-textcnn-s43 imdb-lstm-s43               # second seeds of the two neural members: more ensemble candidates
-#   make imdb-lstm-lminit                             # BiLSTM initialised from an LSTM LM pretrained on IMDB text (~45 + 15 min)
+#   make imdb-lstm-lminit                             # BiLSTM initialised from an LSTM LM pretrained on IMDB text (~55 + 15 min)
 #   make imdb-ensemble                                # candidates RUNS, subset and weights chosen on validation only
 #   make nbsvm-docs                                   # docs/nbsvm.md tables and examples from the saved files
 .PHONY: imdb-nbsvm imdb-pvdbow imdb-textcnn-s43 imdb-lstm-s43 imdb-lstm-lm imdb-lstm-lminit imdb-ensemble nbsvm-docs
@@ -27,7 +27,7 @@ imdb-lstm-s43:  ## BiLSTM, training seed 43: an ensemble candidate (~15 min in b
 
 # Pretraining on IMDB's own text (Dai & Le 2015's SA-LSTM, ELMo's two directions): a sequence model
 # that has read 70k reviews before it sees a label, the member most unlike the n-gram ones.
-imdb-lstm-lm:  ## forward + backward LSTM LM on IMDB train+unsup text (needs make imdb-word2vec), resumable (~45 min on 2 cores) -> outputs/imdb-lstm-lm, results/imdb-lstm-lm.json
+imdb-lstm-lm:  ## forward + backward LSTM LM on IMDB train+unsup text (needs make imdb-word2vec), resumable (~55 min on 2 cores) -> outputs/imdb-lstm-lm, results/imdb-lstm-lm.json
 	RUN_COMMAND="make imdb-lstm-lm$(ARGS_SUFFIX)" $(PY) scripts/pretrain_lstm_lm.py configs/imdb_lstm_lm.yaml $(ARGS)
 
 imdb-lstm-lminit:  ## after imdb-lstm-lm: the BiLSTM recipe started from that LM instead of word2vec (~15 min on 2 cores) -> results/imdb-lstm-lminit.json
