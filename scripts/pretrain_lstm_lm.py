@@ -2,7 +2,7 @@
 """Pretrain a forward + backward LSTM language model on IMDB's own text, for the BiLSTM classifier.
 
     python scripts/pretrain_lstm_lm.py configs/imdb_lstm_lm.yaml [--key value ...]
-    then: python scripts/train_textclf.py configs/imdb_lstm_lminit.yaml   (make imdb-lstm-lminit does both)
+    then: python scripts/train_textclf.py configs/imdb_lstm_lminit.yaml   (make imdb-lstm-lm, then make imdb-lstm-lminit)
 
 Dai & Le (2015) showed that an LSTM first trained as a language model on IMDB text (their SA-LSTM)
 classifies far better than one trained on the labels alone. This is that recipe at laptop scale:

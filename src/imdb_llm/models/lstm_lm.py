@@ -9,7 +9,8 @@ predicting the previous one, and one shared softmax. The parameter names are the
 they are (``load_lm_into_classifier``) and only its linear layer starts from scratch.
 
 The output layer is ``nn.AdaptiveLogSoftmaxWithLoss`` (Grave et al. 2017): a full softmax over a
-30k vocabulary would cost ~10x the LSTM per token on a CPU. Adaptive softmax needs frequent tokens
+30k vocabulary is ~7x the multiply-adds of both LSTMs per token, and even the adaptive one takes
+most of a training step on a CPU (profiled: the LSTMs are under a fifth). Adaptive softmax needs frequent tokens
 first, so the model keeps a ``frequency_rank`` buffer (token id -> rank in the pretraining text)
 and predicts ranks, not ids.
 """
