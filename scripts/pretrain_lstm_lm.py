@@ -26,6 +26,7 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from imdb_llm.cli import UserError, parse_args, run_main
 from imdb_llm.data import ImdbArguments, load_imdb, pretraining_texts
+from imdb_llm.embeddings import copy_into_embeddings
 from imdb_llm.models.lstm_lm import BiLSTMLanguageModel, BiLSTMLMConfig, frequency_ranks
 from imdb_llm.precision import precision_flags, precision_label
 from imdb_llm.results import capture_log, write_result
@@ -96,12 +97,11 @@ def main(argv=None):
         config_obj = BiLSTMLMConfig(vocab_size=len(tokenizer), embedding_dim=lm_args.embedding_dim, hidden_size=lm_args.hidden_size,
                                     dropout=lm_args.dropout, cutoffs=lm_args.cutoffs, pad_token_id=tokenizer.pad_token_id)
         model = BiLSTMLanguageModel(config_obj)
-        counts = np.bincount(np.concatenate([np.asarray(b, dtype=np.int64) for b in train_blocks["input_ids"]]), minlength=len(tokenizer))
+        counts = np.bincount(train_blocks.with_format("numpy")[:]["input_ids"].ravel(), minlength=len(tokenizer))
         model.set_frequency_ranks(frequency_ranks(counts))
         table = initial_embeddings(lm_args.word2vec_cache, (len(tokenizer), lm_args.embedding_dim))
         if table is not None:
-            with torch.no_grad():
-                model.embeddings.weight.copy_(torch.from_numpy(table))
+            copy_into_embeddings(model, table)
         print(f"{count_parameters(model) / 1e6:.1f}M parameters; embeddings from {lm_args.word2vec_cache if table is not None else 'random'}")
 
         # 3. Train, resuming from the last checkpoint if there is one.

@@ -7,6 +7,14 @@ from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 
 
+def init_embedding_(embedding: nn.Embedding) -> None:
+    """N(0, 0.1) vectors, the padding row zero. Shared with the language model (models/lstm_lm.py)."""
+    nn.init.normal_(embedding.weight, std=0.1)
+    if embedding.padding_idx is not None:
+        with torch.no_grad():
+            embedding.weight[embedding.padding_idx].zero_()
+
+
 class EmbeddingClassifierConfig(PretrainedConfig):
     """Fields common to the embedding-based classifiers; subclasses add their encoder's."""
 
@@ -52,10 +60,7 @@ class EmbeddingClassifier(PreTrainedModel):
 
     def _init_weights(self, module):
         if isinstance(module, nn.Embedding):
-            nn.init.normal_(module.weight, std=0.1)
-            if module.padding_idx is not None:
-                with torch.no_grad():
-                    module.weight[module.padding_idx].zero_()
+            init_embedding_(module)
 
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.embedding_dropout(self.embeddings(input_ids))

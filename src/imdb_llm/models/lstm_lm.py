@@ -17,6 +17,8 @@ and predicts ranks, not ids.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import torch
 from torch import nn
@@ -24,6 +26,7 @@ from transformers import PretrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutput
 
 from ..cli import UserError
+from .base import init_embedding_
 from .lstm import init_lstm_
 
 
@@ -67,12 +70,13 @@ class BiLSTMLanguageModel(PreTrainedModel):
         self.register_buffer("frequency_rank", torch.arange(config.vocab_size), persistent=True)
         self.post_init()
 
+    def get_input_embeddings(self):
+        return self.embeddings
+
     def _init_weights(self, module):
-        # As the classifier initialises the same layers (models/base.py, models/lstm.py).
+        # As the classifier initialises the same layers.
         if isinstance(module, nn.Embedding):
-            nn.init.normal_(module.weight, std=0.1)
-            with torch.no_grad():
-                module.weight[module.padding_idx].zero_()
+            init_embedding_(module)
         elif isinstance(module, nn.LSTM):
             init_lstm_(module)
 
@@ -107,8 +111,6 @@ def load_lm_into_classifier(classifier: nn.Module, lm_dir: str) -> int:
 
     Shapes must match (same tokenizer, embedding_dim, hidden_size); anything else is a one-line error.
     """
-    import os
-
     if not os.path.isdir(lm_dir):
         raise UserError(f"--init_from_lm {lm_dir}: not a folder (run make imdb-lstm-lm first)")
     try:
