@@ -1,7 +1,6 @@
 """The LSTM language model pretrained on IMDB text and its hand-over to the BiLSTM classifier."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -72,9 +71,6 @@ def test_classifier_takes_the_lms_embeddings_and_lstms(tmp_path):
         load_lm_into_classifier(classifier, str(tmp_path / "missing"))
 
 
-def _env():
-    return {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-
 
 def test_make_targets_pretrain_then_classify(imdb_tokenizer, imdb_dir, tmp_path):
     """make imdb-lstm-lm then make imdb-lstm-lminit on the fixture, tiny sizes: perplexity measured,
@@ -89,7 +85,7 @@ def test_make_targets_pretrain_then_classify(imdb_tokenizer, imdb_dir, tmp_path)
     }
     for target, args in runs.items():
         proc = subprocess.run(["make", target, f"IMDB_DIR={imdb_dir}", f"PY={sys.executable}", f"ARGS={args}"],
-                              cwd=REPO, capture_output=True, text=True, env=_env(), timeout=600)
+                              cwd=REPO, capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, target + proc.stdout[-2000:] + proc.stderr[-3000:]
     lm_result = json.loads((results / "imdb-lstm-lm.json").read_text())
     metrics = lm_result["metrics"]
@@ -106,7 +102,7 @@ def test_init_from_lm_needs_a_bilstm(imdb_tokenizer, imdb_dir, tmp_path):
         [sys.executable, "scripts/train_textclf.py", "configs/imdb_lstm_lminit.yaml", "--model_type", "textcnn",
          "--tokenizer_name", str(imdb_tokenizer), "--dataset_dir", str(imdb_dir), "--output_dir", str(tmp_path / "out"),
          "--results_dir", str(tmp_path / "r")],
-        cwd=REPO, capture_output=True, text=True, env=_env(), timeout=300,
+        cwd=REPO, capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1] == "error: --init_from_lm needs --model_type bilstm, got 'textcnn'"
     assert not (tmp_path / "r").exists()
@@ -122,7 +118,7 @@ def test_pretraining_resumes_from_its_last_checkpoint(imdb_tokenizer, imdb_dir, 
              "--dataset_dir", str(imdb_dir), "--output_dir", str(out), "--results_dir", str(results), "--word2vec_cache", "none",
              "--embedding_dim", "16", "--hidden_size", "16", "--block_size", "32", "--per_device_train_batch_size", "8",
              "--max_steps", str(max_steps), "--save_steps", "2", "--eval_steps", "100", "--logging_steps", "1"],
-            cwd=REPO, capture_output=True, text=True, env=_env(), timeout=300,
+            cwd=REPO, capture_output=True, text=True, timeout=300,
         )
 
     assert run(2).returncode == 0  # stands in for a run killed after its checkpoint at step 2

@@ -2,7 +2,6 @@
 
 import json
 import math
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,12 +17,9 @@ REPO = Path(__file__).resolve().parents[1]
 SPLIT = {"validation_ratio": 0.1, "split_seed": 42, "max_eval_samples": None, "max_test_samples": None, "max_train_samples": None}
 
 
-def _env():
-    return {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-
 
 def _run(script, *args, timeout=600):
-    return subprocess.run([sys.executable, f"scripts/{script}", *map(str, args)], cwd=REPO, capture_output=True, text=True, env=_env(), timeout=timeout)
+    return subprocess.run([sys.executable, f"scripts/{script}", *map(str, args)], cwd=REPO, capture_output=True, text=True, timeout=timeout)
 
 
 def test_nb_log_count_ratio_matches_hand_computation():

@@ -22,9 +22,6 @@ TINY = ["--embedding_dim", "16", "--num_filters", "8", "--hidden_size", "8", "--
         "--word2vec_epochs", "1", "--logging_steps", "2", "--max_train_samples", "64"]
 
 
-def _env():
-    return {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-
 
 def test_tokenizer_round_trip(imdb_tokenizer):
     tok = AutoTokenizer.from_pretrained(imdb_tokenizer)
@@ -124,7 +121,7 @@ def test_make_target_smoke(target, model_type, imdb_dir, tmp_path):
     proc = subprocess.run(
         ["make", target, f"IMDB_DIR={imdb_dir}", f"PY={sys.executable}", f"ARGS={args}",
          f"TOKENIZER_ARGS=--output_dir {tok} --vocab_size 1500"],
-        cwd=REPO, capture_output=True, text=True, env=_env(), timeout=600,
+        cwd=REPO, capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     for name in ("model.safetensors", "config.json", "tokenizer.json", "all_results.json", "loss_curve.png",
@@ -158,7 +155,7 @@ def test_bad_model_type_fails_before_training(imdb_tokenizer, imdb_dir, tmp_path
         [sys.executable, "scripts/train_textclf.py", "configs/imdb_textcnn.yaml", "--model_type", "transformer",
          "--tokenizer_name", str(imdb_tokenizer), "--dataset_dir", str(imdb_dir), "--output_dir", str(out),
          "--embedding_init", "random", "--results_dir", str(tmp_path / "r")],
-        cwd=REPO, capture_output=True, text=True, env=_env(),
+        cwd=REPO, capture_output=True, text=True,
     )
     assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].startswith("error: --model_type")
     assert not (tmp_path / "r").exists() and not (out / "model.safetensors").exists()
@@ -174,7 +171,7 @@ def test_accelerate_two_processes(imdb_tokenizer, imdb_dir, tmp_path):
          "--tokenizer_name", str(imdb_tokenizer), "--dataset_dir", str(imdb_dir), "--output_dir", str(out),
          "--word2vec_cache", str(tmp_path / "w2v.npy"), "--results_dir", str(results), "--results_name", "ddp"],
         # accelerate's --cpu flag means one process; --multi_gpu + ACCELERATE_USE_CPU gives gloo DDP.
-        cwd=REPO, capture_output=True, text=True, env={**_env(), "ACCELERATE_USE_CPU": "true"}, timeout=600,
+        cwd=REPO, capture_output=True, text=True, env={**os.environ, "ACCELERATE_USE_CPU": "true"}, timeout=600,
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     state = json.loads(sorted(out.glob("checkpoint-*/trainer_state.json"))[-1].read_text())
@@ -191,7 +188,7 @@ def test_make_demo_runs_offline_on_the_shipped_sample(tmp_path):
             "--num_train_epochs 1 --word2vec_epochs 1 --embedding_dim 16 --num_filters 8 --max_length 64 --dataloader_num_workers 0")
     proc = subprocess.run(
         ["make", "demo", f"PY={sys.executable}", f"ARGS={args}", f"TOKENIZER_ARGS={small} --output_dir {tok} --vocab_size 1500"],
-        cwd=REPO, capture_output=True, text=True, env=_env(), timeout=600,
+        cwd=REPO, capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     assert "test accuracy" in proc.stdout and "Next:" in proc.stdout
@@ -207,7 +204,7 @@ def test_precision_benchmark_only_writes_figures_and_trains_nothing(config, imdb
         [sys.executable, "scripts/train_textclf.py", f"configs/{config}", *TINY, "--tokenizer_name", str(imdb_tokenizer),
          "--dataset_dir", str(imdb_dir), "--output_dir", str(out), "--embedding_init", "random", "--results_dir", str(results),
          "--results_name", "bench", "--benchmark_precision_steps", "2", "--benchmark_warmup_steps", "1", "--benchmark_only", "true"],
-        cwd=REPO, capture_output=True, text=True, env=_env(), timeout=600,
+        cwd=REPO, capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     from imdb_llm.precision import cpu_has_native_bf16
@@ -223,7 +220,7 @@ def test_bad_precision_choice_is_one_line(imdb_tokenizer, imdb_dir, tmp_path):
     proc = subprocess.run(
         [sys.executable, "scripts/train_textclf.py", "configs/imdb_textcnn.yaml", "--mixed_precision", "fp8", "--tokenizer_name", str(imdb_tokenizer),
          "--dataset_dir", str(imdb_dir), "--output_dir", str(tmp_path / "out"), "--results_dir", str(tmp_path / "r")],
-        cwd=REPO, capture_output=True, text=True, env=_env(),
+        cwd=REPO, capture_output=True, text=True,
     )
     assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1] == "error: --mixed_precision must be one of auto, bf16, fp16, no, got 'fp8'"
     assert not (tmp_path / "out").exists()
