@@ -3,9 +3,10 @@
 #   make imdb-pvdbow                                  # PV-DBOW paragraph vectors + LR -> results/imdb-pvdbow.json
 #   make imdb-textcnn-s43 imdb-lstm-s43               # second seeds of the two neural members: more ensemble candidates
 #   make imdb-lstm-lminit                             # BiLSTM initialised from an LSTM LM pretrained on IMDB text (~55 + 15 min)
+#   make imdb-lm-bayes                                # one LM per class from that LM, Bayes' rule decides (~40 min)
 #   make imdb-ensemble                                # candidates RUNS, subset and weights chosen on validation only
 #   make nbsvm-docs                                   # docs/nbsvm.md tables and examples from the saved files
-.PHONY: imdb-nbsvm imdb-pvdbow imdb-textcnn-s43 imdb-lstm-s43 imdb-lstm-lm imdb-lstm-lminit imdb-ensemble nbsvm-docs
+.PHONY: imdb-nbsvm imdb-pvdbow imdb-textcnn-s43 imdb-lstm-s43 imdb-lstm-lm imdb-lstm-lminit imdb-lm-bayes imdb-ensemble nbsvm-docs
 
 RUNS ?= imdb-nbsvm imdb-textcnn imdb-lstm imdb-pvdbow imdb-textcnn-s43 imdb-lstm-s43 imdb-lstm-lminit
 ENSEMBLE_NAME ?= imdb-ensemble-nopretrain
@@ -32,6 +33,11 @@ imdb-lstm-lm:  ## forward + backward LSTM LM on IMDB train+unsup text (needs mak
 
 imdb-lstm-lminit:  ## after imdb-lstm-lm: the BiLSTM recipe started from that LM instead of word2vec (~15 min on 2 cores) -> results/imdb-lstm-lminit.json
 	RUN_COMMAND="make imdb-lstm-lminit$(ARGS_SUFFIX)" $(PY) scripts/train_textclf.py configs/imdb_lstm_lminit.yaml $(ARGS)
+
+# A generative classifier (Mesnil et al. 2014's RNN-LM member): no classifier head at all, one LM
+# per class and Bayes' rule. It reads every word in order, unlike any other member.
+imdb-lm-bayes:  ## after imdb-lstm-lm: that LM fine-tuned on the negative and on the positive reviews; the likelier class wins, resumable (~40 min on 2 cores) -> results/imdb-lm-bayes.json
+	RUN_COMMAND="make imdb-lm-bayes$(ARGS_SUFFIX)" $(PY) scripts/train_lm_bayes.py configs/imdb_lm_bayes.yaml $(ARGS)
 
 imdb-ensemble:  ## ensemble of RUNS="a b ..." from results/<run>.probs.parquet, members and weights chosen on validation -> results/$(ENSEMBLE_NAME).json
 	RUN_COMMAND="make imdb-ensemble RUNS='$(RUNS)'$(if $(filter command line environment,$(origin ENSEMBLE_NAME)), ENSEMBLE_NAME=$(ENSEMBLE_NAME))$(if $(filter command line environment,$(origin SELECT)), SELECT=$(SELECT))$(ARGS_SUFFIX)" \

@@ -102,6 +102,37 @@ class BiLSTMLanguageModel(PreTrainedModel):
         return CausalLMOutput(loss=loss)
 
 
+    @torch.no_grad()
+    def sequence_log_likelihoods(self, sequences: list[list[int]]) -> torch.Tensor:
+        """Log-probability of each whole sequence, once as the forward LM reads it and once as the
+        backward LM does: a ``(len(sequences), 2)`` float64 tensor.
+
+        The forward LM scores every token after the first given the ones before it; the backward LM
+        every token before the last given the ones after. A review wrapped as ``[CLS] text [SEP]``
+        (as in pretraining) thus gets log p(text [SEP] | [CLS]) and log p([CLS] text | [SEP]): two
+        estimates of the same log p(text). Sequences are right-padded per batch; each direction reads
+        its own copy (the backward one reversed before padding), so padding never precedes a real
+        token and no sequence's score depends on its batch-mates. Call ``eval()`` first."""
+        device = self.embeddings.weight.device
+        lengths = torch.tensor([len(s) for s in sequences], device=device)
+        if (lengths < 2).any():
+            raise ValueError("every sequence needs at least two tokens (one to read, one to predict)")
+        longest = int(lengths.max())
+        padded = torch.full((2, len(sequences), longest), self.config.pad_token_id, dtype=torch.long, device=device)
+        for row, seq in enumerate(sequences):
+            padded[0, row, : len(seq)] = torch.as_tensor(seq, device=device)
+            padded[1, row, : len(seq)] = torch.as_tensor(seq[::-1], device=device)
+        predicts = torch.arange(1, longest, device=device) < lengths[:, None]  # position t+1 is a real token
+        totals = []
+        for lstm, ids in ((self.forward_lstms[0], padded[0]), (self.backward_lstms[0], padded[1])):
+            states, _ = lstm(self.embeddings(ids))
+            targets = self.frequency_rank[ids[:, 1:]]
+            with torch.autocast(device_type=device.type, enabled=False):
+                token_logp = self.softmax(states[:, :-1].reshape(-1, self.config.hidden_size).float(), targets.reshape(-1)).output
+            totals.append((token_logp.view(len(sequences), -1).double() * predicts).sum(1))
+        return torch.stack(totals, dim=1)
+
+
 # Parameters the classifier takes from the LM: everything but the output layer and the rank table.
 TRANSFERRED_PREFIXES = ("embeddings.", "forward_lstms.0.", "backward_lstms.0.")
 
