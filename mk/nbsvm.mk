@@ -8,7 +8,7 @@
 #   make nbsvm-docs                                   # docs/nbsvm.md tables and examples from the saved files
 .PHONY: imdb-nbsvm imdb-pvdbow imdb-textcnn-s43 imdb-lstm-s43 imdb-lstm-lm imdb-lstm-lminit imdb-lm-bayes imdb-ensemble nbsvm-docs
 
-RUNS ?= imdb-nbsvm imdb-textcnn imdb-lstm imdb-pvdbow imdb-textcnn-s43 imdb-lstm-s43 imdb-lstm-lminit
+RUNS ?= imdb-nbsvm imdb-textcnn imdb-lstm imdb-pvdbow imdb-textcnn-s43 imdb-lstm-s43 imdb-lstm-lminit imdb-lm-bayes
 ENSEMBLE_NAME ?= imdb-ensemble-nopretrain
 SELECT ?= true   # keep the subset of RUNS with the best cross-validated validation accuracy (SELECT=false: all of them)
 

@@ -67,6 +67,7 @@ EXPECTED: tuple[Expected, ...] = (
     Expected("imdb-lstm-lm", "IMDB · pretrained on IMDB only, CPU scale", "LSTM LM, forward + backward, 1 pass (pretraining stage)", "rnn/cnn"),
     Expected("imdb-lstm-lminit", "IMDB · pretrained on IMDB only, CPU scale", "BiLSTM started from that LM (SA-LSTM), imdb-lstm's recipe", "rnn/cnn"),
     Expected("imdb-lstm-lminit-lr3e-4", "IMDB · pretrained on IMDB only, CPU scale", "BiLSTM started from that LM, learning rate 3e-4", "rnn/cnn"),
+    Expected("imdb-lm-bayes", "IMDB · pretrained on IMDB only, CPU scale", "that LM fine-tuned per class, Bayes' rule (generative)", "rnn/cnn"),
     Expected("imdb-finetune-minilm", "IMDB · fine-tuned checkpoints", "all-MiniLM-L6-v2 (BERT)", "bert"),
     Expected("imdb-finetune-minilm-cpu", "IMDB · fine-tuned checkpoints, CPU", "all-MiniLM-L6-v2, all train reviews", "bert"),
     Expected("imdb-finetune-minilm-cpu-tune", "IMDB · recipe search on validation", "all-MiniLM-L6-v2, length / truncation / learning rate", "bert"),
