@@ -161,7 +161,7 @@ def main(argv=None):
         lms, class_metrics = {}, {}
         for label, name in enumerate(CLASSES):
             lms[name], class_metrics[name] = fine_tune_class_lm(name, label, dsets, tokenizer, bayes_args, training_args, {**settings, "class": name}, cache_dir)
-        if not training_args.process_index == 0:
+        if training_args.process_index != 0:  # scoring is inference: the main process alone
             return
 
         # 2. Score every validation and test review under both LMs (the test split only here, once).
