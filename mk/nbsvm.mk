@@ -4,13 +4,16 @@
 #   make imdb-textcnn-s43 imdb-lstm-s43               # second seeds of the two neural members: more ensemble candidates
 #   make imdb-lstm-lminit                             # BiLSTM initialised from an LSTM LM pretrained on IMDB text (~55 + 15 min)
 #   make imdb-lm-bayes                                # one LM per class from that LM, Bayes' rule decides (~40 min)
-#   make imdb-ensemble                                # candidates RUNS, subset and weights chosen on validation only
+#   make imdb-nbsvm-full imdb-textcnn-full imdb-lstm-full imdb-lstm-s43-full   # the kept members retrained on all 25k train reviews
+#   make imdb-ensemble                                # candidates RUNS, subset and weights chosen on validation only, test scored by the refits
 #   make nbsvm-docs                                   # docs/nbsvm.md tables and examples from the saved files
-.PHONY: imdb-nbsvm imdb-pvdbow imdb-textcnn-s43 imdb-lstm-s43 imdb-lstm-lm imdb-lstm-lminit imdb-lm-bayes imdb-ensemble nbsvm-docs
+.PHONY: imdb-nbsvm imdb-pvdbow imdb-textcnn-s43 imdb-lstm-s43 imdb-lstm-lm imdb-lstm-lminit imdb-lm-bayes imdb-nbsvm-full imdb-textcnn-full imdb-lstm-full imdb-lstm-s43-full imdb-ensemble nbsvm-docs
 
 RUNS ?= imdb-nbsvm imdb-textcnn imdb-lstm imdb-pvdbow imdb-textcnn-s43 imdb-lstm-s43 imdb-lstm-lminit imdb-lm-bayes
 ENSEMBLE_NAME ?= imdb-ensemble-nopretrain
 SELECT ?= true   # keep the subset of RUNS with the best cross-validated validation accuracy (SELECT=false: all of them)
+# Members kept by validation score test through their refits (below); REFITS= (empty): through themselves.
+REFITS ?= imdb-nbsvm=imdb-nbsvm-full imdb-textcnn=imdb-textcnn-full imdb-lstm=imdb-lstm-full imdb-lstm-s43=imdb-lstm-s43-full
 
 imdb-nbsvm:  ## NBSVM: NB-weighted logistic regression on binary 1-3-grams, CPU, minutes -> results/imdb-nbsvm.json
 	RUN_COMMAND="make imdb-nbsvm$(ARGS_SUFFIX)" $(PY) scripts/train_nbsvm.py configs/imdb_nbsvm.yaml $(ARGS)
@@ -43,7 +46,7 @@ imdb-lm-bayes:  ## after imdb-lstm-lm: that LM fine-tuned on the negative and on
 # weights are fit on validation scores of members that never saw validation; the members that score
 # test are then the same recipes retrained on train + validation, the epoch count (or NBSVM's grid
 # point) being the one validation chose for the original run (tests/test_refit.py checks these
-# numbers against results/<run>.json). Run the four, then make imdb-ensemble-refit.
+# numbers against results/<run>.json). Run the four before make imdb-ensemble (REFITS above).
 REFIT = --validation_ratio 0 --eval_strategy no --load_best_model_at_end false
 imdb-nbsvm-full:  ## NBSVM at the grid point validation chose, fit on all 25k train reviews (minutes) -> results/imdb-nbsvm-full.json
 	$(MAKE) imdb-nbsvm ARGS="--validation_ratio 0 --ngram_max 3 --min_df 2 --C 1.0 --output_dir outputs/imdb-nbsvm-full --results_name imdb-nbsvm-full"
@@ -55,8 +58,8 @@ imdb-lstm-s43-full:  ## BiLSTM seed 43, 3 epochs (its best on validation), all 2
 	$(MAKE) imdb-lstm ARGS="$(REFIT) --seed 43 --num_train_epochs 3 --output_dir outputs/imdb-lstm-s43-full --results_name imdb-lstm-s43-full"
 
 imdb-ensemble:  ## ensemble of RUNS="a b ..." from results/<run>.probs.parquet, members and weights chosen on validation -> results/$(ENSEMBLE_NAME).json
-	RUN_COMMAND="make imdb-ensemble RUNS='$(RUNS)'$(if $(filter command line environment,$(origin ENSEMBLE_NAME)), ENSEMBLE_NAME=$(ENSEMBLE_NAME))$(if $(filter command line environment,$(origin SELECT)), SELECT=$(SELECT))$(ARGS_SUFFIX)" \
-		$(PY) scripts/ensemble.py --runs $(RUNS) --select_members $(strip $(SELECT)) --results_name $(ENSEMBLE_NAME) $(ARGS)
+	RUN_COMMAND="make imdb-ensemble RUNS='$(RUNS)' REFITS='$(strip $(REFITS))'$(if $(filter command line environment,$(origin ENSEMBLE_NAME)), ENSEMBLE_NAME=$(ENSEMBLE_NAME))$(if $(filter command line environment,$(origin SELECT)), SELECT=$(SELECT))$(ARGS_SUFFIX)" \
+		$(PY) scripts/ensemble.py --runs $(RUNS) --select_members $(strip $(SELECT)) $(if $(strip $(REFITS)),--refits $(REFITS)) --results_name $(ENSEMBLE_NAME) $(ARGS)
 
 nbsvm-docs:  ## regenerate docs/nbsvm.md's disagreement table and examples from results/*.probs.parquet
 	$(PY) scripts/nbsvm_report.py $(ARGS)

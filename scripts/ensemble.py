@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from imdb_llm.cli import UserError, parse_args, run_main
-from imdb_llm.ensemble import align, fit_stacker, load_members, repeated_cv_accuracy, select_members
+from imdb_llm.ensemble import align, fit_stacker, load_members, parse_refits, refit_test_logits, repeated_cv_accuracy, select_members
 from imdb_llm.probs import probs_path, write_probs
 from imdb_llm.results import capture_log, write_result
 from imdb_llm.training import ResultArguments, classification_metrics
@@ -33,6 +33,9 @@ class EnsembleArguments:
     cv_folds: int = field(default=5, metadata={"help": "Folds for the cross-validated validation accuracy (reported, not used to fit; averaged over 10 fold shuffles)."})
     select_members: bool = field(default=False, metadata={"help": "Keep the subset of --runs with the best cross-validated validation "
                                                                    "accuracy (every subset is scored; the table goes into the result)."})
+    refits: list[str] = field(default_factory=list, metadata={"help": "member=refit pairs: test is scored with <refit>, the member's recipe retrained on "
+                                                              "all of train (validation_ratio 0); the weights still come from the member's validation "
+                                                              "scores (scikit-learn StackingClassifier's recipe). Every kept member needs one."})
 
 
 def argument_types():
@@ -66,6 +69,9 @@ def main(argv=None):
     # Read and check everything before anything is written.
     members = load_members(args.runs, result_args.results_dir)
     data = align(members)
+    refits = parse_refits(args.refits)
+    if name and "nopretrain" in name and any(uses_pretrained_weights(r, result_args.results_dir) for r in refits.values()):
+        raise UserError(f"--results_name {name} promises no pretrained weights, but a refit started from a checkpoint")
     with capture_log(None) as log:
         start = time.perf_counter()
         y_val, y_test = data.labels["validation"], data.labels["test"]
@@ -80,12 +86,21 @@ def main(argv=None):
             data = data.subset(keep)
             print(f"members kept on validation: {', '.join(data.names)}" + (f" (dropped: {', '.join(dropped)})" if dropped else ""))
         print(f"{len(members)} member(s), {len(y_val)} validation / {len(y_test)} test reviews, lined up by id")
+        heldout_test = None
+        if refits:
+            missing = [m.name for m in members if m.name not in refits]
+            if missing:
+                raise UserError(f"--refits: no refit for {', '.join(missing)} (every member that scores test must be refit, or none)")
+            heldout_test = data.logits["test"]
+            data.logits["test"] = np.stack([refit_test_logits(m, refits[m.name], result_args.results_dir) for m in members], axis=1)
         per_member = []
         for j, m in enumerate(members):
             val_acc = float(((data.logits["validation"][:, j] > 0) == y_val).mean())
             test_acc = float(((data.logits["test"][:, j] > 0) == y_test).mean())
             per_member.append({"name": m.name, "validation_accuracy": val_acc, "test_accuracy": test_acc})
-            print(f"  {m.name}: validation {val_acc:.4f}, test {test_acc:.4f}")
+            if refits:
+                per_member[-1].update(refit=refits[m.name], heldout_test_accuracy=float(((heldout_test[:, j] > 0) == y_test).mean()))
+            print(f"  {m.name}: validation {val_acc:.4f}, test {test_acc:.4f}" + (f" (refit {refits[m.name]}; held-out model {per_member[-1]['heldout_test_accuracy']:.4f})" if refits else ""))
 
         # Weights from validation only; cross-validation on validation tells how well they transfer.
         stacker = fit_stacker(data.logits["validation"], y_val, args.C)
@@ -110,10 +125,13 @@ def main(argv=None):
         })
         if subsets is not None:
             metrics.update({"candidates": args.runs, "subsets": subsets})
+        if refits:  # what refitting added: the same weights on the held-out members' test scores
+            metrics["test_accuracy_heldout_members"] = float(((stacker.decision_function(heldout_test) > 0) == y_test).mean())
+            print(f"with the members that never saw validation instead of the refits: test {metrics['test_accuracy_heldout_members']:.4f}")
         seconds = time.perf_counter() - start
         print(f"test accuracy {metrics['test_accuracy']:.4f} on {len(y_test)} reviews (best member {metrics['best_member_test_accuracy']:.4f})")
     if name:
-        provenance = {**members[0].provenance, "name": name, "members": data.names, "validation_in_sample": True}
+        provenance = {**members[0].provenance, "name": name, "members": data.names, "validation_in_sample": True, "refits": refits}
         write_probs(probs_path(name, result_args.results_dir),
                     {"validation": (data.ids["validation"], y_val, val_scores), "test": (data.ids["test"], y_test, test_scores)}, provenance)
         config = {**config, "ensemble": asdict(args), "member_splits": {m.name: m.provenance for m in members}}

@@ -65,8 +65,10 @@ def check_grid(args: NbsvmArguments) -> None:
 def main(argv=None):
     args, data_args, result_args, config = parse_args(argument_types(), argv)
     check_grid(args)
-    if data_args.validation_ratio <= 0:
-        raise UserError("--validation_ratio must be > 0: the grid is chosen on validation, never on test")
+    refit = data_args.validation_ratio <= 0  # all of train, at a grid point chosen before on validation
+    if refit and len(args.ngram_max) * len(args.min_df) * len(args.C) > 1:
+        raise UserError("--validation_ratio 0 (a refit on all of train) needs one value each for --ngram_max, --min_df and --C: "
+                        "the grid is chosen on validation, never on test")
     os.makedirs(args.output_dir, exist_ok=True)
     with capture_log(os.path.join(args.output_dir, "train.log")) as log:
         from sklearn.feature_extraction.text import CountVectorizer
@@ -85,7 +87,7 @@ def main(argv=None):
             token_pattern=args.token_pattern, lowercase=args.lowercase, dtype=np.float32,
         )
         X_train = vectorizer.fit_transform(train["text"])
-        X_val = vectorizer.transform(val["text"])
+        X_val = vectorizer.transform(val["text"]) if len(val) else None
         vectorize_seconds = time.perf_counter() - start
         names = vectorizer.get_feature_names_out()
         orders = ngram_orders(names)
@@ -97,20 +99,21 @@ def main(argv=None):
         for n in sorted(args.ngram_max):
             for min_df in sorted(args.min_df):
                 columns = np.flatnonzero((orders <= n) & (doc_freq >= min_df))
-                Xt, Xv = X_train[:, columns], X_val[:, columns]
+                Xt = X_train[:, columns]
                 for C in sorted(args.C):
                     t0 = time.perf_counter()
                     model = NBLogisticRegression(C=C, alpha=args.alpha, max_iter=args.max_iter).fit(Xt, y_train)
                     fit_seconds = time.perf_counter() - t0
-                    acc = float((model.predict(Xv) == y_val).mean())
+                    acc = float((model.predict(X_val[:, columns]) == y_val).mean()) if not refit else None
                     row = {"ngram_max": n, "min_df": min_df, "C": C, "n_features": int(len(columns)),
                            "validation_accuracy": acc, "fit_seconds": round(fit_seconds, 1)}
                     grid.append(row)
-                    print(f"  1-{n}-grams, min_df {min_df}, C {C:g}: {len(columns):,} features, validation {acc:.4f} ({fit_seconds:.0f}s)")
-                    if best is None or acc > best[0]["validation_accuracy"]:
+                    print(f"  1-{n}-grams, min_df {min_df}, C {C:g}: {len(columns):,} features, " + (f"validation {acc:.4f}" if not refit else "no validation (refit)")
+                          + f" ({fit_seconds:.0f}s)")
+                    if best is None or (not refit and acc > best[0]["validation_accuracy"]):
                         best = (row, model, columns)
         choice, model, columns = best
-        print(f"chosen on validation: {choice}")
+        print(f"chosen on validation: {choice}" if not refit else f"refit on all {len(train)} train reviews at {choice}")
 
         # 3. The chosen fit as one loadable pipeline: a vectorizer restricted to its columns + the model.
         pipeline = Pipeline([
@@ -120,9 +123,9 @@ def main(argv=None):
             )),
             ("nb_lr", model),
         ])
-        val_scores = pipeline.decision_function(val["text"])
+        val_scores = pipeline.decision_function(val["text"]) if not refit else None
         # Sanity: the pipeline re-reads raw text; it must reproduce the grid's validation score.
-        if abs(float(((val_scores > 0).astype(int) == y_val).mean()) - choice["validation_accuracy"]) > 1e-9:
+        if not refit and abs(float(((val_scores > 0).astype(int) == y_val).mean()) - choice["validation_accuracy"]) > 1e-9:
             raise RuntimeError("the saved pipeline does not reproduce the grid's validation accuracy")
 
         # 4. Test, once, with the chosen model (fitted on train only, so its validation scores stay
@@ -145,11 +148,10 @@ def main(argv=None):
         print(f"test accuracy {metrics['test_accuracy']:.4f} on {len(y_test)} reviews; model in {model_path}")
         if result_args.results_name:
             provenance = {"name": result_args.results_name, **split_provenance(data_args)}
-            write_probs(
-                probs_path(result_args.results_name, result_args.results_dir),
-                {"validation": (val["id"], y_val, val_scores), "test": (test["id"], y_test, test_scores)},
-                provenance,
-            )
+            splits = {"test": (test["id"], y_test, test_scores)}
+            if not refit:
+                splits["validation"] = (val["id"], y_val, val_scores)
+            write_probs(probs_path(result_args.results_name, result_args.results_dir), splits, provenance)
             path = write_result(
                 result_args.results_name, metrics, config={**config, "nbsvm": asdict(args)}, train_seconds=train_seconds,
                 log_text=log.getvalue(), results_dir=result_args.results_dir, extra={"parameters": choice["n_features"] + 1},

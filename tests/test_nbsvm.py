@@ -208,3 +208,95 @@ def test_member_selection_drops_a_member_that_does_not_help_on_validation(tmp_pa
     assert [s["validation_accuracy_cv"] for s in m["subsets"] if s["members"] == result["members"]] == [best]
     # The headline cross-validated accuracy is the table's figure for the kept subset, not a second estimate.
     assert m["validation_accuracy_cv"] == best and sorted(result["weights"]) == sorted(result["members"])
+
+
+def _synthetic_refit(tmp_path, name, signal, seed, n_val=600, n_test=400, **provenance):
+    """A fake refit: the same test reviews as _synthetic's, no validation (trained on all of train)."""
+    rng = np.random.default_rng(0)
+    _, y_test = rng.integers(0, 2, n_val), rng.integers(0, 2, n_test)
+    logits = signal * (2 * y_test - 1) + np.random.default_rng(seed).normal(0, 1, n_test)
+    write_probs(probs_path(name, tmp_path), {"test": (np.arange(n_test) * 3 + 1, y_test, logits)},
+                {"name": name, **SPLIT, "validation_ratio": 0.0, **provenance})
+
+
+def test_refits_score_test_with_the_weights_fit_on_the_held_out_members(tmp_path):
+    """--refits: the stacker is fit on the members' validation scores and applied to their refits' test scores."""
+    from sklearn.linear_model import LogisticRegression
+
+    _synthetic(tmp_path, "good", signal=2.0, seed=1)
+    _synthetic(tmp_path, "fair", signal=1.0, seed=3)
+    _synthetic_refit(tmp_path, "good-full", signal=3.0, seed=4)
+    _synthetic_refit(tmp_path, "fair-full", signal=1.5, seed=5)
+    proc = _run("ensemble.py", "--runs", "good", "fair", "--refits", "good=good-full", "fair=fair-full", "--results_dir", tmp_path, "--results_name", "rf")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    m = json.loads((tmp_path / "rf.json").read_text())["metrics"]
+    # Recompute independently: weights from validation, scores from the refits' test log-odds.
+    val = {n: read_probs(probs_path(n, tmp_path))[0]["validation"] for n in ("good", "fair")}
+    test = {n: read_probs(probs_path(n, tmp_path))[0]["test"] for n in ("good", "fair", "good-full", "fair-full")}
+    stacker = LogisticRegression(C=1.0, max_iter=1000).fit(np.column_stack([val["good"]["logit"], val["fair"]["logit"]]), val["good"]["label"])
+    y = test["good"]["label"]
+    refit_acc = (stacker.predict(np.column_stack([test["good-full"]["logit"], test["fair-full"]["logit"]])) == y).mean()
+    heldout_acc = (stacker.predict(np.column_stack([test["good"]["logit"], test["fair"]["logit"]])) == y).mean()
+    assert m["test_accuracy"] == pytest.approx(refit_acc) and m["test_accuracy_heldout_members"] == pytest.approx(heldout_acc)
+    assert refit_acc != heldout_acc  # the two really are different test scores
+    assert [(r["name"], r["refit"]) for r in m["members"]] == [("good", "good-full"), ("fair", "fair-full")]
+    assert m["members"][0]["test_accuracy"] == pytest.approx(((test["good-full"]["logit"] > 0) == y).mean())
+    _, meta = read_probs(probs_path("rf", tmp_path))
+    assert meta["refits"] == {"good": "good-full", "fair": "fair-full"}
+
+
+@pytest.mark.parametrize("refits, message", [
+    (["good=good-full"], "no refit for fair"),
+    (["good=good-full", "fair=good"], "good.probs.parquet: trained with validation_ratio 0.1; a refit of fair is trained on all of train"),
+    (["good=good-full", "fair=short-full"], "fair and its refit short-full scored different test reviews"),
+    (["good=good-full", "good=fair-full"], "give each member once, as member=refit"),
+])
+def test_refits_that_do_not_fit_are_one_line_errors(tmp_path, refits, message):
+    _synthetic(tmp_path, "good", signal=2.0, seed=1)
+    _synthetic(tmp_path, "fair", signal=1.0, seed=3)
+    _synthetic_refit(tmp_path, "good-full", signal=3.0, seed=4)
+    _synthetic_refit(tmp_path, "fair-full", signal=1.5, seed=5)
+    _synthetic_refit(tmp_path, "short-full", signal=1.5, seed=5, n_test=300)
+    proc = _run("ensemble.py", "--runs", "good", "fair", "--refits", *refits, "--results_dir", tmp_path, "--results_name", "rf")
+    assert proc.returncode == 2 and message in proc.stderr.strip().splitlines()[-1], proc.stderr[-1000:]
+    assert not (tmp_path / "rf.json").exists() and not probs_path("rf", tmp_path).exists()
+
+
+def test_nbsvm_refit_on_all_of_train_needs_one_grid_point(imdb_dir, tmp_path):
+    results = tmp_path / "results"
+    proc = _run("train_nbsvm.py", "configs/imdb_nbsvm.yaml", "--dataset_dir", imdb_dir, "--validation_ratio", "0", "--ngram_max", "2",
+                "--min_df", "1", "--C", "1", "--output_dir", tmp_path / "nb", "--results_dir", results, "--results_name", "nb-full")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    metrics = json.loads((results / "nb-full.json").read_text())["metrics"]
+    splits, meta = read_probs(probs_path("nb-full", results))
+    assert meta["validation_ratio"] == 0 and len(splits["validation"]["id"]) == 0 and len(splits["test"]["id"]) == metrics["n_test"] == 120
+    from imdb_llm.data import load_imdb
+
+    assert metrics["n_train"] == len(load_imdb(dataset_dir=str(imdb_dir), validation_ratio=0.0)["train"]) and metrics["n_validation"] == 0
+    proc = _run("train_nbsvm.py", "configs/imdb_nbsvm.yaml", "--dataset_dir", imdb_dir, "--validation_ratio", "0", "--output_dir", tmp_path / "nb2",
+                "--results_dir", results, "--results_name", "nb-grid")
+    assert proc.returncode == 2 and "needs one value each for --ngram_max, --min_df and --C" in proc.stderr.strip().splitlines()[-1]
+    assert not (results / "nb-grid.json").exists()
+
+
+def test_refit_targets_use_what_validation_chose_for_their_member():
+    """mk/nbsvm.mk's refit targets hard-code an epoch count / grid point: each must be what the
+    member's own run chose on validation (its best evaluation epoch, NBSVM's chosen grid point)."""
+    import re
+
+    makefile = (REPO / "mk" / "nbsvm.mk").read_text()
+    refits = dict(pair.split("=") for pair in re.search(r"^REFITS \?= (.*)$", makefile, re.M).group(1).split())
+    assert refits, "no REFITS in mk/nbsvm.mk"
+    for member, refit in refits.items():
+        recipe = re.search(rf"^{re.escape(refit)}:.*\n\t(.*)$", makefile, re.M).group(1)
+        assert f"--results_name {refit}" in recipe and ("--validation_ratio 0" in recipe or "$(REFIT)" in recipe), refit
+        result = json.loads((REPO / "results" / f"{member}.json").read_text())
+        if "chosen" in result["metrics"]:  # NBSVM: the grid point
+            chosen = result["metrics"]["chosen"]
+            assert f"--ngram_max {chosen['ngram_max']} --min_df {chosen['min_df']} --C {chosen['C']}" in recipe, refit
+            continue
+        curve = [(h["eval_accuracy"], h["epoch"]) for h in result["log_history"] if "eval_accuracy" in h]
+        best_epoch = max(curve, key=lambda c: (c[0], -c[1]))[1]  # the first epoch reaching the best accuracy (load_best_model_at_end's pick)
+        assert f"--num_train_epochs {int(best_epoch)} " in recipe, (refit, best_epoch)
+        seed = result["config"].get("seed", 42)
+        assert (f"--seed {seed} " in recipe) == (seed != 42), (refit, seed)

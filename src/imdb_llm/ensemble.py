@@ -126,3 +126,35 @@ def select_members(val_logits: np.ndarray, val_labels: np.ndarray, names: list[s
             scored.append((round(acc, 5), list(cols)))
     _, best = max(scored, key=lambda s: (s[0], -len(s[1])))
     return best, [{"members": [names[c] for c in cols], "validation_accuracy_cv": acc} for acc, cols in scored]
+
+
+def parse_refits(pairs: list[str]) -> dict[str, str]:
+    """``["member=refit", ...]`` -> ``{member: refit}``."""
+    out = {}
+    for pair in pairs:
+        member, sep, refit = pair.partition("=")
+        if not sep or not member or not refit or member in out:
+            raise UserError(f"--refits {pair!r}: give each member once, as member=refit (e.g. imdb-nbsvm=imdb-nbsvm-full)")
+        out[member] = refit
+    return out
+
+
+def refit_test_logits(member: Member, refit: str, results_dir: str = "results") -> np.ndarray:
+    """The test log-odds of ``refit`` (``member``'s recipe retrained on all of train), in ``member``'s row order.
+
+    Why refit: the weights must be fit on scores of models that never saw the validation reviews,
+    but the models that score test need not have been kept from them. scikit-learn's
+    ``StackingClassifier`` does the same: the final estimator learns from held-out predictions, the
+    base estimators are then refit on all the data."""
+    path = probs_path(refit, results_dir)
+    splits, meta = read_probs(path)
+    if meta.get("validation_ratio") != 0 or len(splits["validation"]["id"]):
+        raise UserError(f"{path}: trained with validation_ratio {meta.get('validation_ratio')}; a refit of {member.name} is trained on all of train (validation_ratio 0)")
+    if meta.get("max_test_samples") != member.provenance.get("max_test_samples"):
+        raise UserError(f"{member.name} and its refit {refit} have different test splits (max_test_samples "
+                        f"{member.provenance.get('max_test_samples')} vs {meta.get('max_test_samples')})")
+    test = splits["test"]
+    order = np.argsort(test["id"], kind="stable")
+    if not np.array_equal(test["id"][order], member.splits["test"]["id"]) or not np.array_equal(test["label"][order], member.splits["test"]["label"]):
+        raise UserError(f"{member.name} and its refit {refit} scored different test reviews; rerun the refit with the member's data")
+    return test["logit"][order].astype(np.float64)
