@@ -8,6 +8,8 @@ Every classifier run writes ``results/<run>.probs.parquet`` (validation + test s
 review id, see imdb_llm.probs). This script lines them up by id, refuses runs whose validation
 splits differ, fits a logistic regression on the members' validation log-odds (its coefficients
 are the member weights), and scores test once. It trains nothing else and needs no model files.
+With ``--refits member=refit ...`` test is scored by each member's refit (the same recipe retrained
+on all of train) under the weights fit on the held-out member (docs/nbsvm.md, "Refit for test").
 """
 
 from __future__ import annotations

@@ -20,7 +20,6 @@ import os
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
-import torch
 from transformers import Trainer, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
@@ -30,7 +29,7 @@ from imdb_llm.embeddings import copy_into_embeddings
 from imdb_llm.models.lstm_lm import BiLSTMLanguageModel, BiLSTMLMConfig, frequency_ranks
 from imdb_llm.precision import precision_flags, precision_label
 from imdb_llm.results import capture_log, write_result
-from imdb_llm.scratch import ThroughputCallback, pack_dataset
+from imdb_llm.scratch import ThroughputCallback, pack_dataset, stack_blocks
 from imdb_llm.threads import set_torch_threads
 from imdb_llm.tokenization import load_tokenizer
 from imdb_llm.tokenized_cache import resolve_cache_dir
@@ -47,12 +46,6 @@ class LMArguments:
     block_size: int = field(default=256, metadata={"help": "Tokens per training block (reviews are concatenated, [SEP] between them)."})
     word2vec_cache: str | None = field(default="outputs/imdb-word2vec-300.npy", metadata={"help": "Start the embeddings from this word2vec table (make imdb-word2vec); none: random."})
     mixed_precision: str = field(default="auto", metadata={"help": "no (fp32), auto (bf16 autocast where native), bf16 or fp16."})
-
-
-def stack_blocks(rows: list[dict]) -> dict[str, torch.Tensor]:
-    """Blocks have no padding: stack them; the targets are the inputs (the model shifts them)."""
-    ids = torch.tensor([row["input_ids"] for row in rows], dtype=torch.long)
-    return {"input_ids": ids, "labels": ids}
 
 
 def initial_embeddings(path: str | None, shape: tuple[int, int]) -> np.ndarray | None:

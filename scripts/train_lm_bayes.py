@@ -32,17 +32,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 from transformers import Trainer, TrainingArguments, set_seed
 
 from imdb_llm.cli import UserError, parse_args, run_main
 from imdb_llm.data import ImdbArguments, load_imdb
-from imdb_llm.models.lstm_lm import BiLSTMLanguageModel
+from imdb_llm.models.lstm_lm import BiLSTMLanguageModel, load_language_model
 from imdb_llm.precision import precision_flags, precision_label
 from imdb_llm.probs import probs_path, split_provenance, write_probs
 from imdb_llm.results import capture_log, write_result
 from imdb_llm.resume import SETTINGS_FILE, SettingsRecord, TrainClock, resolve_resume, run_settings
-from imdb_llm.scratch import ThroughputCallback, pack_dataset
+from imdb_llm.scratch import ThroughputCallback, pack_dataset, stack_blocks
 from imdb_llm.threads import set_torch_threads
 from imdb_llm.tokenization import load_tokenizer
 from imdb_llm.tokenized_cache import resolve_cache_dir, tokenize_cached
@@ -59,20 +58,6 @@ class LMBayesArguments:
     score_batch_size: int = field(default=32, metadata={"help": "Reviews per scoring batch (sorted by length, so little padding)."})
     mixed_precision: str = field(default="auto", metadata={"help": "Fine-tuning: no (fp32), auto (bf16 autocast where native), bf16 or fp16. "
                                                               "Scoring is fp32: a review's score sums hundreds of log-probabilities."})
-
-
-def stack_blocks(rows: list[dict]) -> dict[str, torch.Tensor]:
-    ids = torch.tensor([row["input_ids"] for row in rows], dtype=torch.long)
-    return {"input_ids": ids, "labels": ids}
-
-
-def load_lm(path: str) -> BiLSTMLanguageModel:
-    if not os.path.isdir(path):
-        raise UserError(f"--init_from_lm {path}: not a folder (run make imdb-lstm-lm first)")
-    try:
-        return BiLSTMLanguageModel.from_pretrained(path)
-    except (OSError, ValueError, KeyError) as error:
-        raise UserError(f"--init_from_lm {path}: cannot load a bilstm_lm model ({str(error).splitlines()[0]})") from None
 
 
 def fine_tune_class_lm(name: str, label: int, dsets, tokenizer, args: LMBayesArguments, training_args, settings: dict, cache_dir) -> tuple[BiLSTMLanguageModel, dict]:
@@ -97,7 +82,7 @@ def fine_tune_class_lm(name: str, label: int, dsets, tokenizer, args: LMBayesArg
         raise UserError(f"no {name} training blocks: the {name} reviews are shorter than one block of {args.block_size} tokens")
     print(f"{name} LM: {len(train_text)} reviews -> {len(blocks)} blocks of {args.block_size} tokens")
 
-    model = load_lm(args.init_from_lm)
+    model = load_language_model(args.init_from_lm)
     class_args = dataclasses.replace(training_args, output_dir=str(out), resume_from_checkpoint="auto")
     tokens_per_step = args.block_size * class_args.per_device_train_batch_size * class_args.gradient_accumulation_steps * class_args.world_size
     throughput = ThroughputCallback(tokens_per_step)
@@ -149,7 +134,7 @@ def main(argv=None):
     with capture_log(os.path.join(training_args.output_dir, "train.log")) as log:
         set_seed(training_args.seed)
         print(f"torch threads: {set_torch_threads()}")
-        load_lm(bayes_args.init_from_lm)  # a missing or wrong LM fails here, before any data work
+        load_language_model(bayes_args.init_from_lm)  # a missing or wrong LM fails here, before any data work
         tokenizer = load_tokenizer(bayes_args.init_from_lm)  # the LM's own vocabulary
         dsets = load_imdb(data_args)
         if len(dsets["validation"]) == 0:

@@ -10,22 +10,15 @@ import pytest
 import torch
 
 from imdb_llm.ensemble import load_members
-from imdb_llm.models.lstm_lm import BiLSTMLanguageModel, BiLSTMLMConfig
+from imdb_llm.models.lstm_lm import BiLSTMLanguageModel
 from imdb_llm.probs import read_probs
+from tiny_models import make_tiny_lstm_lm
 
 REPO = Path(__file__).resolve().parents[1]
-VOCAB, DIM, HIDDEN = 40, 8, 16
-
-
-def _tiny_lm(seed=0):
-    torch.manual_seed(seed)
-    lm = BiLSTMLanguageModel(BiLSTMLMConfig(vocab_size=VOCAB, embedding_dim=DIM, hidden_size=HIDDEN, dropout=0.0, cutoffs=[10, 20]))
-    lm.set_frequency_ranks(np.random.default_rng(seed).permutation(VOCAB))
-    return lm.eval()
 
 
 def test_sequence_log_likelihoods_sum_each_directions_token_log_probs_whatever_the_batch():
-    lm = _tiny_lm()
+    lm = make_tiny_lstm_lm()
     sequences = [[3, 7, 1, 9, 4], [5, 2], [8, 8, 6, 1, 2, 3, 4, 11, 30]]
     together = lm.sequence_log_likelihoods(sequences)
     assert together.shape == (3, 2) and together.dtype == torch.float64

@@ -11,17 +11,11 @@ import torch
 
 from imdb_llm.cli import UserError
 from imdb_llm.models import BiLSTMConfig, BiLSTMForSequenceClassification
-from imdb_llm.models.lstm_lm import BiLSTMLanguageModel, BiLSTMLMConfig, frequency_ranks, load_lm_into_classifier
+from imdb_llm.models.lstm_lm import frequency_ranks, load_lm_into_classifier
+from tiny_models import make_tiny_lstm_lm
 
 REPO = Path(__file__).resolve().parents[1]
-VOCAB, DIM, HIDDEN = 40, 8, 16  # hidden 16: the adaptive softmax tails project to 16 // 4 and 16 // 16 dims
-
-
-def _tiny_lm(seed=0):
-    torch.manual_seed(seed)
-    lm = BiLSTMLanguageModel(BiLSTMLMConfig(vocab_size=VOCAB, embedding_dim=DIM, hidden_size=HIDDEN, dropout=0.0, cutoffs=[10, 20]))
-    lm.set_frequency_ranks(np.random.default_rng(seed).permutation(VOCAB))
-    return lm.eval()
+VOCAB, DIM, HIDDEN = 40, 8, 16  # make_tiny_lstm_lm's sizes
 
 
 def test_frequency_ranks_most_frequent_first_ties_by_id():
@@ -29,11 +23,11 @@ def test_frequency_ranks_most_frequent_first_ties_by_id():
     ranks = frequency_ranks(np.array([5, 0, 9, 5]))
     assert ranks.tolist() == [1, 3, 0, 2]
     with pytest.raises(ValueError, match="permutation"):
-        _tiny_lm().set_frequency_ranks(np.zeros(VOCAB, dtype=int))
+        make_tiny_lstm_lm().set_frequency_ranks(np.zeros(VOCAB, dtype=int))
 
 
 def test_loss_is_mean_nll_of_next_token_forward_and_previous_token_backward():
-    lm = _tiny_lm()
+    lm = make_tiny_lstm_lm()
     x = torch.randint(1, VOCAB, (3, 7))
     with torch.no_grad():
         loss = lm(input_ids=x).loss
@@ -53,7 +47,7 @@ def test_loss_is_mean_nll_of_next_token_forward_and_previous_token_backward():
 
 
 def test_classifier_takes_the_lms_embeddings_and_lstms(tmp_path):
-    lm = _tiny_lm(seed=1)
+    lm = make_tiny_lstm_lm(seed=1)
     lm.save_pretrained(tmp_path / "lm")
     classifier = BiLSTMForSequenceClassification(BiLSTMConfig(vocab_size=VOCAB, embedding_dim=DIM, hidden_size=HIDDEN, num_layers=1))
     head_before = classifier.classifier.weight.clone()
@@ -69,7 +63,6 @@ def test_classifier_takes_the_lms_embeddings_and_lstms(tmp_path):
     assert "\n" not in str(error.value)
     with pytest.raises(UserError, match="not a folder"):
         load_lm_into_classifier(classifier, str(tmp_path / "missing"))
-
 
 
 def test_make_targets_pretrain_then_classify(imdb_tokenizer, imdb_dir, tmp_path):

@@ -35,3 +35,17 @@ def make_tiny_glm(out_dir: str | os.PathLike, texts: Sequence[str], vocab_size: 
     GlmForCausalLM(config).save_pretrained(out_dir)
     tok.save_pretrained(out_dir)
     return str(out_dir)
+
+
+def make_tiny_lstm_lm(vocab_size: int = 40, embedding_dim: int = 8, hidden_size: int = 16, seed: int = 0):
+    """A tiny random forward + backward LSTM LM in eval mode, with a random frequency-rank order.
+    Hidden 16: the adaptive softmax tails project to 16 // 4 and 16 // 16 dimensions."""
+    import numpy as np
+    import torch
+
+    from imdb_llm.models.lstm_lm import BiLSTMLanguageModel, BiLSTMLMConfig
+
+    torch.manual_seed(seed)
+    lm = BiLSTMLanguageModel(BiLSTMLMConfig(vocab_size=vocab_size, embedding_dim=embedding_dim, hidden_size=hidden_size, dropout=0.0, cutoffs=[10, 20]))
+    lm.set_frequency_ranks(np.random.default_rng(seed).permutation(vocab_size))
+    return lm.eval()

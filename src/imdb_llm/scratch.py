@@ -196,6 +196,15 @@ def pack_dataset(texts, tokenizer, block_size: int, num_proc: int | None = None,
     return tokenized.map(group_texts, batched=True, fn_kwargs={"block_size": block_size}, num_proc=num_proc, desc=f"packing {desc} into blocks of {block_size}")
 
 
+def stack_blocks(rows: list[dict]) -> dict:
+    """Collator for ``pack_dataset`` blocks: no padding, so just stack them; the targets are the
+    inputs (causal LMs shift them inside)."""
+    import torch
+
+    ids = torch.tensor([row["input_ids"] for row in rows], dtype=torch.long)
+    return {"input_ids": ids, "labels": ids}
+
+
 # ---------------------------------------------------------------------------------- callbacks
 
 

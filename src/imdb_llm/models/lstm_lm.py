@@ -137,17 +137,22 @@ class BiLSTMLanguageModel(PreTrainedModel):
 TRANSFERRED_PREFIXES = ("embeddings.", "forward_lstms.0.", "backward_lstms.0.")
 
 
+def load_language_model(lm_dir: str) -> BiLSTMLanguageModel:
+    """The LM saved by make imdb-lstm-lm; a missing or foreign folder is a one-line ``--init_from_lm`` error."""
+    if not os.path.isdir(lm_dir):
+        raise UserError(f"--init_from_lm {lm_dir}: not a folder (run make imdb-lstm-lm first)")
+    try:
+        return BiLSTMLanguageModel.from_pretrained(lm_dir)
+    except (OSError, ValueError, KeyError) as error:
+        raise UserError(f"--init_from_lm {lm_dir}: cannot load a bilstm_lm model ({str(error).splitlines()[0]})") from None
+
+
 def load_lm_into_classifier(classifier: nn.Module, lm_dir: str) -> int:
     """Copy the LM's embeddings and first-layer LSTMs into a BiLSTM classifier; returns tensors copied.
 
     Shapes must match (same tokenizer, embedding_dim, hidden_size); anything else is a one-line error.
     """
-    if not os.path.isdir(lm_dir):
-        raise UserError(f"--init_from_lm {lm_dir}: not a folder (run make imdb-lstm-lm first)")
-    try:
-        lm = BiLSTMLanguageModel.from_pretrained(lm_dir)
-    except (OSError, ValueError, KeyError) as error:
-        raise UserError(f"--init_from_lm {lm_dir}: cannot load a bilstm_lm model ({str(error).splitlines()[0]})") from None
+    lm = load_language_model(lm_dir)
     source = {k: v for k, v in lm.state_dict().items() if k.startswith(TRANSFERRED_PREFIXES)}
     target = classifier.state_dict()
     for name, tensor in source.items():
