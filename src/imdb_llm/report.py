@@ -62,7 +62,7 @@ EXPECTED: tuple[Expected, ...] = (
     Expected("imdb-nbsvm", "IMDB · no pretrained weights", "NBSVM: NB-weighted LR, 1-3-grams", "other"),
     Expected("imdb-nbsvm-full", "IMDB · no pretrained weights", "NBSVM refit on all 25k train reviews (ensemble member)", "other"),
     Expected("imdb-pvdbow", "IMDB · no pretrained weights", "PV-DBOW paragraph vectors + LR", "other"),
-    Expected("imdb-ensemble-nopretrain", "IMDB · no pretrained weights", "ensemble of IMDB-only models", "other"),
+    Expected("imdb-ensemble-nopretrain", "IMDB · no pretrained weights", "ensemble of IMDB-only models: members and weights chosen on validation, refit members score test", "other"),
     Expected("imdb-scratch-bert", "IMDB · pretrained on IMDB only", "BERT from config, MLM", "bert"),
     Expected("imdb-scratch-gpt", "IMDB · pretrained on IMDB only", "GPT-2 from config, causal LM", "gpt"),
     Expected("imdb-scratch-bert-cpu", "IMDB · pretrained on IMDB only, CPU scale", "BERT 4×128, MLM", "bert"),
