@@ -45,8 +45,8 @@ imdb-lm-bayes:  ## after imdb-lstm-lm: that LM fine-tuned on the negative and on
 # Refit on all 25,000 training reviews (scikit-learn's StackingClassifier recipe): the ensemble's
 # weights are fit on validation scores of members that never saw validation; the members that score
 # test are then the same recipes retrained on train + validation, the epoch count (or NBSVM's grid
-# point) being the one validation chose for the original run (tests/test_refit.py checks these
-# numbers against results/<run>.json). Run the four before make imdb-ensemble (REFITS above).
+# point) being the one validation chose for the original run (a test in tests/test_nbsvm.py checks
+# these numbers against results/<run>.json). Run the four before make imdb-ensemble (REFITS above).
 REFIT = --validation_ratio 0 --eval_strategy no --load_best_model_at_end false
 imdb-nbsvm-full:  ## NBSVM at the grid point validation chose, fit on all 25k train reviews (minutes) -> results/imdb-nbsvm-full.json
 	$(MAKE) imdb-nbsvm ARGS="--validation_ratio 0 --ngram_max 3 --min_df 2 --C 1.0 --output_dir outputs/imdb-nbsvm-full --results_name imdb-nbsvm-full"

@@ -9,9 +9,9 @@ positive LM finds it more likely:
 
     log P(pos | x) / P(neg | x) = log p_pos(x) - log p_neg(x) + log P(pos) / P(neg)
 
-Mesnil et al. (2014) used this (an RNN-LM per class) as the member of their IMDB ensemble least like
-NBSVM and paragraph vectors: it scores every word of a review in order, where the others see a bag
-of n-grams or one pooled vector. Here each review's log p(x) is the mean of the forward and the
+Mesnil et al. (2014) put this (an RNN-LM per class) into their IMDB ensemble beside NBSVM and
+paragraph vectors: it scores every word of a review in order, where the others see a bag of
+n-grams or one pooled vector. Here each review's log p(x) is the mean of the forward and the
 backward LM's estimates (imdb_llm.models.lstm_lm). Neither the pretraining nor the fine-tuning reads
 a validation or test review; the validation scores are for the ensemble to fit weights on.
 

@@ -101,7 +101,6 @@ class BiLSTMLanguageModel(PreTrainedModel):
             loss = self.softmax(self.dropout(states).float(), wanted).loss
         return CausalLMOutput(loss=loss)
 
-
     @torch.no_grad()
     def sequence_log_likelihoods(self, sequences: list[list[int]]) -> torch.Tensor:
         """Log-probability of each whole sequence, once as the forward LM reads it and once as the
