@@ -40,7 +40,7 @@ from imdb_llm.models.lstm_lm import BiLSTMLanguageModel, load_language_model
 from imdb_llm.precision import precision_flags, precision_label
 from imdb_llm.probs import probs_path, split_provenance, write_probs
 from imdb_llm.results import capture_log, write_result
-from imdb_llm.resume import SETTINGS_FILE, SettingsRecord, TrainClock, resolve_resume, run_settings
+from imdb_llm.resume import SETTINGS_FILE, SettingsRecord, TrainClock, changed_settings, resolve_resume, run_settings
 from imdb_llm.scratch import ThroughputCallback, pack_dataset, stack_blocks
 from imdb_llm.threads import set_torch_threads
 from imdb_llm.tokenization import load_tokenizer
@@ -66,10 +66,9 @@ def fine_tune_class_lm(name: str, label: int, dsets, tokenizer, args: LMBayesArg
     out = Path(training_args.output_dir, name)
     done = out / SETTINGS_FILE
     if (out / "model.safetensors").is_file() and done.is_file():
-        before = json.loads(done.read_text())
-        if before != settings:
-            changed = sorted(k for k in {*before, *settings} if before.get(k) != settings.get(k))
-            raise UserError(f"{out} holds a {name} LM trained with other settings ({', '.join(changed[:4])}); give another --output_dir")
+        shown = changed_settings(json.loads(done.read_text()), settings)
+        if shown:
+            raise UserError(f"{out} holds a {name} LM trained with other settings ({shown}); give another --output_dir")
         print(f"{name} LM: finished before, loaded from {out}")
         return BiLSTMLanguageModel.from_pretrained(out), json.loads((out / "class_lm_metrics.json").read_text())
 

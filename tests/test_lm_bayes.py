@@ -72,7 +72,7 @@ def test_make_imdb_lm_bayes_scores_with_two_class_lms_and_resumes(imdb_tokenizer
     assert again.returncode == 0 and "neg LM: finished before, loaded from" in again.stdout, again.stderr[-2000:]
     assert np.array_equal(read_probs(results / "imdb-lm-bayes.probs.parquet")[0]["test"]["logit"], test["logit"])
     changed = _run(["imdb-lm-bayes", f"IMDB_DIR={imdb_dir}", f"ARGS={bayes} --learning_rate 0.5"])
-    assert changed.returncode == 2 and "error: " + str(out / "neg") + " holds a neg LM trained with other settings (learning_rate)" in changed.stderr
+    assert changed.returncode == 2 and f"error: {out / 'neg'} holds a neg LM trained with other settings (learning_rate 0.001 -> 0.5); give another --output_dir" in changed.stderr
 
 
 def test_missing_lm_is_one_line_error(imdb_dir, tmp_path):

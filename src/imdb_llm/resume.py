@@ -40,6 +40,12 @@ def run_settings(*argument_objects, training_args) -> dict:
     return json.loads(json.dumps(settings, default=str))
 
 
+def changed_settings(before: dict, now: dict) -> str:
+    """``"key old -> new, ..."`` for the settings that differ (the first four), ``""`` when none do."""
+    changed = sorted(k for k in {*before, *now} if before.get(k) != now.get(k))
+    return ", ".join(f"{k} {before.get(k)!r} -> {now.get(k)!r}" for k in changed[:4]) + (", ..." if len(changed) > 4 else "")
+
+
 def resolve_resume(training_args, settings: dict | None = None) -> str | None:
     """``--resume_from_checkpoint auto`` (or true) = the newest checkpoint in output_dir, if any.
 
@@ -59,10 +65,8 @@ def resolve_resume(training_args, settings: dict | None = None) -> str | None:
         found = value
     saved = Path(found, SETTINGS_FILE) if found else None
     if settings is not None and saved is not None and saved.is_file():
-        before = json.loads(saved.read_text())
-        changed = sorted(k for k in {*before, *settings} if before.get(k) != settings.get(k))
-        if changed:
-            shown = ", ".join(f"{k} {before.get(k)!r} -> {settings.get(k)!r}" for k in changed[:4]) + (", ..." if len(changed) > 4 else "")
+        shown = changed_settings(json.loads(saved.read_text()), settings)
+        if shown:
             raise UserError(f"{found} was saved by a run with other settings ({shown}); "
                             f"give another --output_dir, or --resume_from_checkpoint false to start over")
     return found
