@@ -98,8 +98,7 @@ def main(argv=None):
         print(f"{count_parameters(model) / 1e6:.1f}M parameters; embeddings from {lm_args.word2vec_cache if table is not None else 'random'}")
 
         # 3. Train, resuming from the last checkpoint if there is one.
-        tokens_per_step = lm_args.block_size * training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps * training_args.world_size
-        throughput = ThroughputCallback(tokens_per_step)
+        throughput = ThroughputCallback.for_blocks(lm_args.block_size, training_args)
         trainer = Trainer(model=model, args=training_args, train_dataset=train_blocks, eval_dataset=eval_blocks, data_collator=stack_blocks,
                           callbacks=[throughput])
         resume = get_last_checkpoint(training_args.output_dir) if os.path.isdir(training_args.output_dir) else None

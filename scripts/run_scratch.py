@@ -225,8 +225,7 @@ def pretrain(model_args, scratch_args, training_args, tokenizer, dsets, output_d
     # labels only those; GPT-2's labels are the inputs (the model shifts them by one).
     collator = DataCollatorForLanguageModeling(tokenizer, mlm=bert, mlm_probability=scratch_args.mlm_probability)
     args = pretraining_args(training_args, scratch_args, stage_dir)
-    tokens_per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size * scratch_args.block_size
-    meter = ThroughputCallback(tokens_per_step, max_seconds=scratch_args.pretrain_max_seconds)
+    meter = ThroughputCallback.for_blocks(scratch_args.block_size, args, max_seconds=scratch_args.pretrain_max_seconds)
     trainer = Trainer(model=model, args=args, train_dataset=train_blocks, eval_dataset=eval_blocks, data_collator=collator, processing_class=tokenizer, callbacks=[meter])
     resume = last_complete_checkpoint(stage_dir)
     if resume:

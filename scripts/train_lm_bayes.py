@@ -23,6 +23,7 @@ inference only, runs on the main process.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -60,8 +61,9 @@ class LMBayesArguments:
                                                               "Scoring is fp32: a review's score sums hundreds of log-probabilities."})
 
 
-def fine_tune_class_lm(name: str, label: int, dsets, tokenizer, args: LMBayesArguments, training_args, settings: dict, cache_dir) -> tuple[BiLSTMLanguageModel, dict]:
-    """One class's LM: the pretrained LM trained further on that class's training reviews only.
+def fine_tune_class_lm(name: str, label: int, start: BiLSTMLanguageModel, dsets, tokenizer, args: LMBayesArguments, training_args, settings: dict,
+                       cache_dir) -> tuple[BiLSTMLanguageModel, dict]:
+    """One class's LM: a copy of the pretrained LM ``start`` trained further on that class's training reviews only.
     A finished one (its model and settings in ``output_dir/<name>``) is loaded instead of retrained."""
     out = Path(training_args.output_dir, name)
     done = out / SETTINGS_FILE
@@ -81,10 +83,9 @@ def fine_tune_class_lm(name: str, label: int, dsets, tokenizer, args: LMBayesArg
         raise UserError(f"no {name} training blocks: the {name} reviews are shorter than one block of {args.block_size} tokens")
     print(f"{name} LM: {len(train_text)} reviews -> {len(blocks)} blocks of {args.block_size} tokens")
 
-    model = load_language_model(args.init_from_lm)
+    model = copy.deepcopy(start)
     class_args = dataclasses.replace(training_args, output_dir=str(out), resume_from_checkpoint="auto")
-    tokens_per_step = args.block_size * class_args.per_device_train_batch_size * class_args.gradient_accumulation_steps * class_args.world_size
-    throughput = ThroughputCallback(tokens_per_step)
+    throughput = ThroughputCallback.for_blocks(args.block_size, class_args)
     resume = resolve_resume(class_args, settings)
     clock = TrainClock(resume)
     trainer = Trainer(model=model, args=class_args, train_dataset=blocks, eval_dataset=eval_blocks, data_collator=stack_blocks,
@@ -93,7 +94,7 @@ def fine_tune_class_lm(name: str, label: int, dsets, tokenizer, args: LMBayesArg
         print(f"{name} LM: resuming from {resume}")
     trainer.train(resume_from_checkpoint=resume)
     metrics = {"train_seconds": round(clock.before + time.perf_counter() - clock.start, 2), "corpus_tokens": len(blocks) * args.block_size,
-               **{k.replace("pretrain_", ""): v for k, v in throughput.metrics().items()}}  # the callback names its figures for pretraining
+               **throughput.metrics(prefix="")}
     if eval_blocks is not None:
         loss = trainer.evaluate()["eval_loss"]
         metrics["validation_perplexity_own_class"] = round(math.exp(loss), 2)
@@ -133,7 +134,7 @@ def main(argv=None):
     with capture_log(os.path.join(training_args.output_dir, "train.log")) as log:
         set_seed(training_args.seed)
         print(f"torch threads: {set_torch_threads()}")
-        load_language_model(bayes_args.init_from_lm)  # a missing or wrong LM fails here, before any data work
+        start_lm = load_language_model(bayes_args.init_from_lm)  # a missing or wrong LM fails here, before any data work
         tokenizer = load_tokenizer(bayes_args.init_from_lm)  # the LM's own vocabulary
         dsets = load_imdb(data_args)
         if len(dsets["validation"]) == 0:
@@ -144,7 +145,7 @@ def main(argv=None):
         settings = run_settings(bayes_args, data_args, training_args=training_args)
         lms, class_metrics = {}, {}
         for label, name in enumerate(CLASSES):
-            lms[name], class_metrics[name] = fine_tune_class_lm(name, label, dsets, tokenizer, bayes_args, training_args, {**settings, "class": name}, cache_dir)
+            lms[name], class_metrics[name] = fine_tune_class_lm(name, label, start_lm, dsets, tokenizer, bayes_args, training_args, {**settings, "class": name}, cache_dir)
         if training_args.process_index != 0:  # scoring is inference: the main process alone
             return
 
@@ -152,7 +153,8 @@ def main(argv=None):
         def encode(batch):
             return tokenizer(batch["text"], truncation=True, max_length=bayes_args.max_length, return_attention_mask=False)
 
-        prior = np.log(np.mean(dsets["train"]["label"]) / (1 - np.mean(dsets["train"]["label"])))
+        positive_share = np.mean(dsets["train"]["label"])
+        prior = np.log(positive_share / (1 - positive_share))
         start = time.perf_counter()
         splits, metrics, n_tokens = {}, {"precision": precision_label(bayes_args.mixed_precision), "score_precision": "fp32"}, 0
         for split in ("validation", "test"):

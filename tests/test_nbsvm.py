@@ -41,16 +41,14 @@ def test_nb_log_count_ratio_matches_hand_computation():
     assert list(ngram_orders(["great", "not bad", "not at all"])) == [1, 2, 3]
 
 
-def _synthetic(tmp_path, name, signal, seed, n_val=600, n_test=400, **provenance):
-    """A fake run: log-odds = signal * (2y - 1) + N(0, 1), on shared ids and labels."""
+def _synthetic(tmp_path, name, signal, seed, n_val=600, n_test=400, splits=("validation", "test"), **provenance):
+    """A fake run: log-odds = signal * (2y - 1) + N(0, 1), on shared ids and labels (only the ``splits`` given)."""
     rng = np.random.default_rng(0)
-    y_val, y_test = rng.integers(0, 2, n_val), rng.integers(0, 2, n_test)
+    labels = {"validation": rng.integers(0, 2, n_val), "test": rng.integers(0, 2, n_test)}
     noise = np.random.default_rng(seed)
-    splits = {
-        split: (np.arange(len(y)) * 3 + 1, y, signal * (2 * y - 1) + noise.normal(0, 1, len(y)))
-        for split, y in (("validation", y_val), ("test", y_test))
-    }
-    write_probs(probs_path(name, tmp_path), splits, {"name": name, **SPLIT, **provenance})
+    scores = {split: (np.arange(len(labels[split])) * 3 + 1, labels[split], signal * (2 * labels[split] - 1) + noise.normal(0, 1, len(labels[split])))
+              for split in splits}
+    write_probs(probs_path(name, tmp_path), scores, {"name": name, **SPLIT, **provenance})
 
 
 def _ensemble(tmp_path, *runs, name="ens"):
@@ -210,13 +208,9 @@ def test_member_selection_drops_a_member_that_does_not_help_on_validation(tmp_pa
     assert m["validation_accuracy_cv"] == best and sorted(result["weights"]) == sorted(result["members"])
 
 
-def _synthetic_refit(tmp_path, name, signal, seed, n_val=600, n_test=400, **provenance):
+def _synthetic_refit(tmp_path, name, signal, seed, **kwargs):
     """A fake refit: the same test reviews as _synthetic's, no validation (trained on all of train)."""
-    rng = np.random.default_rng(0)
-    _, y_test = rng.integers(0, 2, n_val), rng.integers(0, 2, n_test)
-    logits = signal * (2 * y_test - 1) + np.random.default_rng(seed).normal(0, 1, n_test)
-    write_probs(probs_path(name, tmp_path), {"test": (np.arange(n_test) * 3 + 1, y_test, logits)},
-                {"name": name, **SPLIT, "validation_ratio": 0.0, **provenance})
+    _synthetic(tmp_path, name, signal, seed, splits=("test",), validation_ratio=0.0, **kwargs)
 
 
 def test_refits_score_test_with_the_weights_fit_on_the_held_out_members(tmp_path):

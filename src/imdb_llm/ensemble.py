@@ -54,13 +54,16 @@ def load_members(names: list[str], results_dir: str = "results") -> list[Member]
             raise UserError(f"{path}: its validation scores were fit on validation (an ensemble); it cannot be a member")
         if not len(splits["validation"]["id"]):
             raise UserError(f"{path}: no validation scores (trained with validation_ratio 0?); weights are fit on validation")
-        for split in splits.values():  # sort by id so rows line up by position
-            order = np.argsort(split["id"], kind="stable")
-            for key in split:
-                split[key] = split[key][order]
+        splits = {split: sorted_by_id(rows) for split, rows in splits.items()}  # by id, so rows line up by position
         members.append(Member(name, path, meta, splits))
     check_same_splits(members)
     return members
+
+
+def sorted_by_id(split: dict) -> dict:
+    """A ``read_probs`` split (``{"id", "label", "prob_pos", "logit"}``) with its rows in id order."""
+    order = np.argsort(split["id"], kind="stable")
+    return {key: values[order] for key, values in split.items()}
 
 
 def check_same_splits(members: list[Member]) -> None:
@@ -153,8 +156,7 @@ def refit_test_logits(member: Member, refit: str, results_dir: str = "results") 
     if meta.get("max_test_samples") != member.provenance.get("max_test_samples"):
         raise UserError(f"{member.name} and its refit {refit} have different test splits (max_test_samples "
                         f"{member.provenance.get('max_test_samples')} vs {meta.get('max_test_samples')})")
-    test = splits["test"]
-    order = np.argsort(test["id"], kind="stable")
-    if not np.array_equal(test["id"][order], member.splits["test"]["id"]) or not np.array_equal(test["label"][order], member.splits["test"]["label"]):
+    test = sorted_by_id(splits["test"])
+    if not np.array_equal(test["id"], member.splits["test"]["id"]) or not np.array_equal(test["label"], member.splits["test"]["label"]):
         raise UserError(f"{member.name} and its refit {refit} scored different test reviews; rerun the refit with the member's data")
-    return test["logit"][order].astype(np.float64)
+    return test["logit"].astype(np.float64)

@@ -231,6 +231,13 @@ class ThroughputCallback(_trainer_callback_base()):
         self._t0 = self._t_warm = None
         self._warm_step = None
 
+    @classmethod
+    def for_blocks(cls, block_size: int, training_args, **kwargs) -> "ThroughputCallback":
+        """For training on ``pack_dataset`` blocks: a step consumes block_size tokens per sequence of
+        the global batch (per-device batch x accumulation x processes)."""
+        tokens = block_size * training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps * training_args.world_size
+        return cls(tokens, **kwargs)
+
     def on_train_begin(self, args, state, control, **kwargs):
         self._t0 = time.perf_counter()
         self.start_step = state.global_step
@@ -254,17 +261,18 @@ class ThroughputCallback(_trainer_callback_base()):
             self.steady = (state.global_step - self._warm_step) * self.tokens_per_step / (now - self._t_warm)
 
     def metrics(self, prefix: str = "pretrain") -> dict[str, Any]:
+        """The figures, named ``<prefix>_<figure>`` (just ``<figure>`` with an empty prefix)."""
         out = {
-            f"{prefix}_seconds": round(self.seconds, 2),
-            f"{prefix}_steps_this_session": self.steps,
-            f"{prefix}_resumed_from_step": self.start_step,
-            f"{prefix}_tokens": self.steps * self.tokens_per_step,
-            f"{prefix}_tokens_per_second": round(self.steps * self.tokens_per_step / self.seconds, 1) if self.seconds > 0 else None,
-            f"{prefix}_stopped_by_time_budget": self.stopped_by_time,
+            "seconds": round(self.seconds, 2),
+            "steps_this_session": self.steps,
+            "resumed_from_step": self.start_step,
+            "tokens": self.steps * self.tokens_per_step,
+            "tokens_per_second": round(self.steps * self.tokens_per_step / self.seconds, 1) if self.seconds > 0 else None,
+            "stopped_by_time_budget": self.stopped_by_time,
         }
         if self.steady is not None:
-            out[f"{prefix}_tokens_per_second_after_warmup"] = round(self.steady, 1)
-        return out
+            out["tokens_per_second_after_warmup"] = round(self.steady, 1)
+        return {f"{prefix}_{k}" if prefix else k: v for k, v in out.items()}
 
 
 def _any_rank(flag: bool) -> bool:

@@ -27,7 +27,7 @@ from transformers.modeling_outputs import CausalLMOutput
 
 from ..cli import UserError
 from .base import init_embedding_
-from .lstm import init_lstm_
+from .lstm import init_lstm_, reverse_within_length
 
 
 class BiLSTMLMConfig(PretrainedConfig):
@@ -116,14 +116,10 @@ class BiLSTMLanguageModel(PreTrainedModel):
         lengths = torch.tensor([len(s) for s in sequences], device=device)
         if (lengths < 2).any():
             raise ValueError("every sequence needs at least two tokens (one to read, one to predict)")
-        longest = int(lengths.max())
-        padded = torch.full((2, len(sequences), longest), self.config.pad_token_id, dtype=torch.long, device=device)
-        for row, seq in enumerate(sequences):
-            padded[0, row, : len(seq)] = torch.as_tensor(seq, device=device)
-            padded[1, row, : len(seq)] = torch.as_tensor(seq[::-1], device=device)
-        predicts = torch.arange(1, longest, device=device) < lengths[:, None]  # position t+1 is a real token
+        padded = nn.utils.rnn.pad_sequence([torch.as_tensor(s, device=device) for s in sequences], batch_first=True, padding_value=self.config.pad_token_id)
+        predicts = torch.arange(1, padded.size(1), device=device) < lengths[:, None]  # position t+1 is a real token
         totals = []
-        for lstm, ids in ((self.forward_lstms[0], padded[0]), (self.backward_lstms[0], padded[1])):
+        for lstm, ids in ((self.forward_lstms[0], padded), (self.backward_lstms[0], reverse_within_length(padded, lengths))):
             states, _ = lstm(self.embeddings(ids))
             targets = self.frequency_rank[ids[:, 1:]]
             with torch.autocast(device_type=device.type, enabled=False):
