@@ -1,6 +1,6 @@
 # BERT and GPT-2 built from config and pretrained on IMDB alone (scripts/run_scratch.py, docs/scratch.md).
 # Each target runs both stages (pretrain -> classify); rerun it after an interruption and it resumes.
-.PHONY: imdb-scratch-bert imdb-scratch-gpt imdb-scratch-bert-cpu imdb-scratch-gpt-cpu imdb-scratch-bert-tiny imdb-scratch-gpt-tiny imdb-scratch-bert-ddp imdb-scratch-gpt-ddp
+.PHONY: imdb-teacher imdb-scratch-bert imdb-scratch-gpt $(foreach m,bert gpt,$(foreach v,-pretrain  -selfsup -control,imdb-scratch-$(m)-cpu$(v))) imdb-scratch-bert-tiny imdb-scratch-gpt-tiny imdb-scratch-bert-ddp imdb-scratch-gpt-ddp
 
 imdb-scratch-bert: imdb-tokenizer  ## BERT from config: MLM on IMDB train+unsup, then classify (one GPU; resumable)
 	RUN_COMMAND="make imdb-scratch-bert$(ARGS_SUFFIX)" $(PY) scripts/run_scratch.py configs/scratch_bert.yaml $(ARGS)
@@ -14,11 +14,43 @@ imdb-scratch-bert-ddp: imdb-tokenizer  ## imdb-scratch-bert on all GPUs with acc
 imdb-scratch-gpt-ddp: imdb-tokenizer  ## imdb-scratch-gpt on all GPUs with accelerate launch (DDP)
 	RUN_COMMAND="make imdb-scratch-gpt-ddp$(ARGS_SUFFIX)" $(ACCEL) launch --config_file configs/accelerate/multi_gpu.yaml scripts/run_scratch.py configs/scratch_gpt.yaml $(ARGS)
 
-imdb-scratch-bert-cpu: imdb-tokenizer  ## BERT vs GPT on a CPU: small BERT, 1.6M tokens of MLM, 2k/2k-review subsets (configs/scratch_bert_cpu.yaml)
+# On a 2-core CPU, trained on IMDB alone (issue 29): pretraining, a teacher's soft targets, classification.
+# The stages are separate targets so the ablation rows share them; each resumes after a kill.
+#   make imdb-scratch-bert-cpu-pretrain   masked LM, 13.1M tokens (~75 min)      -> outputs/scratch-bert-cpu-pretrain
+#   make imdb-teacher                      the no-pretraining ensemble scores train + unlabelled reviews (~15 min)
+#   make imdb-scratch-bert-cpu             from the pretrained weights, with the teacher (~80 min) -> results/imdb-scratch-bert-cpu.json
+#   make imdb-scratch-bert-cpu-selfsup     from the pretrained weights, gold labels only
+#   make imdb-scratch-bert-cpu-control     random weights, gold labels only
+SCRATCH_CPU_SELFSUP = --teacher none
+SCRATCH_CPU_CONTROL = --teacher none --pretrained_model none --pretrain_max_steps 0
+TEACHER_ARGS ?=
+
+imdb-teacher:  ## after the #15 refits and make imdb-ensemble: the ensemble scores IMDB train + unlabelled reviews -> outputs/teacher/
+	$(PY) scripts/score_teacher.py $(TEACHER_ARGS)
+
+imdb-scratch-bert-cpu-pretrain: imdb-tokenizer  ## BERT 4x256, masked LM on IMDB train + unlabelled text, 13.1M tokens, CPU, resumable (configs/scratch_bert_cpu.yaml)
+	RUN_COMMAND="make imdb-scratch-bert-cpu-pretrain$(ARGS_SUFFIX)" $(PY) scripts/run_scratch.py configs/scratch_bert_cpu.yaml --pretrain_only true --pretrained_model none --teacher none --output_dir outputs/scratch-bert-cpu-pretrain $(ARGS)
+
+imdb-scratch-bert-cpu: imdb-tokenizer  ## after -pretrain and imdb-teacher: BERT 4x256 distilled from the IMDB-only teacher, all 25k test reviews (CPU)
 	RUN_COMMAND="make imdb-scratch-bert-cpu$(ARGS_SUFFIX)" $(PY) scripts/run_scratch.py configs/scratch_bert_cpu.yaml $(ARGS)
 
-imdb-scratch-gpt-cpu: imdb-tokenizer  ## the same with causal LM: the GPT side of the CPU comparison (configs/scratch_gpt_cpu.yaml)
+imdb-scratch-bert-cpu-selfsup: imdb-tokenizer  ## ablation: BERT 4x256 from its IMDB pretraining, gold labels only (no teacher)
+	RUN_COMMAND="make imdb-scratch-bert-cpu-selfsup$(ARGS_SUFFIX)" $(PY) scripts/run_scratch.py configs/scratch_bert_cpu.yaml $(SCRATCH_CPU_SELFSUP) --output_dir outputs/scratch-bert-cpu-selfsup --results_name imdb-scratch-bert-cpu-selfsup $(ARGS)
+
+imdb-scratch-bert-cpu-control: imdb-tokenizer  ## ablation: BERT 4x256 from random weights, gold labels only (no pretraining, no teacher)
+	RUN_COMMAND="make imdb-scratch-bert-cpu-control$(ARGS_SUFFIX)" $(PY) scripts/run_scratch.py configs/scratch_bert_cpu.yaml $(SCRATCH_CPU_CONTROL) --output_dir outputs/scratch-bert-cpu-control --results_name imdb-scratch-bert-cpu-control $(ARGS)
+
+imdb-scratch-gpt-cpu-pretrain: imdb-tokenizer  ## GPT-2 4x256, causal LM on IMDB train + unlabelled text, 13.1M tokens, CPU, resumable (configs/scratch_gpt_cpu.yaml)
+	RUN_COMMAND="make imdb-scratch-gpt-cpu-pretrain$(ARGS_SUFFIX)" $(PY) scripts/run_scratch.py configs/scratch_gpt_cpu.yaml --pretrain_only true --pretrained_model none --teacher none --output_dir outputs/scratch-gpt-cpu-pretrain $(ARGS)
+
+imdb-scratch-gpt-cpu: imdb-tokenizer  ## after -pretrain and imdb-teacher: GPT-2 4x256 distilled from the IMDB-only teacher, all 25k test reviews (CPU)
 	RUN_COMMAND="make imdb-scratch-gpt-cpu$(ARGS_SUFFIX)" $(PY) scripts/run_scratch.py configs/scratch_gpt_cpu.yaml $(ARGS)
+
+imdb-scratch-gpt-cpu-selfsup: imdb-tokenizer  ## ablation: GPT-2 4x256 from its IMDB pretraining, gold labels only (no teacher)
+	RUN_COMMAND="make imdb-scratch-gpt-cpu-selfsup$(ARGS_SUFFIX)" $(PY) scripts/run_scratch.py configs/scratch_gpt_cpu.yaml $(SCRATCH_CPU_SELFSUP) --output_dir outputs/scratch-gpt-cpu-selfsup --results_name imdb-scratch-gpt-cpu-selfsup $(ARGS)
+
+imdb-scratch-gpt-cpu-control: imdb-tokenizer  ## ablation: GPT-2 4x256 from random weights, gold labels only (no pretraining, no teacher)
+	RUN_COMMAND="make imdb-scratch-gpt-cpu-control$(ARGS_SUFFIX)" $(PY) scripts/run_scratch.py configs/scratch_gpt_cpu.yaml $(SCRATCH_CPU_CONTROL) --output_dir outputs/scratch-gpt-cpu-control --results_name imdb-scratch-gpt-cpu-control $(ARGS)
 
 imdb-scratch-bert-tiny: imdb-tokenizer  ## smoke run of the BERT track on CPU (tiny model, a few hundred reviews)
 	RUN_COMMAND="make imdb-scratch-bert-tiny$(ARGS_SUFFIX)" $(PY) scripts/run_scratch.py configs/scratch_bert_tiny.yaml $(ARGS)

@@ -30,9 +30,10 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
+from datasets import concatenate_datasets
 from transformers import (
     DataCollatorForLanguageModeling,
-    DataCollatorWithPadding,
     Trainer,
     TrainingArguments,
     set_seed,
@@ -41,9 +42,10 @@ from transformers import (
 from imdb_llm.benchmark import PrecisionBenchmarkArguments, benchmark_precision, write_benchmark_results
 from imdb_llm.cli import UserError, parse_args, run_main
 from imdb_llm.data import ImdbArguments, load_imdb, pretraining_texts
-from imdb_llm.precision import precision_flags
+from imdb_llm.distill import HELD_OUT, SoftLabelCollator, attach_teacher, distillation_sets, distillation_trainer_class, read_teacher, soft_targets
+from imdb_llm.precision import precision_flags, precision_label
 from imdb_llm.results import capture_log
-from imdb_llm.resume import without_bookkeeping
+from imdb_llm.resume import TrainClock, without_bookkeeping
 from imdb_llm.scratch import (
     ScratchArguments,
     ScratchModelArguments,
@@ -122,6 +124,7 @@ def main(argv=None):
     tokenizer = load_tokenizer(model_args.tokenizer_name)  # validate inputs before anything is written
     if tokenizer.pad_token_id is None or tokenizer.sep_token_id is None:
         raise UserError(f"{model_args.tokenizer_name}: the tokenizer needs [PAD] and [SEP] tokens (train it with `make imdb-tokenizer`)")
+    teacher = read_teacher(scratch_args.teacher) if scratch_args.teacher else None  # a bad teacher file fails before any work
     with training_args.main_process_first(desc="load IMDB"):
         dsets = load_imdb(data_args, with_unsupervised=True)
     # Minus bookkeeping (where caches live, ...): it changes nothing a stage computes.
@@ -144,8 +147,11 @@ def main(argv=None):
         # ---------------------------------------------------------------- stage 1: pretraining
         final_dir = output_dir / "pretrain" / "final"
         pretrain_metrics = read_json(final_dir / PRETRAIN_DONE)
-        if scratch_args.pretrain_max_steps == 0:
-            pretrained, pretrain_metrics = None, {"pretrain_steps": 0}
+        if scratch_args.pretrained_model:
+            pretrained, pretrain_metrics = scratch_args.pretrained_model, finished_pretraining(scratch_args.pretrained_model, model_args)
+            logger.info("Stage 1 done elsewhere: starting from %s (%s)", pretrained, pretrain_metrics.get("pretrain_tokens"))
+        elif scratch_args.pretrain_max_steps == 0:
+            pretrained, pretrain_metrics = None, {"pretrain_steps": 0, "pretrain_tokens": 0, "pretrain_seconds": 0.0}
             logger.info("No pretraining (--pretrain_max_steps 0): the classifier starts from random weights")
         elif pretrain_metrics is not None:
             pretrained = str(final_dir)
@@ -153,9 +159,27 @@ def main(argv=None):
         else:
             pretrain_metrics = pretrain(model_args, scratch_args, training_args, tokenizer, dsets, output_dir, cache_dir)
             pretrained = str(final_dir)
+        if scratch_args.pretrain_only:
+            logger.info("Stage 1 only (--pretrain_only): %s", {k: v for k, v in pretrain_metrics.items() if k in ("pretrain_tokens", "pretrain_seconds", "pretrain_eval_perplexity")})
+            return
 
         # ------------------------------------------------------------- stage 2: classification
-        classify(model_args, scratch_args, training_args, result_args, tokenizer, dsets, output_dir, pretrained, pretrain_metrics, config, log_buffer, data_args, cache_dir)
+        classify(model_args, scratch_args, training_args, result_args, tokenizer, dsets, output_dir, pretrained, pretrain_metrics, config, log_buffer, data_args,
+                 cache_dir, teacher, precision_label(run_args.mixed_precision or "no"))
+
+
+def finished_pretraining(folder: str, model_args) -> dict:
+    """The stage-1 metrics of a finished pretraining run (its seconds and tokens count in this run's),
+    after checking its architecture is the one this config describes."""
+    metrics, saved = read_json(Path(folder, PRETRAIN_DONE)), read_json(Path(folder, "config.json"))
+    if metrics is None or saved is None:
+        raise UserError(f"--pretrained_model {folder}: not a finished stage-1 folder (no {PRETRAIN_DONE}); run its pretraining target first")
+    expected = {"model_type": model_args.model_type, "hidden_size": model_args.hidden_size, "num_hidden_layers": model_args.num_hidden_layers}
+    found = {"model_type": saved.get("model_type"), "hidden_size": saved.get("hidden_size", saved.get("n_embd")),
+             "num_hidden_layers": saved.get("num_hidden_layers", saved.get("n_layer"))}
+    if found != expected:
+        raise UserError(f"--pretrained_model {folder} is {found}, but this config describes {expected}")
+    return metrics
 
 
 def pretraining_args(training_args, scratch_args, stage_dir: Path):
@@ -209,8 +233,9 @@ def pretrain(model_args, scratch_args, training_args, tokenizer, dsets, output_d
     stage_dir = output_dir / "pretrain"
     bert = model_args.model_type == "bert"
     with training_args.main_process_first(desc="tokenize pretraining text"):
-        # Train (minus the validation reviews) + the 50k unlabelled reviews. Never test.
-        train_blocks = pack_dataset(pretraining_texts(dsets), tokenizer, scratch_args.block_size, scratch_args.preprocessing_num_workers, cache_dir=cache_dir)
+        # Train (minus the validation reviews) + the 50k unlabelled reviews, less any review whose
+        # text is also a validation or test review. Never test.
+        train_blocks = pack_dataset(pretraining_texts(dsets, drop_texts_of=HELD_OUT), tokenizer, scratch_args.block_size, scratch_args.preprocessing_num_workers, cache_dir=cache_dir)
         eval_blocks = None
         if scratch_args.pretrain_eval_blocks and len(dsets["validation"]):
             eval_blocks = pack_dataset(dsets["validation"].select_columns(["text"]), tokenizer, scratch_args.block_size, scratch_args.preprocessing_num_workers,
@@ -226,13 +251,22 @@ def pretrain(model_args, scratch_args, training_args, tokenizer, dsets, output_d
     collator = DataCollatorForLanguageModeling(tokenizer, mlm=bert, mlm_probability=scratch_args.mlm_probability)
     args = pretraining_args(training_args, scratch_args, stage_dir)
     meter = ThroughputCallback.for_blocks(scratch_args.block_size, args, max_seconds=scratch_args.pretrain_max_seconds)
-    trainer = Trainer(model=model, args=args, train_dataset=train_blocks, eval_dataset=eval_blocks, data_collator=collator, processing_class=tokenizer, callbacks=[meter])
     resume = last_complete_checkpoint(stage_dir)
+    clock = TrainClock(resume)  # checkpoints carry the time so far: a resumed stage reports all of it
+    trainer = Trainer(model=model, args=args, train_dataset=train_blocks, eval_dataset=eval_blocks, data_collator=collator, processing_class=tokenizer,
+                      callbacks=[meter, clock])
     if resume:
         logger.info("Stage 1: resuming from %s", resume)
     trainer.train(resume_from_checkpoint=resume)
 
-    metrics = {"pretrain_objective": "mlm" if bert else "clm", "pretrain_steps": trainer.state.global_step, "pretrain_block_size": scratch_args.block_size, **meter.metrics("pretrain")}
+    metrics = {"pretrain_objective": "mlm" if bert else "clm", "pretrain_steps": trainer.state.global_step, "pretrain_block_size": scratch_args.block_size,
+               **meter.metrics("pretrain")}
+    # Whole-stage figures, over every session that worked on it (meter's are this session's).
+    seconds = clock.before + meter.seconds
+    metrics.update({"pretrain_seconds": round(seconds, 2), "pretrain_tokens": trainer.state.global_step * meter.tokens_per_step,
+                    "pretrain_tokens_per_second": round(trainer.state.global_step * meter.tokens_per_step / seconds, 1) if seconds > 0 else None,
+                    "pretrain_corpus_tokens": len(train_blocks) * scratch_args.block_size,
+                    "pretrain_loss_curve": [[h["step"], round(h["loss"], 4)] for h in trainer.state.log_history if "loss" in h]})
     train_losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     if train_losses:
         metrics["pretrain_final_train_loss"] = train_losses[-1]
@@ -264,26 +298,38 @@ def pretrain(model_args, scratch_args, training_args, tokenizer, dsets, output_d
 
 
 def classify(model_args, scratch_args, training_args, result_args, tokenizer, dsets, output_dir, pretrained, pretrain_metrics, config, log_buffer, data_args=None,
-             cache_dir=None):
+             cache_dir=None, teacher=None, precision="fp32"):
     stage_dir = output_dir / "classify"
     if (stage_dir / "all_results.json").is_file():
         logger.info("Stage 2 already complete (%s): nothing to do; --overwrite_output_dir true starts over", stage_dir / "all_results.json")
         return
+    teacher_scores, teacher_meta = teacher if teacher is not None else (None, {})
 
     def encode(batch):
         # Whole-review context: the first head_tokens and the last (max_seq_length - head_tokens - 2) tokens.
         enc = encode_head_tail(tokenizer, batch["text"], scratch_args.max_seq_length, scratch_args.head_tokens)
-        return {**enc, "labels": batch["label"]}
+        return {**enc, "labels": batch["label"] if "label" in batch else [-1] * len(batch["text"])}  # -1: an unlabelled review
 
+    def encode_split(ds, name):
+        return tokenize_cached(ds, encode, tokenizer=tokenizer, cache_dir=cache_dir, code=[encode_head_tail], name=name,
+                               settings={"max_length": scratch_args.max_seq_length, "head_tokens": scratch_args.head_tokens, "labels": True},
+                               remove_columns=ds.column_names, num_proc=scratch_args.preprocessing_num_workers, desc=f"encoding {name}")
+
+    # What the classifier learns from: train minus validation, less any text that is also a held-out
+    # review; with a teacher, the unlabelled reviews too, every review with the teacher's soft target.
+    sources = distillation_sets(dsets, with_unlabelled=teacher is not None and scratch_args.distill_unlabelled)
     with training_args.main_process_first(desc="tokenize labelled reviews"):
-        encoded = {
-            split: tokenize_cached(dsets[split], encode, tokenizer=tokenizer, cache_dir=cache_dir, code=[encode_head_tail], name=split,
-                                   settings={"max_length": scratch_args.max_seq_length, "head_tokens": scratch_args.head_tokens, "labels": True},
-                                   remove_columns=dsets[split].column_names, num_proc=scratch_args.preprocessing_num_workers, desc=f"encoding {split}")
-            for split in ("train", "validation", "test")
-        }
+        encoded = {split: encode_split(dsets[split], split) for split in ("validation", "test")}
+        parts = {split: encode_split(ds, f"{split}-trainable") for split, ds in sources.items()}
+    if teacher is not None:
+        for split, ds in sources.items():
+            logits = np.asarray(attach_teacher(ds, split, teacher_scores, scratch_args.teacher)["teacher_logit"])
+            gold = np.asarray(ds["label"]) if "label" in ds.column_names else None
+            parts[split] = parts[split].add_column("soft_labels", soft_targets(logits, gold, scratch_args.distill_alpha, scratch_args.distill_temperature).tolist())
+    encoded["train"] = concatenate_datasets(list(parts.values()))
     model = build_classifier(model_args, tokenizer, pretrained)
-    logger.info("Stage 2: %s with %.1fM parameters from %s", type(model).__name__, count_parameters(model) / 1e6, pretrained or "random init")
+    logger.info("Stage 2: %s with %.1fM parameters from %s, learning from %s%s", type(model).__name__, count_parameters(model) / 1e6, pretrained or "random init",
+                ", ".join(f"{len(ds)} {split}" for split, ds in parts.items()), f" with teacher {teacher_meta.get('teacher')}" if teacher is not None else "")
     # average_tokens_across_devices rescales losses by the number of processes, which is right
     # for token-level LM losses but doubles a sequence classifier's (already averaged) loss under DDP.
     args = dataclasses.replace(training_args, output_dir=str(stage_dir), average_tokens_across_devices=False)
@@ -294,31 +340,44 @@ def classify(model_args, scratch_args, training_args, result_args, tokenizer, ds
         args = dataclasses.replace(args, torch_compile=True)
     if not len(encoded["validation"]):
         args = dataclasses.replace(args, eval_strategy="no", load_best_model_at_end=False)
-    trainer = Trainer(
+    resume = last_complete_checkpoint(stage_dir)
+    clock = TrainClock(resume)
+    trainer_class, extra_args = (distillation_trainer_class(), {"temperature": scratch_args.distill_temperature}) if teacher is not None else (Trainer, {})
+    trainer = trainer_class(
         model=model,
         args=args,
         train_dataset=encoded["train"],
         eval_dataset=encoded["validation"] if len(encoded["validation"]) else None,
-        data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8),
+        data_collator=SoftLabelCollator(tokenizer, pad_to_multiple_of=8),
         processing_class=tokenizer,
         compute_metrics=compute_metrics,
+        callbacks=[clock],
+        **extra_args,
     )
-    resume = last_complete_checkpoint(stage_dir)
     if resume:
         logger.info("Stage 2: resuming from %s", resume)
-    _, finetune_seconds = timed_train(trainer, resume_from_checkpoint=resume)
+    _, session_seconds = timed_train(trainer, resume_from_checkpoint=resume)
+    finetune_seconds = clock.before + session_seconds
+    teacher_seconds = float(teacher_meta.get("scoring_seconds") or 0.0)
     extra = {
         "model_type": model_args.model_type,
+        "precision": precision,
         "finetune_seconds": round(finetune_seconds, 2),
         "classify_max_seq_length": scratch_args.max_seq_length,
         "classify_head_tokens": scratch_args.head_tokens,
+        "n_train_labelled": len(parts["train"]),
+        "n_train_unlabelled": len(parts.get("unsupervised", ())),
+        "teacher": teacher_meta.get("teacher"),
+        "teacher_test_accuracy": teacher_meta.get("teacher_test_accuracy"),
+        "teacher_scoring_seconds": teacher_seconds if teacher is not None else None,
         **(pretrain_metrics or {}),
     }
     if len(encoded["validation"]):  # every process takes part in evaluate/predict
         final_eval = trainer.evaluate()
         extra.update({f"validation_{k[5:]}": v for k, v in final_eval.items() if k in ("eval_accuracy", "eval_f1", "eval_loss")})
     extra["run_seconds_before_test"] = round(time.time() - _STARTED, 2)  # this process: start-up, data, both stages
-    total_seconds = finetune_seconds + float((pretrain_metrics or {}).get("pretrain_seconds") or 0.0)
+    # All stages, every session: pretraining + teacher scoring + fine-tuning.
+    total_seconds = finetune_seconds + teacher_seconds + float((pretrain_metrics or {}).get("pretrain_seconds") or 0.0)
     metrics = finish_classification_run(
         trainer, encoded["test"], train_seconds=total_seconds, config=config, result_args=result_args, log_buffer=log_buffer, extra_metrics=extra,
         # the encoding drops every source column, ids included: hand them over from the unencoded splits

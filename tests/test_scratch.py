@@ -169,6 +169,45 @@ def test_sparse_mlm_head_gives_the_dense_loss():
     assert a.logits.shape == (int((labels != -100).sum()), 100)
 
 
+def test_sparse_clm_head_scores_the_sampled_positions_and_saves_as_gpt2(tmp_path):
+    """clm_loss_fraction < 1: in training, the next-token loss at the sampled positions equals the
+    dense model's loss restricted to them; in evaluation every position counts, as in GPT-2."""
+    import torch
+    import torch.nn.functional as F
+    from transformers import GPT2LMHeadModel
+
+    from imdb_llm.scratch import ScratchModelArguments, build_pretraining_model
+
+    class Tok:
+        pad_token_id, cls_token_id, sep_token_id = 0, 2, 3
+
+        def __len__(self):
+            return 100
+
+    args = ScratchModelArguments(model_type="gpt2", hidden_size=32, num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=32, dropout=0.0,
+                                 clm_loss_fraction=0.3)
+    sparse = build_pretraining_model(args, Tok())
+    dense = GPT2LMHeadModel(sparse.config)
+    dense.load_state_dict(sparse.state_dict())
+    ids = torch.randint(5, 100, (3, 16), generator=torch.Generator().manual_seed(0))
+    sparse.train()  # (dropout 0: train mode only switches the sampling on)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        got = sparse(input_ids=ids, labels=ids)
+    torch.manual_seed(1)
+    keep = torch.rand(ids[:, 1:].shape) < 0.3  # the same draw the model made
+    with torch.no_grad():
+        logits = dense(input_ids=ids).logits[:, :-1]
+    expected = F.cross_entropy(logits[keep], ids[:, 1:][keep])
+    assert got.logits.shape[0] == int(keep.sum()) < ids[:, 1:].numel()
+    assert torch.allclose(got.loss, expected, atol=1e-5)
+    sparse.eval()
+    with torch.no_grad():
+        assert torch.allclose(sparse(input_ids=ids, labels=ids).loss, dense(input_ids=ids, labels=ids).loss, atol=1e-5)
+    sparse.save_pretrained(tmp_path)
+    assert isinstance(GPT2LMHeadModel.from_pretrained(tmp_path), GPT2LMHeadModel)
+
+
 def test_group_texts_packs_documents_into_full_blocks():
     from imdb_llm.text import group_texts
 
@@ -186,7 +225,7 @@ def test_configs_parse_and_pass_the_checks(run_scratch, config):
     model_args, scratch_args, _data, result_args, _run, _bench, training_args, merged = parse_args(run_scratch.argument_types(), argv)
     check_arguments(model_args, scratch_args)
     assert model_args.model_type == ("bert" if "bert" in config else "gpt2")
-    assert training_args.eval_strategy == "epoch"
+    assert training_args.eval_strategy == ("steps" if "cpu" in config else "epoch")
     if "tiny" not in config and "cpu" not in config:  # the H200 recipes: whole reviews, pretraining at the classification length
         assert scratch_args.max_seq_length == scratch_args.block_size == 512 and scratch_args.head_tokens == 128
         assert result_args.results_name == f"imdb-scratch-{'bert' if 'bert' in config else 'gpt'}"
@@ -199,7 +238,7 @@ def test_bert_and_gpt_configs_differ_only_in_the_objective(pair):
     import yaml
 
     bert, gpt = (yaml.safe_load((REPO / "configs" / name).read_text()) for name in pair)
-    objective_keys = {"model_type", "sparse_mlm", "mlm_probability", "pretrain_learning_rate", "output_dir", "results_name"}
+    objective_keys = {"model_type", "sparse_mlm", "clm_loss_fraction", "mlm_probability", "pretrain_learning_rate", "pretrained_model", "output_dir", "results_name"}
     differing = {k for k in set(bert) | set(gpt) if bert.get(k) != gpt.get(k)}
     assert differing <= objective_keys, differing - objective_keys
     assert (bert["model_type"], gpt["model_type"]) == ("bert", "gpt2")

@@ -102,21 +102,36 @@ def load_imdb(args: ImdbArguments | None = None, with_unsupervised: bool = False
     if with_unsupervised:
         texts, labels, source = tables["unsupervised"]
         _check_split(texts, labels, source, "unsupervised")
-        unsup = datasets.Dataset.from_dict({"text": [clean_text(t) for t in texts]})
+        unsup = datasets.Dataset.from_dict({"text": [clean_text(t) for t in texts], "id": list(range(len(texts)))},
+                                           features=datasets.Features({"text": datasets.Value("string"), "id": datasets.Value("int32")}))
         if args.max_unsupervised_samples is not None:
             unsup = unsup.shuffle(seed=args.split_seed).select(range(min(args.max_unsupervised_samples, len(unsup))))
         out["unsupervised"] = unsup
     return datasets.DatasetDict(out)
 
 
-def pretraining_texts(dsets) -> "datasets.Dataset":
-    """Train (minus validation) plus unsupervised text: everything a self-supervised stage may see."""
+def pretraining_texts(dsets, drop_texts_of: tuple[str, ...] = ()) -> "datasets.Dataset":
+    """Train (minus validation) plus unsupervised text: everything a self-supervised stage may see.
+
+    ``drop_texts_of=("validation", "test")`` also leaves out every review whose text is identical to
+    one in those splits: IMDB as distributed repeats some reviews across splits (270 unsupervised and
+    123 train reviews are word for word test reviews), and a held-out review must not be read by
+    any training stage, even under another id."""
     import datasets
 
-    parts = [dsets["train"].remove_columns([c for c in dsets["train"].column_names if c != "text"])]
+    parts = [dsets["train"].select_columns(["text"])]
     if "unsupervised" in dsets:
-        parts.append(dsets["unsupervised"])
-    return datasets.concatenate_datasets(parts)
+        parts.append(dsets["unsupervised"].select_columns(["text"]))
+    return drop_texts_in(datasets.concatenate_datasets(parts), dsets, drop_texts_of)
+
+
+def drop_texts_in(dataset, dsets, splits: tuple[str, ...]):
+    """``dataset`` without the rows whose text also appears in any of ``dsets[split]``."""
+    held_out = {text for split in splits for text in dsets[split]["text"]}
+    keep = [i for i, text in enumerate(dataset["text"]) if text not in held_out]
+    # select() by index (not filter with a closure): the same rows get the same fingerprint in every
+    # process, so tokenised caches keyed on it are found again.
+    return dataset if len(keep) == len(dataset) else dataset.select(keep)
 
 
 def _subsample(ds, n: int | None, seed: int):

@@ -33,6 +33,11 @@ class ScratchModelArguments:
         default=True,
         metadata={"help": "BERT only: run the vocabulary projection on the ~15%% masked positions only (same loss, less compute)."},
     )
+    clm_loss_fraction: float = field(
+        default=1.0,
+        metadata={"help": "GPT-2 only: predict the next token at this random fraction of positions (1 = all). The 30k-word output layer "
+                          "costs more than a small model's body; a fraction gives the same expected loss for less compute."},
+    )
 
 
 @dataclass
@@ -54,13 +59,28 @@ class ScratchArguments:
         default=None, metadata={"help": "Safety stop: end pretraining after this many seconds even if steps remain."}
     )
     pretrain_eval_blocks: int = field(default=1000, metadata={"help": "Validation-text blocks for the final pretraining loss/perplexity (0 = skip)."})
+    pretrain_only: bool = field(default=False, metadata={"help": "Stop after stage 1 (other runs start from its output_dir/pretrain/final)."})
+    pretrained_model: str | None = field(
+        default=None, metadata={"help": "Start stage 2 from this finished stage-1 folder (<run>/pretrain/final) instead of pretraining here; "
+                                        "its pretraining time counts in this run's train_seconds."})
     # ---- stage 2: classification
     max_seq_length: int = field(default=512, metadata={"help": "Classification context, special tokens included."})
     head_tokens: int = field(default=128, metadata={"help": "Tokens kept from the start of a long review; the rest come from its end (Sun et al. 2019)."})
     classify_torch_compile: bool | None = field(
         default=None, metadata={"help": "torch.compile in stage 2 (default: same as --torch_compile, which stage 1 uses)."}
     )
+    teacher: str | None = field(
+        default=None, metadata={"help": "Distil from this teacher file (scripts/score_teacher.py): soft targets on train and the unlabelled reviews."})
+    distill_alpha: float = field(default=0.5, metadata={"help": "With a teacher: its share of the target on labelled reviews (the gold label has the rest)."})
+    distill_temperature: float = field(default=1.0, metadata={"help": "With a teacher: softmax temperature of teacher and student in the loss."})
+    distill_unlabelled: bool = field(default=True, metadata={"help": "With a teacher: also learn from the 50,000 unlabelled reviews it scored."})
     preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for tokenization."})
+
+    def __post_init__(self):
+        # "none" on the command line switches off a stage a config file sets (the ablation targets).
+        for name in ("pretrained_model", "teacher"):
+            if str(getattr(self, name)).strip().lower() in ("", "none"):
+                setattr(self, name, None)
 
 
 def check_arguments(model_args: ScratchModelArguments, scratch_args: ScratchArguments) -> None:
@@ -78,6 +98,14 @@ def check_arguments(model_args: ScratchModelArguments, scratch_args: ScratchArgu
         raise UserError("--pretrain_max_steps must be >= 0")
     if not 0.0 < scratch_args.mlm_probability < 1.0:
         raise UserError("--mlm_probability must be in (0, 1)")
+    if not 0.0 < model_args.clm_loss_fraction <= 1.0:
+        raise UserError(f"--clm_loss_fraction must be in (0, 1], got {model_args.clm_loss_fraction}")
+    if not 0.0 <= scratch_args.distill_alpha <= 1.0:
+        raise UserError(f"--distill_alpha must be in [0, 1], got {scratch_args.distill_alpha}")
+    if scratch_args.distill_temperature <= 0:
+        raise UserError(f"--distill_temperature must be positive, got {scratch_args.distill_temperature}")
+    if scratch_args.pretrain_only and scratch_args.pretrained_model:
+        raise UserError("--pretrain_only and --pretrained_model exclude each other: one run pretrains, the other starts from its output")
 
 
 # ------------------------------------------------------------------------------------- models
@@ -144,6 +172,37 @@ def _sparse_mlm_class():
     return BertForSparseMaskedLM
 
 
+def _sparse_clm_class():
+    import torch
+    import torch.nn.functional as F
+    from transformers import GPT2LMHeadModel
+    from transformers.modeling_outputs import CausalLMOutputWithCrossAttentions
+
+    class GPT2ForSparseCausalLM(GPT2LMHeadModel):
+        """``GPT2LMHeadModel`` that, in training, predicts the next token at a random
+        ``loss_fraction`` of the positions only.
+
+        Every position still attends to all before it, so the body learns as before; the 30k-word
+        output layer (three times the body's cost at 256 wide) runs on the sampled positions only.
+        The loss is an unbiased estimate of the full one, with more noise. Evaluation (no
+        gradient) scores every position, so perplexities compare with the full model's. Same
+        weights: it saves and loads as plain GPT-2."""
+
+        loss_fraction = 1.0
+
+        def forward(self, input_ids=None, attention_mask=None, labels=None, **kwargs):
+            if labels is None or not self.training or self.loss_fraction >= 1.0:
+                return super().forward(input_ids=input_ids, attention_mask=attention_mask, labels=labels, **kwargs)
+            hidden = self.transformer(input_ids, attention_mask=attention_mask, use_cache=False)[0][:, :-1]
+            targets = labels[:, 1:]
+            keep = (targets != -100) & (torch.rand(targets.shape, device=targets.device) < self.loss_fraction)
+            logits = self.lm_head(hidden[keep])
+            loss = F.cross_entropy(logits.float(), targets[keep])
+            return CausalLMOutputWithCrossAttentions(loss=loss, logits=logits)
+
+    return GPT2ForSparseCausalLM
+
+
 def build_pretraining_model(model_args: ScratchModelArguments, tokenizer):
     """Randomly initialised ``BertForMaskedLM`` / ``GPT2LMHeadModel``."""
     from transformers import BertForMaskedLM, GPT2LMHeadModel
@@ -152,8 +211,11 @@ def build_pretraining_model(model_args: ScratchModelArguments, tokenizer):
     if model_args.model_type == "bert":
         cls = _sparse_mlm_class() if model_args.sparse_mlm else BertForMaskedLM
     else:
-        cls = GPT2LMHeadModel
-    return cls._from_config(config, attn_implementation=model_args.attn_implementation)
+        cls = _sparse_clm_class() if model_args.clm_loss_fraction < 1.0 else GPT2LMHeadModel
+    model = cls._from_config(config, attn_implementation=model_args.attn_implementation)
+    if model_args.model_type == "gpt2" and model_args.clm_loss_fraction < 1.0:
+        model.loss_fraction = model_args.clm_loss_fraction
+    return model
 
 
 def stock_architecture(model_type: str) -> str:
