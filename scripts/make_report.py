@@ -1,6 +1,6 @@
-"""Regenerate the README results table, docs/bert-vs-gpt.md and docs/figures/*.png from results/*.json.
+"""Regenerate the README results table, the docs pages with a template (docs/templates/*.md.in) and docs/figures/*.png from results/*.json.
 
-    make report           # README table + docs/bert-vs-gpt.md + figures
+    make report           # README table + docs/bert-vs-gpt.md, docs/scratch.md + figures
     make results-table    # README table only (--table-only)
 
 The numbers in the README and in docs/bert-vs-gpt.md are never typed by hand: every one of them
