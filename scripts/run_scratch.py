@@ -165,7 +165,12 @@ def main(argv=None):
 
         # ------------------------------------------------------------- stage 2: classification
         classify(model_args, scratch_args, training_args, result_args, tokenizer, dsets, output_dir, pretrained, pretrain_metrics, config, log_buffer, data_args,
-                 cache_dir, teacher, precision_label(run_args.mixed_precision or "no"))
+                 cache_dir, teacher, precision_label(run_args.mixed_precision or _precision_from_flags(training_args)))
+
+
+def _precision_from_flags(training_args) -> str:
+    """The --mixed_precision choice the bf16/fp16 flags amount to (for the result's ``precision``)."""
+    return "bf16" if training_args.bf16 else "fp16" if training_args.fp16 else "no"
 
 
 def finished_pretraining(folder: str, model_args) -> dict:
@@ -305,28 +310,7 @@ def classify(model_args, scratch_args, training_args, result_args, tokenizer, ds
         return
     teacher_scores, teacher_meta = teacher if teacher is not None else (None, {})
 
-    def encode(batch):
-        # Whole-review context: the first head_tokens and the last (max_seq_length - head_tokens - 2) tokens.
-        enc = encode_head_tail(tokenizer, batch["text"], scratch_args.max_seq_length, scratch_args.head_tokens)
-        return {**enc, "labels": batch["label"] if "label" in batch else [-1] * len(batch["text"])}  # -1: an unlabelled review
-
-    def encode_split(ds, name):
-        return tokenize_cached(ds, encode, tokenizer=tokenizer, cache_dir=cache_dir, code=[encode_head_tail], name=name,
-                               settings={"max_length": scratch_args.max_seq_length, "head_tokens": scratch_args.head_tokens, "labels": True},
-                               remove_columns=ds.column_names, num_proc=scratch_args.preprocessing_num_workers, desc=f"encoding {name}")
-
-    # What the classifier learns from: train minus validation, less any text that is also a held-out
-    # review; with a teacher, the unlabelled reviews too, every review with the teacher's soft target.
-    sources = distillation_sets(dsets, with_unlabelled=teacher is not None and scratch_args.distill_unlabelled)
-    with training_args.main_process_first(desc="tokenize labelled reviews"):
-        encoded = {split: encode_split(dsets[split], split) for split in ("validation", "test")}
-        parts = {split: encode_split(ds, f"{split}-trainable") for split, ds in sources.items()}
-    if teacher is not None:
-        for split, ds in sources.items():
-            logits = np.asarray(attach_teacher(ds, split, teacher_scores, scratch_args.teacher)["teacher_logit"])
-            gold = np.asarray(ds["label"]) if "label" in ds.column_names else None
-            parts[split] = parts[split].add_column("soft_labels", soft_targets(logits, gold, scratch_args.distill_alpha, scratch_args.distill_temperature).tolist())
-    encoded["train"] = concatenate_datasets(list(parts.values()))
+    encoded, parts = classification_datasets(scratch_args, training_args, tokenizer, dsets, cache_dir, teacher_scores)
     model = build_classifier(model_args, tokenizer, pretrained)
     logger.info("Stage 2: %s with %.1fM parameters from %s, learning from %s%s", type(model).__name__, count_parameters(model) / 1e6, pretrained or "random init",
                 ", ".join(f"{len(ds)} {split}" for split, ds in parts.items()), f" with teacher {teacher_meta.get('teacher')}" if teacher is not None else "")
@@ -385,6 +369,36 @@ def classify(model_args, scratch_args, training_args, result_args, tokenizer, ds
         review_ids={split: dsets[split]["id"] for split in ("validation", "test")},
     )
     logger.info("Test: %s", {k: v for k, v in metrics.items() if k.startswith("test_")})
+
+
+def classification_datasets(scratch_args, training_args, tokenizer, dsets, cache_dir, teacher_scores=None) -> tuple[dict, dict]:
+    """Encoded ``validation``, ``test`` and ``train`` splits, and the parts ``train`` is made of.
+
+    What the classifier learns from: train minus validation, less any text that is also a held-out
+    review; with a teacher, the unlabelled reviews too, every review carrying the teacher's soft
+    target (``soft_labels``)."""
+
+    def encode(batch):
+        # Whole-review context: the first head_tokens and the last (max_seq_length - head_tokens - 2) tokens.
+        enc = encode_head_tail(tokenizer, batch["text"], scratch_args.max_seq_length, scratch_args.head_tokens)
+        return {**enc, "labels": batch["label"] if "label" in batch else [-1] * len(batch["text"])}  # -1: an unlabelled review
+
+    def encode_split(ds, name):
+        return tokenize_cached(ds, encode, tokenizer=tokenizer, cache_dir=cache_dir, code=[encode_head_tail], name=name,
+                               settings={"max_length": scratch_args.max_seq_length, "head_tokens": scratch_args.head_tokens, "labels": True},
+                               remove_columns=ds.column_names, num_proc=scratch_args.preprocessing_num_workers, desc=f"encoding {name}")
+
+    sources = distillation_sets(dsets, with_unlabelled=teacher_scores is not None and scratch_args.distill_unlabelled)
+    with training_args.main_process_first(desc="tokenize labelled reviews"):
+        encoded = {split: encode_split(dsets[split], split) for split in ("validation", "test")}
+        parts = {split: encode_split(ds, f"{split}-trainable") for split, ds in sources.items()}
+    if teacher_scores is not None:
+        for split, ds in sources.items():
+            logits = np.asarray(attach_teacher(ds, split, teacher_scores, scratch_args.teacher)["teacher_logit"])
+            gold = np.asarray(ds["label"]) if "label" in ds.column_names else None
+            parts[split] = parts[split].add_column("soft_labels", soft_targets(logits, gold, scratch_args.distill_alpha, scratch_args.distill_temperature).tolist())
+    encoded["train"] = concatenate_datasets(list(parts.values()))
+    return encoded, parts
 
 
 class _StderrHandler(logging.StreamHandler):
