@@ -3,6 +3,9 @@
 #   make chatglm-convert MODEL=/data/chatglm2-6b OUTPUT=outputs/chatglm2-6b-native ARGS="--dtype bfloat16"
 #   make chatglm-chat                                     # outputs/chatglm2-6b-native
 #   make chatglm-chat MODEL=packaged:smollm2 ARGS="--do_sample false --repetition_penalty 1.1"
+#   make chatglm-chat MODEL=packaged:smollm2 ARGS="--adapter outputs/smollm2-med-expert"   # decodes as it was judged
+# Decoding: the model's generation defaults (an adapter's generation_defaults.json from sft_qlora.py, else the
+# model's own generation_config.json), the same as eval_chat.py and serve.py; flags in ARGS override them.
 .PHONY: chatglm-convert chatglm-chat
 
 # MODEL is shared by every track's targets, so each uses it only when given on the command line or

@@ -1,5 +1,7 @@
 # Serving: OpenAI-compatible API + web chat page (scripts/serve.py), decode and concurrent-serving benchmarks.
 # make chatglm-serve MODEL=outputs/chatglm2-6b-native ARGS="--api_key KEY --compile"
+# A request without temperature / top_p / max_tokens / repetition_penalty / no_repeat_ngram_size gets the model's
+# generation defaults (as eval_chat.py and chat.py; the web page starts from them); ARGS="--repetition_penalty 1.1" etc. override.
 HOST  ?= 127.0.0.1
 PORT  ?= 8000
 

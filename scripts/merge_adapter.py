@@ -37,6 +37,7 @@ class MergeArguments:
 def main(argv=None):
     (args, _config) = parse_args([MergeArguments], argv)
     from imdb_llm.llm import load_causal_lm, load_tokenizer
+    from imdb_llm.sft.decoding import DEFAULTS_FILE
 
     if args.dtype not in ("bfloat16", "float16", "float32"):
         raise UserError(f"--dtype {args.dtype}: use bfloat16, float16 or float32")
@@ -61,6 +62,10 @@ def main(argv=None):
     merged.hf_quantizer = None
     merged.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
+    # The decoding the adapter was judged with stays the merged model's default in chat and serve.
+    defaults = Path(args.adapter) / DEFAULTS_FILE
+    if defaults.is_file():
+        shutil.copy2(defaults, tmp / DEFAULTS_FILE)
     if out.exists():
         shutil.rmtree(out)
     os.replace(tmp, out)

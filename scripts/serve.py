@@ -9,6 +9,12 @@ Then any OpenAI client works against it::
     client = OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="KEY or anything")
     client.chat.completions.create(model="chatglm2-6b-native", messages=[{"role": "user", "content": "hi"}])
 
+A request that leaves out ``temperature``, ``top_p``, ``max_tokens``, ``repetition_penalty`` or
+``no_repeat_ngram_size`` gets the model's generation defaults (:mod:`imdb_llm.sft.decoding`: an
+adapter's ``generation_defaults.json`` from sft_qlora.py, else the model's own), the same ones the
+evaluation and the chat CLI use, and the web page starts from them; ``--temperature`` etc. override
+them for the whole server.
+
 It binds to loopback by default: put a reverse proxy with TLS in front before exposing it.
 Concurrent requests are decoded together (continuous batching, bounded by --max_running and
 --max_batch_tokens; beyond --max_queue waiting requests the server answers 503 + Retry-After).
@@ -25,10 +31,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from imdb_llm.cli import UserError, parse_args, run_main  # noqa: E402
+from imdb_llm.sft.decoding import GenerationDefaults, GenerationOverrides, resolve_generation_defaults  # noqa: E402
 
 
 @dataclass
 class ServeArguments:
+    """The model to serve, where, and the server's limits (decoding flags: GenerationOverrides)."""
+
     model: str = field(metadata={"help": "Model folder (e.g. the converted native ChatGLM2), .gguf, packaged:smollm2 or hub id. Needs a chat template."})
     adapter: str | None = field(default=None, metadata={"help": "Optional LoRA/QLoRA adapter folder applied on top of the model."})
     host: str = field(default="127.0.0.1", metadata={"help": "Interface to bind. Loopback by default; 0.0.0.0 exposes it to the network."})
@@ -40,7 +49,6 @@ class ServeArguments:
     load_in_4bit: bool = field(default=False, metadata={"help": "Load NF4-quantised (bitsandbytes, GPU only)."})
     max_model_len: int | None = field(default=None, metadata={"help": "Cap the context (prompt + completion) below the model's own limit."})
     max_tokens_cap: int = field(default=2048, metadata={"help": "Largest max_tokens a request may ask for."})
-    default_max_tokens: int = field(default=512, metadata={"help": "max_tokens when a request gives none."})
     max_body_bytes: int = field(default=1_000_000, metadata={"help": "Reject request bodies larger than this (HTTP 413)."})
     max_queue: int = field(default=256, metadata={"help": "Requests waiting (not yet running) beyond this get HTTP 503 with a Retry-After header."})
     max_running: int = field(default=64, metadata={"help": "Continuous batching: at most this many requests decode together in one batch; the rest wait in the queue."})
@@ -54,21 +62,28 @@ class ServeArguments:
     web: bool = field(default=True, metadata={"help": "Serve the web chat page at /."})
 
 
+def generation_settings(args: ServeArguments, overrides: GenerationOverrides) -> GenerationDefaults:
+    """The model's (or adapter's) generation defaults with the explicit flags on top: the same
+    resolution as scripts/eval_chat.py and scripts/chat.py."""
+    return overrides.apply(resolve_generation_defaults(args.model, args.adapter))
+
+
 @run_main
 def main(argv=None):
-    (args, _config) = parse_args([ServeArguments], argv)
+    (args, overrides, _config) = parse_args([ServeArguments, GenerationOverrides], argv)
     args.api_key = args.api_key or os.environ.get("SERVE_API_KEY") or None
     if args.compile and args.static_cache:
         raise UserError("choose one of --compile and --static_cache (--compile already uses a static cache)")
     if args.adapter and not Path(args.adapter).is_dir():
         raise UserError(f"{args.adapter}: adapter folder not found")
-    if args.max_tokens_cap < 1 or args.default_max_tokens < 1 or args.max_body_bytes < 1024:
-        raise UserError("--max_tokens_cap and --default_max_tokens must be >= 1, --max_body_bytes >= 1024")
+    if args.max_tokens_cap < 1 or args.max_body_bytes < 1024:
+        raise UserError("--max_tokens_cap must be >= 1, --max_body_bytes >= 1024")
     if args.log_level not in ("critical", "error", "warning", "info", "debug", "trace"):
         raise UserError(f"--log_level {args.log_level!r}: choose critical, error, warning, info, debug or trace")
     if args.max_queue < 1 or args.max_running < 1 or args.max_batch_tokens < 1 or args.batch_window_ms < 0:
         raise UserError("--max_queue, --max_running and --max_batch_tokens must be >= 1, --batch_window_ms >= 0")
 
+    settings = generation_settings(args, overrides)
     import torch
     import uvicorn
 
@@ -103,7 +118,7 @@ def main(argv=None):
         api_key=args.api_key,
         max_model_len=args.max_model_len,
         max_tokens_cap=args.max_tokens_cap,
-        default_max_tokens=args.default_max_tokens,
+        generation_defaults=settings,
         max_body_bytes=args.max_body_bytes,
         max_queue=args.max_queue,
         max_running=args.max_running,
@@ -114,7 +129,8 @@ def main(argv=None):
         web=args.web,
     )
     batching = f"continuous batching up to {args.max_running} requests" if decode == "dynamic" else "one request at a time"
-    print(f"serving '{name}' on http://{args.host}:{args.port}  (API: /v1, web page: /, decode: {decode}, {batching}, {torch.get_num_threads()} torch threads, auth: {'on' if args.api_key else 'off'})", flush=True)
+    print(f"serving '{name}' on http://{args.host}:{args.port}  (API: /v1, web page: /, decode: {decode}, {batching}, {torch.get_num_threads()} torch threads, auth: {'on' if args.api_key else 'off'}; "
+          f"decoding defaults {settings.spec()} from {settings.source})", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
 
 

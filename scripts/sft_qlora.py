@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""QLoRA supervised fine-tuning of a chat model (ChatGLM2-6B, SmolLM2, ...) on instruction data.
+"""Supervised fine-tuning of a chat model (ChatGLM2-6B, SmolLM2, ...) on instruction data: QLoRA,
+LoRA on full-precision weights, or full fine-tuning; then a decoding search and a final judging.
 
 QLoRA (Dettmers et al. 2023) = the frozen base model stored in 4-bit NF4 with double quantisation,
 computed in bf16, plus small trainable LoRA matrices on every linear layer, gradient
@@ -7,7 +8,14 @@ checkpointing and a paged 8-bit AdamW. A 6B model then trains in ~10 GiB.
 
 On a CPU, 4-bit weights are slower than full precision and save nothing that matters for a small
 model: ``--load_in_4bit false`` trains plain LoRA on fp32 weights, computed in bf16 autocast where
-the CPU has native bf16 (``--mixed_precision auto``; 2.3x fp32 for SmolLM2 on a 2-core EPYC).
+the CPU has native bf16 (``--mixed_precision auto``; 2.3x fp32 for SmolLM2 on a 2-core EPYC), and
+``--finetuning full`` trains every weight the same way.
+
+Held-out data, kept apart (``--carve_validation``): a seeded part of the *training* file is the
+validation set for the loss, the checkpoint chosen (``load_best_model_at_end``) and the decoding
+search (``--decoding_candidates``, :mod:`imdb_llm.sft.search`); ``validation_file`` is judged once,
+at the end, base and tuned model with the same chosen settings, which become the model's
+generation defaults (``generation_defaults.json`` in ``output_dir``, read by eval, chat and serve).
 
     python scripts/sft_qlora.py configs/chatglm2-6b_qlora_med.yaml [--key value ...]
     accelerate launch --config_file configs/accelerate/multi_gpu.yaml scripts/sft_qlora.py configs/chatglm2-6b_qlora_med.yaml
@@ -23,21 +31,24 @@ import dataclasses
 import json
 import sys
 import time
-from dataclasses import asdict, dataclass, field
 from copy import deepcopy
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from imdb_llm.cli import UserError, parse_args, run_main  # noqa: E402
+from imdb_llm.precision import precision_flags, precision_label  # noqa: E402
 from imdb_llm.progress import ProgressLine  # noqa: E402
 from imdb_llm.results import capture_log, write_result  # noqa: E402
-from imdb_llm.precision import precision_flags, precision_label  # noqa: E402
 from imdb_llm.sft.collate import ListDataset, PackingCollator, PadCollator  # noqa: E402
-from imdb_llm.sft.data import SftDataArguments, load_conversations, seeded_subset  # noqa: E402
-from imdb_llm.sft.generate import cached_answers, generate_answers, model_fingerprint, write_predictions  # noqa: E402
-from imdb_llm.sft.metrics import generation_metrics  # noqa: E402
+from imdb_llm.sft.data import DataReport, SftDataArguments, carve, load_conversations, seeded_subset  # noqa: E402
+from imdb_llm.sft.decoding import GenerationOverrides, resolve_generation_defaults  # noqa: E402
+from imdb_llm.sft.generate import cached_answers, model_fingerprint, weights_digest, write_predictions  # noqa: E402
+from imdb_llm.sft.metrics import generation_metrics, text_metrics  # noqa: E402
 from imdb_llm.sft.quant import is_cuda, keep_4bit_trainable, quantizable_model_path  # noqa: E402
+from imdb_llm.sft.search import DecodingSearchArguments, choose_decoding  # noqa: E402
 from imdb_llm.sft.template import apply_template_override, choose_max_length, encode_conversation, encode_dataset, length_stats  # noqa: E402
 from imdb_llm.resume import SettingsRecord, TrainClock, resolve_resume, run_settings  # noqa: E402
 from imdb_llm.threads import set_torch_threads  # noqa: E402
@@ -46,12 +57,13 @@ from imdb_llm.training import ResultArguments  # noqa: E402
 
 @dataclass
 class ModelArguments:
-    """The base model, how it is quantised, and where LoRA goes."""
+    """The base model, how it is quantised, and what is trained (LoRA matrices or every weight)."""
 
     model_name_or_path: str = field(
         default="packaged:smollm2",
         metadata={"help": "Local folder, hub id, .gguf, or packaged:smollm2. ChatGLM2 must be the native (GlmForCausalLM) conversion."},
     )
+    finetuning: str = field(default="lora", metadata={"help": "lora (trainable low-rank matrices on a frozen base) or full (every weight)."})
     load_in_4bit: bool = field(
         default=True,
         metadata={"help": "Load the frozen base in 4-bit NF4 + double quantisation (QLoRA). false = plain LoRA on full-precision "
@@ -68,110 +80,206 @@ class ModelArguments:
     lora_target_modules: str = field(default="all-linear", metadata={"help": "'all-linear' (every linear layer but the LM head) or a comma list."})
     cache_dir: str = field(default="outputs/cache", metadata={"help": "Where a GGUF base is de-quantised once so it can be loaded in 4-bit and trained."})
 
+    def __post_init__(self):
+        if self.finetuning not in ("lora", "full"):
+            raise UserError(f"--finetuning must be lora or full, got {self.finetuning!r}")
+        if self.finetuning == "full" and self.load_in_4bit:
+            raise UserError("--finetuning full trains every weight, which 4-bit weights cannot be: add --load_in_4bit false")
+        if self.lora_r < 1:
+            raise UserError("--lora_r must be >= 1")
+
 
 @dataclass
 class GenerationEvalArguments:
-    """Optional ROUGE/BLEU of generated answers, base model vs base + adapter, on validation."""
+    """The final judging: ROUGE/BLEU, loop rate and distinct-2 of base and tuned answers."""
 
-    generate_eval_samples: int = field(default=0, metadata={"help": "Generate answers for this many (seeded) validation records; 0 = skip."})
-    max_new_tokens: int = field(default=128, metadata={"help": "Generation length limit."})
+    generate_eval_samples: int = field(
+        default=0,
+        metadata={"help": "Judge this many (seeded) records at the end: of validation_file with --carve_validation, else of the "
+                  "records the loss is measured on (as before); 0 = skip."},
+    )
     generation_batch_size: int = field(default=8, metadata={"help": "Prompts per generate() call."})
-    metric_tokens: str = field(default="jieba", metadata={"help": "ROUGE/BLEU units for Chinese: jieba (words) or char."})
+    metric_tokens: str = field(default="jieba", metadata={"help": "ROUGE/BLEU/distinct-2 units for Chinese: jieba (words) or char."})
     answers_cache_dir: str = field(
         default="outputs/cache/answers",
-        metadata={"help": "Keep the base model's answers here, keyed by model, prompts and settings, so a rerun does not "
-                  "generate them again; empty = no cache."},
+        metadata={"help": "Keep answers here, keyed by model weights, prompts and settings, so a rerun does not generate them "
+                  "again; empty = no cache."},
     )
 
-
-def build_training_args(argv):
-    """Parse the four argument groups; QLoRA-friendly defaults are set in the YAML configs."""
-    return parse_args(argument_types(), argv)
+    def __post_init__(self):
+        if self.metric_tokens not in ("jieba", "char"):
+            raise UserError("--metric_tokens must be jieba or char")
+        if self.generate_eval_samples < 0 or self.generation_batch_size < 1:
+            raise UserError("--generate_eval_samples must be >= 0 and --generation_batch_size >= 1")
 
 
 def argument_types():
     """The argument dataclasses a config file for this script fills (tests/test_configs.py checks every config)."""
     from transformers import TrainingArguments
 
-    return (ModelArguments, SftDataArguments, GenerationEvalArguments, TrainingArguments, ResultArguments)
+    return (ModelArguments, SftDataArguments, GenerationEvalArguments, GenerationOverrides, DecodingSearchArguments, TrainingArguments,
+            ResultArguments)
+
+
+@dataclass
+class Run:
+    """Everything one invocation was asked to do, parsed."""
+
+    model: ModelArguments
+    data: SftDataArguments
+    gen: GenerationEvalArguments
+    overrides: GenerationOverrides
+    search: DecodingSearchArguments
+    training: Any
+    result: ResultArguments
+    config: dict
 
 
 @run_main
 def main(argv=None, extra_callbacks=None):
-    model_args, data_args, gen_args, training_args, result_args, config = build_training_args(argv)
+    run = Run(*parse_args(argument_types(), argv))
     with capture_log(None) as log:
-        return _main(model_args, data_args, gen_args, training_args, result_args, config, log, extra_callbacks)
+        return _main(run, log, extra_callbacks)
 
 
-def _main(model_args, data_args, gen_args, training_args, result_args, config, log, extra_callbacks):
-    import torch
-    from transformers import AutoConfig, Trainer, set_seed
+def _main(run: Run, log, extra_callbacks):
+    from transformers import set_seed
 
-    from imdb_llm.llm import load_causal_lm, load_tokenizer
-
-    set_seed(training_args.seed)
+    set_seed(run.training.seed)
     print(f"torch threads: {set_torch_threads()}")  # one per physical core unless OMP_NUM_THREADS says otherwise
-    training_args = dataclasses.replace(training_args, **precision_flags(model_args.mixed_precision))
-    precision = ("4-bit NF4 weights, " if model_args.load_in_4bit else "full-precision weights, ") + precision_label(model_args.mixed_precision)
+    run.training = dataclasses.replace(run.training, **precision_flags(run.model.mixed_precision))
+    precision = ("4-bit NF4 weights, " if run.model.load_in_4bit else "full-precision weights, ") + precision_label(run.model.mixed_precision)
     print(f"precision: {precision}")
-    if gen_args.metric_tokens not in ("jieba", "char"):
-        raise UserError("--metric_tokens must be jieba or char")
+    # What the judging starts from: the base model's generation defaults and the explicit flags;
+    # candidates are checked now, so a typo fails before hours of training.
+    judging = run.overrides.apply(resolve_generation_defaults(run.model.model_name_or_path))
+    candidates = run.search.parsed(judging)
+    if candidates and not run.data.carve_validation:
+        raise UserError("--decoding_candidates need --carve_validation: settings are chosen on held-out training records, "
+                        "never on validation_file, which is judged at the end")
 
-    # 1. Data first: a broken file should fail in a second, not after loading a 6B model.
-    train_convs, train_report = load_conversations(data_args.train_file, "train", data_args.system_prompt)
-    eval_convs, eval_report = load_conversations(data_args.validation_file, "validation", data_args.system_prompt)
-    train_convs = seeded_subset(train_convs, data_args.max_train_samples, data_args.subset_seed)
-    eval_convs = seeded_subset(eval_convs, data_args.max_eval_samples, data_args.subset_seed)
-    settings = run_settings(model_args, data_args, training_args=training_args)
-    resume = resolve_resume(training_args, settings)  # refuses a checkpoint of a run with other settings
+    data = load_data(run)  # data first: a broken file should fail in a second, not after loading a 6B model
+    settings = run_settings(run.model, run.data, training_args=run.training)
+    resume = resolve_resume(run.training, settings)  # refuses a checkpoint of a run with other settings
     if resume:
         print(f"resuming from {resume}", flush=True)
-
-    # 2. Tokenizer and prompts: the model's own chat template, loss only on the answer + EOS.
     # A GGUF base is de-quantised once into safetensors: transformers neither loads a GGUF file in
     # 4-bit nor trains a model it loaded from one (it counts as "quantized with GGUF").
-    model_path = quantizable_model_path(model_args.model_name_or_path, model_args.cache_dir)
-    tokenizer = apply_template_override(load_tokenizer(model_path), data_args.chat_template)
-    for conv in train_convs + eval_convs:
+    model_path = quantizable_model_path(run.model.model_name_or_path, run.model.cache_dir)
+    tokenizer, train_data, loss_data, max_length, lengths = encode_data(run, data, model_path)
+    model, weight_dtype, n_4bit = build_model(run, model_path)
+    trainer = build_trainer(run, model, tokenizer, train_data, loss_data, extra_callbacks)
+
+    metrics: dict = {"n_train": len(train_data), "n_eval": len(loss_data), "n_carved": len(data["carved"]), "max_length": max_length,
+                     "quantized_linear_layers": n_4bit}
+    with base_weights(model, run.model):  # the base model = the adapter switched off, or (full) before training
+        metrics["eval_loss_base"] = trainer.evaluate()["eval_loss"]
+    print(f"validation loss of the base model: {metrics['eval_loss_base']:.4f}")
+    train_seconds = train(trainer, resume, settings, run, train_data, metrics)
+
+    # Save at once: the tuned model is usable even if the judging below is interrupted.
+    trainer.save_model(run.training.output_dir)
+    if trainer.is_world_process_zero():
+        tokenizer.save_pretrained(run.training.output_dir)
+    chosen, search_table, predictions = judge(run, data, model, tokenizer, model_path, weight_dtype, candidates, judging, metrics)
+    if trainer.is_world_process_zero():
+        report = {"train": data["train_report"].summary(), "validation": data["loss_report"].summary(),
+                  "judged": data["judge_report"].summary(), "max_length": max_length, "train_length_stats": length_stats(lengths)}
+        save_outputs(run, metrics, report, chosen, search_table, predictions, data["judge"], precision, train_seconds, log)
+    return metrics
+
+
+def load_data(run: Run) -> dict[str, Any]:
+    """Train, loss, search and judged records, each with its report. Without a carve, validation_file
+    serves for the loss and the judging alike (as before); with one, it is only judged."""
+    d, seed = run.data, run.data.subset_seed
+    train_convs, train_report = load_conversations(d.train_file, "train", d.system_prompt)
+    valid_convs, valid_report = load_conversations(d.validation_file, "validation", d.system_prompt)
+    train_convs, carved = carve(train_convs, d.carve_validation, seed)  # before any subset: the carve never moves
+    train_convs = seeded_subset(train_convs, d.max_train_samples, seed)
+    if carved:
+        loss_convs = seeded_subset(carved, d.max_eval_samples, seed)
+        loss_report = DataReport(source=f"{train_report.source} (carved: {len(carved)} records held out as validation)", read=len(carved))
+        pool, judge_report = valid_convs, valid_report
+    else:
+        loss_convs, loss_report = seeded_subset(valid_convs, d.max_eval_samples, seed), valid_report
+        pool, judge_report = loss_convs, DataReport(source=valid_report.source, read=valid_report.read)
+    n_judge = run.gen.generate_eval_samples
+    judge_convs = seeded_subset(pool, n_judge, seed) if n_judge else []
+    judge_report.kept = len(judge_convs)
+    search_convs = seeded_subset(carved, run.search.decoding_search_samples, seed) if carved and run.search.decoding_candidates else []
+    print(f"records: {len(train_convs)} to train on, {len(loss_convs)} for the validation loss, {len(search_convs)} for the decoding "
+          f"search, {len(judge_convs)} judged at the end ({judge_report.source})", flush=True)
+    return {"train": train_convs, "loss": loss_convs, "carved": carved, "search": search_convs, "judge": judge_convs,
+            "train_report": train_report, "loss_report": loss_report, "judge_report": judge_report}
+
+
+def encode_data(run: Run, data: dict, model_path: str):
+    """Tokenizer (the model's own chat template), encoded train/loss sets (loss on the answer + EOS
+    only) and the length budget chosen from the training lengths."""
+    from transformers import AutoConfig
+
+    from imdb_llm.llm import load_tokenizer
+
+    tokenizer = apply_template_override(load_tokenizer(model_path), run.data.chat_template)
+    for conv in data["train"] + data["loss"]:
         conv["_enc"] = encode_conversation(tokenizer, conv["messages"])
-    lengths = [len(c["_enc"]["input_ids"]) for c in train_convs]
+    lengths = [len(c["_enc"]["input_ids"]) for c in data["train"]]
     model_config = AutoConfig.from_pretrained(model_path) if not model_path.startswith("packaged:") else None
     cap = getattr(model_config, "max_position_embeddings", None)
-    max_length = data_args.max_length or choose_max_length(lengths, data_args.max_length_percentile, cap=cap)
+    max_length = run.data.max_length or choose_max_length(lengths, run.data.max_length_percentile, cap=cap)
     print(f"train token lengths {length_stats(lengths)} -> max_length {max_length}"
-          f"{'' if data_args.max_length else f' (p{data_args.max_length_percentile:g} of the data)'}")
-    train_data = ListDataset(encode_dataset(tokenizer, train_convs, train_report, max_length))
-    eval_data = ListDataset(encode_dataset(tokenizer, eval_convs, eval_report, max_length))
-    print(train_report.describe())
-    print(eval_report.describe())
+          f"{'' if run.data.max_length else f' (p{run.data.max_length_percentile:g} of the data)'}")
+    train_data = ListDataset(encode_dataset(tokenizer, data["train"], data["train_report"], max_length))
+    loss_data = ListDataset(encode_dataset(tokenizer, data["loss"], data["loss_report"], max_length))
+    print(data["train_report"].describe())
+    print(data["loss_report"].describe())
+    return tokenizer, train_data, loss_data, max_length, lengths
 
-    # 3. The frozen base in 4-bit NF4 (bf16 compute), LoRA on all linear layers.
+
+def build_model(run: Run, model_path: str):
+    """The model to train: LoRA on a 4-bit or full-precision base, or every weight (full).
+    Returns ``(model, weight_dtype, number of 4-bit layers)``."""
+    from imdb_llm.llm import load_causal_lm
+
+    m, training_args = run.model, run.training
+    device_map = {"": training_args.local_process_index} if is_cuda() else None  # one full copy per process under DDP
+    # Weights: 4-bit (bf16 compute) for QLoRA; bf16 for LoRA on a GPU; else fp32 (on a CPU bf16 is
+    # autocast: the weights and optimizer stay exact, the matmuls run in bf16; full fine-tuning
+    # keeps fp32 master weights everywhere).
+    lora_bf16 = m.finetuning == "lora" and (m.load_in_4bit or is_cuda())
+    weight_dtype = "bfloat16" if training_args.bf16 and lora_bf16 else "float32"
+    model = load_causal_lm(model_path, load_in_4bit=m.load_in_4bit, dtype=weight_dtype, device_map=device_map,
+                           attn_implementation=m.attn_implementation)
+    model.config.use_cache = False  # the KV cache is for generation; it also disables packed-sequence masks
+    if training_args.gradient_checkpointing:
+        training_args.gradient_checkpointing_kwargs = {"use_reentrant": False}
+    if m.finetuning == "full":
+        n = sum(p.numel() for p in model.parameters())
+        print(f"full fine-tuning: all {n:,} parameters trainable")
+        return model, weight_dtype, 0
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
-    device_map = None
-    if is_cuda():  # one full copy per process under DDP (device_map="auto" would split it instead)
-        device_map = {"": training_args.local_process_index}
-    # Weights: 4-bit (bf16 compute) for QLoRA; else bf16 on a GPU, fp32 on a CPU (where bf16 is
-    # autocast: the weights and optimizer stay exact, the matmuls run in bf16).
-    weight_dtype = "bfloat16" if training_args.bf16 and (model_args.load_in_4bit or is_cuda()) else "float32"
-    model = load_causal_lm(model_path, load_in_4bit=model_args.load_in_4bit, dtype=weight_dtype,
-                           device_map=device_map, attn_implementation=model_args.attn_implementation)
-    model.config.use_cache = False  # the KV cache is for generation; it also disables packed-sequence masks
-    if model_args.load_in_4bit:
+    if m.load_in_4bit:
         # Norms / embeddings to fp32 and input grads on, so checkpointed layers get gradients.
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=training_args.gradient_checkpointing,
                                                 gradient_checkpointing_kwargs={"use_reentrant": False})
-    targets = model_args.lora_target_modules
-    lora = LoraConfig(r=model_args.lora_r, lora_alpha=model_args.lora_alpha, lora_dropout=model_args.lora_dropout, task_type="CAUSAL_LM",
+    targets = m.lora_target_modules
+    lora = LoraConfig(r=m.lora_r, lora_alpha=m.lora_alpha, lora_dropout=m.lora_dropout, task_type="CAUSAL_LM",
                       target_modules=targets if targets == "all-linear" else [t.strip() for t in targets.split(",")])
     model = get_peft_model(model, lora)
     # Before any evaluation: on CPUs with AVX512-BF16, bitsandbytes would otherwise repack the 4-bit
     # weights for inference during the base-model evaluation and training would then fail.
     n_4bit = keep_4bit_trainable(model)
     model.print_trainable_parameters()
-    if training_args.gradient_checkpointing:
-        training_args.gradient_checkpointing_kwargs = {"use_reentrant": False}
+    return model, weight_dtype, n_4bit
 
+
+def build_trainer(run: Run, model, tokenizer, train_data, loss_data, extra_callbacks):
+    import torch
+    from transformers import Trainer
+
+    training_args = run.training
     # Paged 8-bit AdamW pages optimizer state to host RAM under memory pressure; it is a CUDA
     # feature. bitsandbytes' CPU backend runs it too, but say so if we ever have to switch.
     if "paged" in training_args.optim and not is_cuda():
@@ -182,77 +290,86 @@ def _main(model_args, data_args, gen_args, training_args, result_args, config, l
         except Exception as exc:  # noqa: BLE001
             print(f"optimizer {training_args.optim} unavailable without CUDA ({type(exc).__name__}); using adamw_torch")
             training_args.optim = "adamw_torch"
+    collator = PackingCollator() if run.data.packing else PadCollator(tokenizer.pad_token_id)
+    return Trainer(model=model, args=training_args, train_dataset=train_data, eval_dataset=loss_data, data_collator=collator,
+                   processing_class=tokenizer, callbacks=[ProgressLine(), *(extra_callbacks or [])])
 
-    collator = PackingCollator() if data_args.packing else PadCollator(tokenizer.pad_token_id)
-    trainer = Trainer(model=model, args=training_args, train_dataset=train_data, eval_dataset=eval_data,
-                      data_collator=collator, processing_class=tokenizer, callbacks=[ProgressLine(), *(extra_callbacks or [])])
 
-    metrics: dict = {"n_train": len(train_data), "n_eval": len(eval_data), "max_length": max_length, "quantized_linear_layers": n_4bit}
-    gen_convs = seeded_subset(eval_convs, gen_args.generate_eval_samples, data_args.subset_seed) if gen_args.generate_eval_samples else []
-    predictions: dict[str, list[str]] = {}
+@contextlib.contextmanager
+def base_weights(model, model_args: ModelArguments):
+    """``model`` computing as the base model: the adapter switched off; under full fine-tuning the
+    model itself, which is the base only until it trains."""
+    with model.disable_adapter() if model_args.finetuning == "lora" else contextlib.nullcontext():
+        yield model
 
-    # 4. Baseline: the base model is the model with the adapter switched off, before or after a
-    # resume alike. Its answers are cached, since they cost as much as the adapter's.
-    # Answers are generated by a bf16 copy where training runs in bf16 autocast on a CPU: decoding
-    # is many small matmuls, and the copy measured 1.7x the fp32 model (autocast would re-cast the
-    # frozen weights at every step). The fp32 weights being trained are left untouched.
-    gen_dtype = "bfloat16" if training_args.bf16 and not is_cuda() and weight_dtype == "float32" else weight_dtype
-    metrics["generation_dtype"] = gen_dtype
-    with model.disable_adapter():
-        metrics["eval_loss_base"] = trainer.evaluate()["eval_loss"]
-        print(f"validation loss of the base model: {metrics['eval_loss_base']:.4f}")
-    if gen_convs:
-        base_id = f"{model_fingerprint(model_path)}|4bit={model_args.load_in_4bit}|{weight_dtype}|generate={gen_dtype}"
-        with generation_copy(model, gen_dtype) as gen_model, gen_model.disable_adapter():
-            predictions["base"], metrics["base_answers_cached"] = cached_answers(
-                gen_args.answers_cache_dir, base_id, gen_model, tokenizer, gen_convs, gen_args.max_new_tokens, gen_args.generation_batch_size)
-        metrics.update({f"base_{k}": v for k, v in generation_metrics(predictions["base"], _refs(gen_convs), gen_args.metric_tokens).items()})
 
-    # 5. Train (resumable: checkpoints hold adapter, optimizer, scheduler, RNG and data position).
+def train(trainer, resume, settings, run: Run, train_data, metrics) -> float:
+    """Train (resumable: checkpoints hold weights, optimizer, scheduler, RNG and data position) and
+    record the validation losses; with ``load_best_model_at_end`` the best evaluated checkpoint is
+    the one kept, which chooses the training length on the carved validation. Returns the seconds
+    trained over every part of the run."""
     start_step = int(resume.rstrip("/").rsplit("-", 1)[1]) if resume else 0
     clock = TrainClock(resume)  # train_seconds adds up across interruptions
     trainer.add_callback(clock)
     trainer.add_callback(SettingsRecord(settings))
     start = time.perf_counter()
-    train_out = trainer.train(resume_from_checkpoint=resume)
-    segment_seconds = time.perf_counter() - start
-    train_seconds = clock.before + segment_seconds
-    metrics["train_seconds_this_process"] = round(segment_seconds, 1)
-    metrics["train_loss"] = train_out.training_loss
-    metrics["global_step"] = train_out.global_step
-    metrics["resumed_from_step"] = start_step
+    out = trainer.train(resume_from_checkpoint=resume)
+    segment = time.perf_counter() - start
+    args, state = run.training, trainer.state
+    metrics.update({"train_seconds_this_process": round(segment, 1), "train_loss": out.training_loss, "global_step": out.global_step,
+                    "resumed_from_step": start_step})
     # Tokens/s over the real (unpadded) tokens of the samples this process trained on.
-    samples = (train_out.global_step - start_step) * training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps * training_args.world_size
+    samples = (out.global_step - start_step) * args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
     mean_tokens = sum(len(x["input_ids"]) for x in train_data.items) / len(train_data)
-    metrics["train_tokens_per_second"] = round(samples * mean_tokens / segment_seconds, 1) if segment_seconds > 0 else None
-    metrics["eval_loss"] = trainer.evaluate()["eval_loss"]
+    metrics["train_tokens_per_second"] = round(samples * mean_tokens / segment, 1) if segment > 0 else None
+    history = [{"step": e["step"], "epoch": round(e.get("epoch", 0), 3), "eval_loss": round(e["eval_loss"], 4)}
+               for e in state.log_history if "eval_loss" in e and e.get("step", 0) > 0]
+    if history:
+        metrics["eval_loss_history"] = history
+    if args.load_best_model_at_end and state.best_model_checkpoint:
+        metrics["chosen_step"] = int(state.best_model_checkpoint.rstrip("/").rsplit("-", 1)[1])
+        metrics["chosen_epoch"] = next((h["epoch"] for h in history if h["step"] == metrics["chosen_step"]), None)
+        metrics["eval_loss"] = float(state.best_metric)  # the loss of the weights now loaded
+    else:
+        metrics["eval_loss"] = trainer.evaluate()["eval_loss"]
     print(f"validation loss after training: {metrics['eval_loss']:.4f}")
-    if gen_convs:
-        with generation_copy(model, gen_dtype) as gen_model:
-            predictions["adapter"] = generate_answers(gen_model, tokenizer, gen_convs, gen_args.max_new_tokens, gen_args.generation_batch_size)
-        metrics.update({f"adapter_{k}": v for k, v in generation_metrics(predictions["adapter"], _refs(gen_convs), gen_args.metric_tokens).items()})
+    return clock.before + segment
 
-    # 6. Save the adapter (+ tokenizer with its chat template) for eval_chat / merge / chat / serve.
-    trainer.save_model(training_args.output_dir)
-    if trainer.is_world_process_zero():
-        tokenizer.save_pretrained(training_args.output_dir)
-        report = {"train": train_report.summary(), "validation": eval_report.summary(), "max_length": max_length,
-                  "train_length_stats": length_stats(lengths)}
-        Path(training_args.output_dir, "data_report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
-        Path(training_args.output_dir, "sft_results.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
-        print(json.dumps(metrics, indent=2))
-        if gen_convs:
-            write_predictions(Path(training_args.output_dir) / "predictions.jsonl", gen_convs, predictions)
-        if result_args.results_name:
-            if gen_convs:
-                write_predictions(Path(result_args.results_dir) / f"{result_args.results_name}.predictions.jsonl", gen_convs, predictions)
-            write_result(result_args.results_name, metrics, config=config, train_seconds=train_seconds, log_text=log.getvalue(),
-                         results_dir=result_args.results_dir,
-                         extra={"data": report, "lora": {k: v for k, v in asdict(model_args).items() if k.startswith("lora")},
-                                "method": "QLoRA (4-bit NF4 base + LoRA)" if model_args.load_in_4bit else "LoRA (full-precision base)",
-                                "precision": precision, "n_generation_samples": len(gen_convs), "metric_tokens": gen_args.metric_tokens,
-                                "max_new_tokens": gen_args.max_new_tokens})
-    return metrics
+
+def judge(run: Run, data, model, tokenizer, model_path, weight_dtype, candidates, judging, metrics):
+    """Choose the decoding on the carved validation (when asked), then judge base and tuned model
+    on the held-out records with the chosen settings. Returns ``(chosen, search table, predictions)``.
+
+    Answers are generated by a bf16 copy where training runs in bf16 autocast on a CPU: decoding is
+    many small matmuls, and the copy measured 1.7x the fp32 model. All answers are cached, keyed by
+    the weights (:func:`weights_digest` for the tuned model), so a rerun after a stop skips them."""
+    gen, bs, seed = run.gen, run.gen.generation_batch_size, run.training.seed
+    gen_dtype = "bfloat16" if run.training.bf16 and not is_cuda() and weight_dtype == "float32" else weight_dtype
+    metrics["generation_dtype"] = gen_dtype
+    base_id = f"{model_fingerprint(model_path)}|4bit={run.model.load_in_4bit}|{weight_dtype}|generate={gen_dtype}"
+    chosen, table, predictions = judging, [], {}
+    if not (candidates or data["judge"]):
+        return chosen, table, predictions
+    tuned_id = f"{base_id}|{run.model.finetuning}={weights_digest(model)}"
+    with generation_copy(model, gen_dtype) as gen_model:
+        def tuned(convs, settings):
+            return cached_answers(gen.answers_cache_dir, tuned_id, gen_model, tokenizer, convs, settings, bs, seed)[0]
+
+        if candidates:
+            metrics["n_search"] = len(data["search"])
+            chosen, table = choose_decoding(lambda s: tuned(data["search"], s), candidates, _refs(data["search"]), gen.metric_tokens,
+                                            run.search.max_loop_rate)
+        if data["judge"]:
+            convs, refs = data["judge"], _refs(data["judge"])
+            with base_model(gen_model, run.model, model_path, gen_dtype) as base:  # the same decoding as the tuned model
+                predictions["base"], metrics["base_answers_cached"] = cached_answers(
+                    gen.answers_cache_dir, base_id, base, tokenizer, convs, chosen, bs, seed)
+            predictions["tuned"] = tuned(convs, chosen)
+            metrics["n_judged"] = len(convs)
+            for name in ("base", "tuned"):
+                metrics.update({f"{name}_{k}": v for k, v in generation_metrics(predictions[name], refs, gen.metric_tokens).items()})
+            metrics.update({f"reference_{k}": v for k, v in text_metrics(refs, gen.metric_tokens).items()})
+    return chosen, table, predictions
 
 
 @contextlib.contextmanager
@@ -262,6 +379,46 @@ def generation_copy(model, dtype: str):
 
     same = next(model.parameters()).dtype == getattr(torch, dtype)
     yield model if same else deepcopy(model).to(getattr(torch, dtype))
+
+
+@contextlib.contextmanager
+def base_model(gen_model, model_args: ModelArguments, model_path: str, dtype: str):
+    """The base model for answers: the generation copy with its adapter off, or (full fine-tuning)
+    the base weights loaded again."""
+    if model_args.finetuning == "lora":
+        with gen_model.disable_adapter():
+            yield gen_model
+        return
+    from imdb_llm.llm import load_causal_lm
+
+    yield load_causal_lm(model_path, dtype=dtype, device_map={"": 0} if is_cuda() else None, attn_implementation=model_args.attn_implementation)
+
+
+def save_outputs(run: Run, metrics, report, chosen, search_table, predictions, judge_convs, precision, train_seconds, log) -> None:
+    """The model's generation defaults, the data report, the metrics, predictions and the result file."""
+    out = Path(run.training.output_dir)
+    defaults_file = chosen.save(out)
+    print(f"generation defaults ({chosen.source}) -> {defaults_file}")
+    (out / "data_report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
+    (out / "sft_results.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+    print(json.dumps(metrics, indent=2))
+    if predictions:
+        write_predictions(out / "predictions.jsonl", judge_convs, predictions)
+    if not run.result.results_name:
+        return
+    if predictions:
+        write_predictions(Path(run.result.results_dir) / f"{run.result.results_name}.predictions.jsonl", judge_convs, predictions)
+    m = run.model
+    method = {"full": "full fine-tuning", "lora": "QLoRA (4-bit NF4 base + LoRA)" if m.load_in_4bit else "LoRA (full-precision base)"}[m.finetuning]
+    extra = {"data": report, "method": method, "precision": precision, "metric_tokens": run.gen.metric_tokens,
+             "loss_and_choices_on": "carved from train" if metrics["n_carved"] else "validation_file",
+             "generation_defaults": {**chosen.to_dict(), "source": chosen.source}}
+    if m.finetuning == "lora":
+        extra["lora"] = {k: v for k, v in asdict(m).items() if k.startswith("lora")}
+    if search_table:
+        extra["decoding_search"] = {"samples": metrics.get("n_search"), "max_loop_rate": run.search.max_loop_rate, "candidates": search_table}
+    write_result(run.result.results_name, metrics, config=run.config, train_seconds=train_seconds, log_text=log.getvalue(),
+                 results_dir=run.result.results_dir, extra=extra)
 
 
 def _refs(convs):

@@ -43,11 +43,15 @@ def test_qlora_4bit_lora_trains_and_reports(tiny_glm, tmp_path):
     assert metrics["eval_loss"] < metrics["eval_loss_base"]  # lr 5e-3 on a random model: the loss must move down
     assert (out / "adapter_config.json").is_file() and (out / "chat_template.jinja").is_file()
     result = json.loads((res / "tiny-qlora.json").read_text(encoding="utf-8"))
-    assert result["metrics"]["adapter_rouge-l"] >= 0 and result["data"]["train"]["read"] == 40
+    assert result["metrics"]["tuned_rouge-l"] >= 0 and result["data"]["train"]["read"] == 40
+    assert {"base_loop_rate", "tuned_loop_rate", "reference_loop_rate", "tuned_distinct-2"} <= set(result["metrics"])
+    assert result["metrics"]["n_judged"] == 2
     skipped = sum(result["data"]["train"]["skipped"].values())
     assert result["data"]["train"]["kept"] == metrics["n_train"] == 16 - skipped  # over-long samples are counted, not lost
     rows = [json.loads(l) for l in (res / "tiny-qlora.predictions.jsonl").read_text(encoding="utf-8").splitlines()]
-    assert len(rows) == 2 and {"question", "reference", "base", "adapter"} <= set(rows[0])
+    assert len(rows) == 2 and {"question", "reference", "base", "tuned"} <= set(rows[0])
+    # The settings it judged with are the adapter's generation defaults now (what chat and serve read).
+    assert json.loads((out / "generation_defaults.json").read_text())["max_new_tokens"] == 8
 
 
 class _Layout(TrainerCallback):
@@ -182,3 +186,113 @@ def test_bench_tiny_fast_matches_textbook_loss(tmp_path):
     assert metrics["tokens_per_s"] > 0 and fast["checkpointed_layers"] == 1 and textbook["checkpointed_layers"] == 2
     # same seeded random model and tokens: chunked CE + SDPA give the textbook loss (bf16 tolerance)
     assert abs(fast["final_loss"] - textbook["final_loss"]) < 0.05 * textbook["final_loss"]
+
+
+def test_carve_is_seeded_disjoint_and_keeps_order():
+    from imdb_llm.sft.data import carve
+
+    kept, carved = carve(list(range(100)), 10, seed=42)
+    assert len(carved) == 10 and sorted(kept + carved) == list(range(100)) and kept == sorted(kept) and carved == sorted(carved)
+    assert carve(list(range(100)), 0.1, seed=42) == (kept, carved)  # a share means the same number
+    assert carve(list(range(100)), 0, seed=42) == (list(range(100)), [])
+
+
+# The med-expert recipe (configs/smollm2_med_expert_cpu.yaml) in miniature: validation carved from
+# train, evaluated every 2 steps with the best checkpoint kept, a decoding search, a final judging.
+LONG = ("--load_in_4bit", "false", "--optim", "adamw_torch", "--max_steps", "-1", "--num_train_epochs", "2", "--carve_validation", "8",
+        "--eval_strategy", "steps", "--eval_steps", "2", "--load_best_model_at_end", "true", "--metric_for_best_model", "eval_loss",
+        "--greater_is_better", "false", "--generate_eval_samples", "3", "--metric_tokens", "char", "--max_new_tokens", "6",
+        "--decoding_candidates", "max_new_tokens=6", "repetition_penalty=1.3,no_repeat_ngram_size=2", "--decoding_search_samples", "4",
+        "--resume_from_checkpoint", "auto")
+
+
+class _KillAt(TrainerCallback):
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kw):
+        if state.global_step == self.step:
+            raise KeyboardInterrupt
+
+
+def _predictions(path):
+    return [json.loads(l) for l in Path(path).read_text(encoding="utf-8").splitlines()]
+
+
+def test_long_run_resumes_after_a_stop_in_training_or_in_judging(tiny_glm, tmp_path, monkeypatch):
+    import sft_qlora
+
+    from imdb_llm.sft.decoding import resolve_generation_defaults
+
+    res = tmp_path / "results"
+    straight = sft_qlora.main(_argv(tiny_glm, tmp_path / "straight", *LONG, "--results_name", "straight", "--results_dir", str(res)))
+    assert straight["n_carved"] == 8 and straight["n_judged"] == 3 and straight["n_search"] == 4
+    assert straight["global_step"] == 6  # 11 of the 16 records fit max_length: 3 steps an epoch
+    history = straight["eval_loss_history"]
+    assert [h["step"] for h in history] == [2, 4, 6]  # the carved validation, every 2 steps
+    assert straight["eval_loss"] == pytest.approx(min(h["eval_loss"] for h in history), abs=1e-4)  # the best one is kept
+    assert straight["chosen_step"] in (2, 4, 6)
+    result = json.loads((res / "straight.json").read_text(encoding="utf-8"))
+    table = result["decoding_search"]["candidates"]
+    assert len(table) == 2 and sum(row["chosen"] for row in table) == 1
+    chosen = next(row["settings"] for row in table if row["chosen"])
+    # The choice is the adapter's generation defaults: what eval_chat, chat and serve now decode with.
+    assert resolve_generation_defaults(str(tiny_glm), str(tmp_path / "straight")).to_dict() == chosen
+    assert {k: v for k, v in result["generation_defaults"].items() if k != "source"} == chosen
+    assert {"base_rouge-l", "tuned_rouge-l", "base_loop_rate", "tuned_loop_rate", "reference_loop_rate", "tuned_bleu-4",
+            "tuned_distinct-2"} <= set(result["metrics"])
+    assert result["data"]["judged"]["kept"] == 3 and "carved" in result["data"]["validation"]["source"]
+
+    # 1. Stopped in training (after step 3; checkpoint-2 is on disk), then run again.
+    killed = tmp_path / "killed"
+    with pytest.raises(KeyboardInterrupt):
+        sft_qlora.main(_argv(tiny_glm, killed, *LONG), extra_callbacks=[_KillAt(3)])
+    assert (killed / "checkpoint-2").is_dir() and not (killed / "generation_defaults.json").exists()
+    # 2. Stopped again, in the decoding search after training ended (the last checkpoint is saved).
+    monkeypatch.setattr(sft_qlora, "choose_decoding", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):
+        sft_qlora.main(_argv(tiny_glm, killed, *LONG))
+    monkeypatch.undo()
+    assert (killed / "checkpoint-6").is_dir()
+    # 3. The same command finishes the job without training again, and gives the uninterrupted run's result.
+    resumed = sft_qlora.main(_argv(tiny_glm, killed, *LONG, "--results_name", "resumed", "--results_dir", str(res)))
+    assert resumed["resumed_from_step"] == 6 and resumed["global_step"] == 6 and resumed["base_answers_cached"] is True
+    assert resumed["chosen_step"] == straight["chosen_step"] and resumed["eval_loss"] == pytest.approx(straight["eval_loss"], abs=1e-4)
+    a, b = _adapter(tmp_path / "straight"), _adapter(killed)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-4)
+    assert _predictions(res / "resumed.predictions.jsonl") == _predictions(res / "straight.predictions.jsonl")
+    assert json.loads((res / "resumed.json").read_text())["generation_defaults"] == result["generation_defaults"]
+
+
+def test_decoding_search_needs_a_carved_validation(tiny_glm, tmp_path, capsys):
+    import sft_qlora
+
+    with pytest.raises(SystemExit) as exc:
+        sft_qlora.main(_argv(tiny_glm, tmp_path / "out", "--max_steps", "1", "--decoding_candidates", "repetition_penalty=1.2"))
+    assert exc.value.code == 2 and "--carve_validation" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        sft_qlora.main(_argv(tiny_glm, tmp_path / "out", "--max_steps", "1", "--carve_validation", "4", "--decoding_candidates", "rep=1.2"))
+    assert "unknown generation setting" in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
+def test_full_fine_tuning_judges_against_the_untouched_base(tiny_glm, tmp_path):
+    import eval_chat
+    import sft_qlora
+
+    out, res = tmp_path / "full", tmp_path / "results"
+    metrics = sft_qlora.main(_argv(tiny_glm, out, "--finetuning", "full", "--load_in_4bit", "false", "--optim", "adamw_torch",
+                                   "--max_steps", "2", "--carve_validation", "8", "--generate_eval_samples", "2", "--max_new_tokens", "5",
+                                   "--repetition_penalty", "1.2", "--metric_tokens", "char", "--results_name", "full", "--results_dir", str(res)))
+    result = json.loads((res / "full.json").read_text(encoding="utf-8"))
+    assert metrics["quantized_linear_layers"] == 0 and result["method"] == "full fine-tuning" and "lora" not in result
+    assert metrics["eval_loss"] < metrics["eval_loss_base"] and metrics["n_judged"] == 2
+    assert (out / "model.safetensors").is_file() and not (out / "adapter_config.json").exists()
+    # The base answers come from the base weights, not from the tuned model.
+    rows = _predictions(res / "full.predictions.jsonl")
+    assert any(r["base"] != r["tuned"] for r in rows)
+    # eval_chat reads the tuned folder's generation defaults (the flag given to sft_qlora) and judges it against the base.
+    scored = eval_chat.main(["--model_name_or_path", str(tiny_glm), "--tuned_model", str(out), "--dtype", "float32",
+                             "--validation_file", str(FIX / "validation.jsonl"), "--max_eval_samples", "2", "--metric_tokens", "char"])
+    assert {"base_rouge-l", "tuned_rouge-l", "tuned_loop_rate", "reference_loop_rate"} <= set(scored)
+    assert json.loads((out / "generation_defaults.json").read_text())["repetition_penalty"] == 1.2

@@ -64,7 +64,7 @@ def test_full_report_from_fixture_results(workspace):
     speed = rows["qlora-chatglm2-6b-speed"]
     assert "4,321 tok/s" in speed and "9.50 GiB" in speed
     assert "| 42 samples/s |" in rows["zz-extra-experiment"]
-    assert "ROUGE-L 8.50 → 17.25, BLEU-4 1.00 → 3.50, val loss 3.500 → 2.250 (base → adapter)" in rows["qlora-smollm2-med"]
+    assert "ROUGE-L 8.50 → 17.25, BLEU-4 1.00 → 3.50, val loss 3.500 → 2.250 (base → tuned)" in rows["qlora-smollm2-med"]
     # Missing results say so, with no number in the row.
     for name in ("imdb-bert", "imdb-gpt2", "imdb-lstm", "imdb-finetune-minilm", "decode-chatglm2-6b"):
         assert MISSING in rows[name]

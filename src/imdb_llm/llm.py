@@ -139,18 +139,21 @@ class ChatSession:
 
     The history is rendered by the model's own template every turn (for a converted ChatGLM2 that
     is ``[Round N]\\n\\n问：…\\n\\n答：…``), and the oldest rounds are dropped when the prompt plus
-    ``max_new_tokens`` would not fit in the context window.
+    ``max_new_tokens`` would not fit in the context window. ``settings`` (the model's
+    :class:`~imdb_llm.sft.decoding.GenerationDefaults`, flags applied) say how to decode, as in the
+    evaluation and the server; without them, ``max_new_tokens`` and ``generate_kwargs`` do.
     """
 
     def __init__(self, model, tokenizer, *, system: str | None = None, max_new_tokens: int = 512,
-                 max_context_tokens: int | None = None, **generate_kwargs: Any):
+                 max_context_tokens: int | None = None, settings=None, **generate_kwargs: Any):
         if not getattr(tokenizer, "chat_template", None):
             raise UserError("this tokenizer has no chat template: use a chat model (or a ChatGLM2 folder from convert_chatglm2.py)")
         self.model, self.tokenizer, self.system = model, tokenizer, system
-        self.max_new_tokens = max_new_tokens
+        self.settings = settings
+        self.max_new_tokens = settings.max_new_tokens if settings is not None else max_new_tokens
         self.context = max_context_tokens or self._model_context()
-        if self.context <= max_new_tokens:
-            raise UserError(f"context of {self.context} tokens leaves no room for a prompt with max_new_tokens={max_new_tokens}")
+        if self.context <= self.max_new_tokens:
+            raise UserError(f"context of {self.context} tokens leaves no room for a prompt with max_new_tokens={self.max_new_tokens}")
         self.generate_kwargs = generate_kwargs
         self.history: list[dict[str, str]] = []
         self.dropped_rounds = 0
@@ -185,10 +188,12 @@ class ChatSession:
 
         ids = self.encode(query)
         input_ids = torch.tensor([ids], device=self.model.device)
+        kwargs = {"max_new_tokens": self.max_new_tokens, **self.generate_kwargs}
+        if self.settings is not None:
+            kwargs.update(self.settings.generate_kwargs(prompt_width=len(ids)))
         with torch.no_grad():
-            out = self.model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
-                                      max_new_tokens=self.max_new_tokens, streamer=streamer,
-                                      pad_token_id=self.tokenizer.pad_token_id, **self.generate_kwargs)
+            out = self.model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), streamer=streamer,
+                                      pad_token_id=self.tokenizer.pad_token_id, **kwargs)
         answer = self.tokenizer.decode(out[0, len(ids):], skip_special_tokens=True).strip()
         self.history += [{"role": "user", "content": query}, {"role": "assistant", "content": answer}]
         return answer

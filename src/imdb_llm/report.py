@@ -243,10 +243,12 @@ def headline(result: dict[str, Any]) -> str:
     if ppl is not None:
         n = _number(m.get("n_validation_tokens"))
         return f"validation perplexity {ppl:,.1f}" + (f" ({int(n):,} tokens)" if n is not None else "")
-    # Generation runs (scripts/sft_qlora.py): base model vs base + adapter on the same prompts.
+    # Generation runs (scripts/sft_qlora.py): base model vs tuned model on the same prompts
+    # (results before issue 31 call the tuned model "adapter_").
     parts = []
     for key, label in (("rouge-l", "ROUGE-L"), ("bleu-4", "BLEU-4")):
-        base, adapter = _number(m.get(f"base_{key}")), _number(m.get(f"adapter_{key}"))
+        base = _number(m.get(f"base_{key}"))
+        adapter = _number(m.get(f"tuned_{key}", m.get(f"adapter_{key}")))
         if base is not None and adapter is not None:
             parts.append(f"{label} {base:.2f} → {adapter:.2f}")
         elif adapter is not None:
@@ -255,7 +257,10 @@ def headline(result: dict[str, Any]) -> str:
     if parts and base_loss is not None and loss is not None:
         parts.append(f"val loss {base_loss:.3f} → {loss:.3f}")
     if parts:
-        return ", ".join(parts) + (" (base → adapter)" if "→" in parts[0] else "")
+        base_loops, loops = _number(m.get("base_loop_rate")), _number(m.get("tuned_loop_rate"))
+        if loops is not None:
+            parts.append(f"loops {base_loops:.0%} → {loops:.0%}" if base_loops is not None else f"loops {loops:.0%}")
+        return ", ".join(parts) + (" (base → tuned)" if "→" in parts[0] else "")
     tp = throughput(result)
     if tp is not None:
         return f"{fmt_number(tp[0])} {tp[1]}"

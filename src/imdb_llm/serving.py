@@ -1,6 +1,6 @@
 """An OpenAI-compatible chat server for any causal LM with a chat template (ChatGLM2 included).
 
-The server is three layers, each in its own module:
+The server is these layers, each in its own module:
 
 * :mod:`imdb_llm.serving_api` - HTTP: OpenAI's wire format, validation, SSE, auth, limits
   (``create_app(model, tokenizer, ...)`` builds the FastAPI app).
@@ -8,6 +8,9 @@ The server is three layers, each in its own module:
   thread that runs continuous batching (``GenerationEngine``, ``Job``).
 * :mod:`imdb_llm.serving_batch` - the batch itself: one left-padded KV cache that rows join and
   leave between decode steps (``PaddedBatch``).
+* :mod:`imdb_llm.serving_decode` - per row: the next token (sampling, and the repetition controls
+  of :mod:`imdb_llm.sft.decoding`, as ``generate`` applies them in eval and chat) and the text
+  stream. What a request leaves out comes from the model's generation defaults.
 
 This module re-exports the public names and holds two helpers: :func:`serve_in_thread` (uvicorn in
 a background thread, for tests and scripts) and :func:`make_tiny_chat_model` (a tiny random chat

@@ -28,7 +28,9 @@ from typing import Any, AsyncIterator
 from fastapi import Request  # module level: FastAPI resolves endpoint annotations here
 from pydantic import BaseModel, ConfigDict, Field
 
+from .serving_batch import context_length_of
 from .serving_engine import GenerationEngine, Job, Overloaded
+from .sft.decoding import GenerationDefaults
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 ALLOWED_ROLES = ("system", "developer", "user", "assistant")
@@ -86,6 +88,8 @@ class ChatCompletionRequest(BaseModel):
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
     max_tokens: int | None = Field(default=None, ge=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
+    repetition_penalty: float | None = Field(default=None, gt=0.0, le=10.0)  # not OpenAI's; vLLM's name and meaning
+    no_repeat_ngram_size: int | None = Field(default=None, ge=0)
     stop: str | list[str] | None = None
     stream: bool = False
     stream_options: dict[str, Any] | None = None
@@ -153,26 +157,16 @@ class _GuardMiddleware:
 # --------------------------------------------------------------------------------------------
 @dataclass
 class ServerState:
-    """What the endpoints need: the engine, the tokenizer and the per-request limits."""
+    """What the endpoints need: the engine, the tokenizer, the per-request limits and the model's
+    generation defaults (what a request that says nothing gets)."""
 
     engine: GenerationEngine
     tokenizer: Any
     model_name: str
     context: int
     max_tokens_cap: int
-    default_max_tokens: int
+    defaults: GenerationDefaults
     created: int
-
-
-def context_length_of(model, tokenizer=None) -> int:
-    """The longest sequence the model was built for (``max_position_embeddings`` / ``seq_length``)."""
-    cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
-    for key in ("max_position_embeddings", "seq_length", "n_positions", "max_sequence_length"):
-        value = getattr(cfg, key, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    limit = getattr(tokenizer, "model_max_length", None)
-    return limit if isinstance(limit, int) and 0 < limit < 10**7 else 2048
 
 
 def _messages(body: ChatCompletionRequest) -> list[dict[str, str]]:
@@ -224,11 +218,14 @@ def build_job(body: ChatCompletionRequest, state: ServerState) -> tuple[Job, int
             param="max_tokens",
             code="context_length_exceeded",
         )
+    d = state.defaults  # each field the request leaves out comes from the model's generation defaults
     job = Job(
         prompt_ids=list(prompt_ids),
-        max_new_tokens=requested or min(state.default_max_tokens, state.max_tokens_cap, context - n_prompt),
-        temperature=1.0 if body.temperature is None else body.temperature,
-        top_p=1.0 if body.top_p is None else body.top_p,
+        max_new_tokens=requested or min(d.max_new_tokens, state.max_tokens_cap, context - n_prompt),
+        temperature=d.sampling_temperature if body.temperature is None else body.temperature,
+        top_p=d.top_p if body.top_p is None else body.top_p,
+        repetition_penalty=d.repetition_penalty if body.repetition_penalty is None else body.repetition_penalty,
+        no_repeat_ngram_size=d.no_repeat_ngram_size if body.no_repeat_ngram_size is None else body.no_repeat_ngram_size,
         stop=stop,
         seed=body.seed,
     )
@@ -336,6 +333,38 @@ def _install_error_handlers(app) -> None:
 # --------------------------------------------------------------------------------------------
 # The app
 # --------------------------------------------------------------------------------------------
+def _install_info_routes(app, state: ServerState, decode: str, web: bool) -> None:
+    """GET /health, /v1/models (the model card, with the generation defaults the web page starts from) and the page."""
+    from fastapi.responses import FileResponse
+
+    engine, model_name, context = state.engine, state.model_name, state.context
+
+    @app.get("/health")
+    async def health():
+        return {"status": "ok", "model": model_name, "queued": engine.queued, "running": engine.running, "busy": engine.busy,
+                "max_running": engine.max_running, "decode": decode, "context_length": context, "stats": engine.stats}
+
+    def _model_card():
+        return {"id": model_name, "object": "model", "created": state.created, "owned_by": "imdb-llm", "context_length": context,
+                "generation_defaults": state.defaults.to_dict()}
+
+    @app.get("/v1/models")
+    async def list_models():
+        return {"object": "list", "data": [_model_card()]}
+
+    @app.get("/v1/models/{model_id:path}")
+    async def get_model(model_id: str):
+        if model_id != model_name:
+            raise APIError(404, f"The model '{model_id}' does not exist.", param="model", code="model_not_found")
+        return _model_card()
+
+    if web:
+
+        @app.get("/", include_in_schema=False)
+        async def index():
+            return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
+
+
 def create_app(
     model,
     tokenizer,
@@ -353,16 +382,16 @@ def create_app(
     prefix_cache: bool = True,
     decode: str = "dynamic",
     web: bool = True,
+    generation_defaults: GenerationDefaults | None = None,
 ):
     """Build the FastAPI app around an already-loaded model and tokenizer.
 
-    ``max_model_len`` caps the context (defaults to the model's own); ``max_tokens_cap`` caps
-    ``max_tokens`` per request; ``max_queue`` / ``max_running`` / ``max_batch_tokens`` /
-    ``batch_window_ms`` / ``prefix_cache`` / ``decode`` configure the :class:`GenerationEngine`. The engine is
-    reachable as ``app.state.engine``.
+    ``max_model_len`` caps the context (default: the model's); ``max_tokens_cap`` caps ``max_tokens``; ``max_queue`` ...
+    ``decode`` configure the :class:`GenerationEngine` (``app.state.engine``). ``generation_defaults`` (serve.py passes the
+    model's) fill what a request leaves out; without them, OpenAI's (temperature 1) and ``default_max_tokens``.
     """
     from fastapi import FastAPI
-    from fastapi.responses import FileResponse, StreamingResponse
+    from fastapi.responses import StreamingResponse
 
     if not getattr(tokenizer, "chat_template", None):
         from .cli import UserError
@@ -371,7 +400,8 @@ def create_app(
     context = min(max_model_len or 10**9, context_length_of(model, tokenizer))
     engine = GenerationEngine(model, tokenizer, context_length=context, decode=decode, max_queue=max_queue,
                               max_running=max_running, max_batch_tokens=max_batch_tokens, batch_window_ms=batch_window_ms, prefix_cache=prefix_cache)
-    state = ServerState(engine, tokenizer, model_name, context, max_tokens_cap, default_max_tokens, int(time.time()))
+    defaults = generation_defaults or GenerationDefaults(max_new_tokens=default_max_tokens, do_sample=True, source="OpenAI's defaults")
+    state = ServerState(engine, tokenizer, model_name, context, max_tokens_cap, defaults, int(time.time()))
 
     @asynccontextmanager
     async def lifespan(app):
@@ -384,29 +414,7 @@ def create_app(
     app.state.context_length = context
     _install_error_handlers(app)
 
-    @app.get("/health")
-    async def health():
-        return {"status": "ok", "model": model_name, "queued": engine.queued, "running": engine.running, "busy": engine.busy,
-                "max_running": engine.max_running, "decode": decode, "context_length": context, "stats": engine.stats}
-
-    def _model_card():
-        return {"id": model_name, "object": "model", "created": state.created, "owned_by": "imdb-llm", "context_length": context}
-
-    @app.get("/v1/models")
-    async def list_models():
-        return {"object": "list", "data": [_model_card()]}
-
-    @app.get("/v1/models/{model_id:path}")
-    async def get_model(model_id: str):
-        if model_id != model_name:
-            raise APIError(404, f"The model '{model_id}' does not exist.", param="model", code="model_not_found")
-        return _model_card()
-
-    if web:
-
-        @app.get("/", include_in_schema=False)
-        async def index():
-            return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
+    _install_info_routes(app, state, decode, web)
 
     @app.post("/v1/chat/completions")
     async def chat_completions(body: ChatCompletionRequest, request: Request):

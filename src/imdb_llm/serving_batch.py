@@ -28,6 +28,16 @@ import inspect
 from typing import Any, Sequence
 
 
+def common_prefix_length(a, b) -> int:
+    """How many leading tokens two sequences share."""
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
 class SharedPrefix:
     """Cached keys/values of a prompt prefix many requests share (a chat template's system prompt).
 
@@ -37,6 +47,17 @@ class SharedPrefix:
 
     def __init__(self, length: int, layers: list):
         self.length, self.layers = length, layers  # layers: per layer (keys, values), [1, heads, length, dim]
+
+
+def context_length_of(model, tokenizer=None) -> int:
+    """The longest sequence the model was built for (``max_position_embeddings`` / ``seq_length``)."""
+    cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    for key in ("max_position_embeddings", "seq_length", "n_positions", "max_sequence_length"):
+        value = getattr(cfg, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    limit = getattr(tokenizer, "model_max_length", None)
+    return limit if isinstance(limit, int) and 0 < limit < 10**7 else 2048
 
 
 def forward_kwargs(model) -> tuple[str, bool]:

@@ -9,9 +9,11 @@ Why it looks like this:
   the batch), and after every step it retires the rows that finished, were cancelled or failed.
   So a request that arrives while others run starts at the next step, not after them, and a
   short answer leaves without waiting for a long one.
-* **Per request, inside one batch:** its own ``max_tokens``, temperature / top_p, seed (each job
-  samples from its own ``torch.Generator``, so its tokens do not depend on who shares the batch),
-  stop strings, streaming and cancellation. A failing row is retired with an error; the others go on.
+* **Per request, inside one batch:** its own ``max_tokens``, temperature / top_p, repetition
+  penalty / no-repeat n-gram size (on its own answer, as in the evaluation: :mod:`.serving_decode`),
+  seed (each job samples from its own ``torch.Generator``, so its tokens do not depend on who shares
+  the batch), stop strings, streaming and cancellation. A failing row is retired with an error; the
+  others go on.
 * **Bounded memory.** At most ``max_running`` rows, and a batch may only grow while
   ``rows x (padded width + longest remaining answer)`` - the most KV-cache slots it can reach -
   stays within ``max_batch_tokens``. Beyond ``max_queue`` waiting jobs, :meth:`submit` raises
@@ -35,18 +37,10 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .serving_batch import PaddedBatch, SharedPrefix
+from .serving_batch import PaddedBatch, SharedPrefix, common_prefix_length
+from .serving_decode import TextStream, choose_tokens, static_generation_config
 
 MIN_SHARED_PREFIX = 16  # tokens: below this, reusing a prefix saves less than the bookkeeping costs
-
-
-def common_prefix_length(a, b) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 class Overloaded(Exception):
@@ -65,6 +59,8 @@ class Job:
     max_new_tokens: int
     temperature: float = 1.0
     top_p: float = 1.0
+    repetition_penalty: float = 1.0  # on the answer so far, as in imdb_llm.sft.decoding
+    no_repeat_ngram_size: int = 0
     stop: list[str] = field(default_factory=list)
     seed: int | None = None
     id: str = field(default_factory=lambda: f"chatcmpl-{uuid.uuid4().hex[:24]}")
@@ -78,55 +74,6 @@ class Job:
 
     def cancel(self) -> None:
         self.cancelled.set()
-
-
-class TextStream:
-    """Turns a job's token ids into safe-to-send text deltas, and finds its stop strings.
-
-    Text is re-decoded from all generated ids each step (byte-level BPE pieces only make sense
-    together), and held back while it ends in an incomplete UTF-8 character or in something that
-    could still grow into a stop string.
-    """
-
-    def __init__(self, job: Job, tokenizer, lock: threading.Lock):
-        self.job, self.tokenizer, self.lock = job, tokenizer, lock
-        self.sent = 0  # characters of the decoded text already emitted
-        self.text = ""
-        self.hit_stop = False
-        self._max_stop = max((len(s) for s in job.stop), default=0)
-
-    def add(self, token_id: int) -> None:
-        if self.hit_stop:
-            return
-        self.job.token_ids.append(token_id)
-        with self.lock:
-            self.text = self.tokenizer.decode(self.job.token_ids, skip_special_tokens=True)
-        self._emit_safe(final=False)
-
-    def flush(self) -> None:
-        self._emit_safe(final=True)
-
-    def _emit_safe(self, final: bool) -> None:
-        text = self.text
-        if self.job.stop:
-            start = max(0, self.sent - self._max_stop)
-            hits = [i for i in (text.find(s, start) for s in self.job.stop) if i >= 0]
-            if hits:
-                self.hit_stop = True
-                self.text = text = text[: min(hits)]
-                final = True
-        end = len(text)
-        if not final:
-            if text.endswith("\ufffd"):  # half a multi-byte character: wait for the rest
-                end = len(text.rstrip("\ufffd"))
-            for stop in self.job.stop:  # keep back a tail that may be the start of a stop string
-                for k in range(min(len(stop) - 1, end), 0, -1):
-                    if text[:end].endswith(stop[:k]):
-                        end -= k
-                        break
-        if end > self.sent:
-            self.job.emit(("delta", text[self.sent : end]))
-            self.sent = end
 
 
 @dataclass
@@ -369,23 +316,8 @@ class GenerationEngine:
             self._prefix_ids, self._prefix = list(prompts[0][:k]), batch.prefix_of(0, k)
 
     def _sample(self, logits):
-        """One token per row: argmax for greedy rows, each sampled row from its own generator."""
-        torch = self._torch
-        tokens = logits.argmax(dim=-1)
-        for i, row in enumerate(self._running):
-            job = row.job
-            if row.generator is None:
-                continue
-            try:
-                probs = torch.softmax(logits[i] / job.temperature, dim=-1)
-                if job.top_p < 1.0:  # nucleus: keep the smallest set of tokens holding top_p of the mass
-                    sorted_probs, order = probs.sort(descending=True)
-                    outside = sorted_probs.cumsum(-1) - sorted_probs > job.top_p  # the top token always stays
-                    probs = probs.scatter(0, order, sorted_probs.masked_fill(outside, 0.0))
-                tokens[i] = torch.multinomial(probs, 1, generator=row.generator)[0]
-            except Exception as exc:  # e.g. NaN logits in this row: it fails, the rest go on
-                self._fail(job, exc)
-        return tokens
+        """One token per row (see :func:`~imdb_llm.serving_decode.choose_tokens`); a row that fails is retired alone."""
+        return choose_tokens(logits, [(row.job, row.generator) for row in self._running], self._fail)
 
     def _advance(self, tokens) -> list[int]:
         """Hand each row its token; retire finished rows. Returns the indices of rows that go on."""
@@ -451,36 +383,13 @@ class GenerationEngine:
 
     def generation_config(self, job: Job):
         """A per-request copy of the model's generation config with the request's sampling knobs."""
-        import copy
-
-        cfg = copy.deepcopy(self.model.generation_config)
-        cfg.max_new_tokens = job.max_new_tokens
-        cfg.max_length = None
-        cfg.min_new_tokens = None
-        cfg.do_sample = job.temperature > 0
-        if cfg.do_sample:
-            cfg.temperature, cfg.top_p = job.temperature, job.top_p
-        else:
-            cfg.temperature, cfg.top_p = None, None
-        cfg.top_k = None  # OpenAI has no top-k: don't inherit the library default of 50
-        cfg.num_beams, cfg.num_return_sequences = 1, 1
-        cfg.eos_token_id = self.eos_ids or None
-        cfg.pad_token_id = self.pad_id
-        cfg.cache_implementation = "static"
-        # One cache size for every request -> one set of shapes -> no recompiles.
-        cfg.max_cache_len = self.context_length
-        if self.decode == "compile":
-            from transformers import CompileConfig
-
-            on_gpu = self.device.type == "cuda"
-            cfg.compile_config = CompileConfig(fullgraph=False, mode="reduce-overhead" if on_gpu else "default")
-            cfg.compile_config._compile_all_devices = True  # --compile means compile, on CPU too
-        else:
-            cfg.disable_compile = True
-        return cfg
+        return static_generation_config(self.model, job, eos_ids=self.eos_ids, pad_id=self.pad_id, cache_len=self.context_length,
+                                        compile=self.decode == "compile")
 
     def _generate(self, row: _Row) -> None:
-        from transformers import StoppingCriteria, StoppingCriteriaList
+        from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
+
+        from .sft.decoding import repetition_processor
 
         torch, job, stream = self._torch, row.job, row.stream
 
@@ -509,12 +418,14 @@ class GenerationEngine:
         if job.seed is not None:
             torch.manual_seed(job.seed)
         input_ids = torch.tensor([job.prompt_ids], dtype=torch.long, device=self.device)
+        controls = repetition_processor(len(job.prompt_ids), job.repetition_penalty, job.no_repeat_ngram_size)
         self.model.generate(
             input_ids=input_ids,
             attention_mask=torch.ones_like(input_ids),
             generation_config=self.generation_config(job),
             streamer=_Streamer(),
             stopping_criteria=StoppingCriteriaList([_StopWhenAsked()]),
+            logits_processor=LogitsProcessorList([controls] if controls is not None else []),
         )
         if job.cancelled.is_set() and not stream.hit_stop:
             reason = "cancelled"

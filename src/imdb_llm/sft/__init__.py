@@ -13,9 +13,12 @@
    cross-sample attention.
 4. :mod:`.quant` loads a GGUF base in a form bitsandbytes can quantise, and keeps 4-bit layers
    trainable on CPUs with AVX512-BF16.
-5. :mod:`.generate` answers validation questions in left-padded batches, caching the base model's
-   answers; :mod:`.metrics` scores them (ROUGE-1/2/L with ``rouge-chinese``, BLEU-4, on jieba
-   words or characters).
+5. :mod:`.generate` answers validation questions in left-padded batches, caching every answer
+   (keyed by weights, prompts and settings); :mod:`.metrics` scores them (ROUGE-1/2/L with
+   ``rouge-chinese``, BLEU-4, on jieba words or characters; loop rate and distinct-2).
+   :mod:`.decoding` is the one home of a model's generation defaults (and the repetition controls
+   they switch on), read by the evaluation, the chat CLI and the server alike; :mod:`.search`
+   chooses them on a validation set carved from train.
 6. :mod:`.loss` computes the LM loss chunk by chunk, so the full ``batch x seq x vocab`` fp32
    logits are never materialised (1 GiB at 4 x 1024 x 65024).
 """

@@ -27,6 +27,12 @@ class SftDataArguments:
     max_train_samples: int | None = field(default=None, metadata={"help": "Keep a seeded random subset of this many training records."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Keep a seeded random subset of this many validation records."})
     subset_seed: int = field(default=42, metadata={"help": "Seed for the max_*_samples subsets and the generation subset."})
+    carve_validation: float = field(
+        default=0,
+        metadata={"help": "Hold out this many training records (>= 1) or this share of them (< 1), seeded, as the validation set "
+                  "for the loss, the choice of checkpoint and the decoding search; validation_file is then judged once, at the end, "
+                  "like a test set. 0 = no carve: validation_file serves for everything (as before)."},
+    )
     max_length: int = field(
         default=0,
         metadata={"help": "Token budget per sample (prompt + answer + EOS). 0 = choose from the data: the max_length_percentile "
@@ -41,6 +47,10 @@ class SftDataArguments:
         metadata={"help": "Override the tokenizer's chat template: 'chatglm2' or a Jinja file. Needed only when the tokenizer has none."},
     )
     system_prompt: str | None = field(default=None, metadata={"help": "System message put before every conversation (if the template supports one)."})
+
+    def __post_init__(self):
+        if self.carve_validation < 0 or (self.carve_validation >= 1 and not float(self.carve_validation).is_integer()):
+            raise UserError(f"--carve_validation {self.carve_validation}: give a share in [0, 1) or a whole number of records")
 
 
 @dataclass
@@ -201,3 +211,18 @@ def seeded_subset(items: list, n: int | None, seed: int) -> list:
 
     keep = sorted(random.Random(seed).sample(range(len(items)), n))
     return [items[i] for i in keep]
+
+
+def carve(items: list, size: float, seed: int) -> tuple[list, list]:
+    """Split ``items`` into (kept, carved): ``size`` records (>= 1) or that share (< 1) carved at
+    random with ``seed``, both parts in their original order. Carving before any subset keeps the
+    carved set the same whatever max_train_samples is."""
+    import random
+
+    n = int(size) if size >= 1 else int(round(size * len(items)))
+    if n <= 0:
+        return items, []
+    if n >= len(items):
+        raise UserError(f"cannot carve {n} validation records out of {len(items)} training records")
+    carved = set(random.Random(seed).sample(range(len(items)), n))
+    return [x for i, x in enumerate(items) if i not in carved], [x for i, x in enumerate(items) if i in carved]

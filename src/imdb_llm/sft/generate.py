@@ -1,9 +1,10 @@
-"""Answers from a chat model, batched, and cached so a rerun does not generate the base model's again.
+"""Answers from a chat model, batched, and cached so a rerun does not generate them again.
 
 Batching: prompts are left-padded so every row's last real token sits at the same position and the
-new tokens line up; greedy decoding then gives each prompt the answer it would get alone (tested
-in tests/test_sft_generate.py). Prompts are sorted by length before batching so a batch pads little,
-and answers are returned in the caller's order.
+new tokens line up; greedy decoding then gives each prompt the answer it would get alone, with or
+without the repetition controls, which look at the answer only (tested in tests/test_sft_generate.py).
+Prompts are sorted by length before batching so a batch pads little, and answers are returned in
+the caller's order. How to decode is one :class:`~imdb_llm.sft.decoding.GenerationDefaults`.
 """
 
 from __future__ import annotations
@@ -15,14 +16,19 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..results import atomic_write_text
+from .decoding import GenerationDefaults
 from .template import render_prompt
 
 
-def generate_answers(model, tokenizer, conversations: list[dict[str, Any]], max_new_tokens: int = 128, batch_size: int = 8,
-                     progress: bool = True) -> list[str]:
-    """Greedy answers to every conversation's prompt (all turns but the last), batched, left-padded."""
+def generate_answers(model, tokenizer, conversations: list[dict[str, Any]], settings: GenerationDefaults | None = None, batch_size: int = 8,
+                     progress: bool = True, seed: int = 0) -> list[str]:
+    """Answers to every conversation's prompt (all turns but the last), batched, left-padded, decoded
+    with ``settings`` (default: greedy, 512 tokens); sampling starts from ``seed``."""
     import torch
 
+    settings = settings or GenerationDefaults()
+    if settings.do_sample:
+        torch.manual_seed(seed)
     prompts = [render_prompt(tokenizer, c["messages"][:-1]) for c in conversations]
     lengths = [len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
     order = sorted(range(len(prompts)), key=lambda i: lengths[i])
@@ -38,7 +44,7 @@ def generate_answers(model, tokenizer, conversations: list[dict[str, Any]], max_
             with torch.no_grad():
                 # use_cache explicitly: training scripts switch model.config.use_cache off, and generate()
                 # would follow it and recompute every earlier token at each step (quadratic, ~10x slower).
-                out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id,
+                out = model.generate(**batch, **settings.generate_kwargs(batch["input_ids"].shape[1]), pad_token_id=tokenizer.pad_token_id,
                                      eos_token_id=tokenizer.eos_token_id, use_cache=True)
             new = out[:, batch["input_ids"].shape[1]:]
             for i, text in zip(rows, tokenizer.batch_decode(new, skip_special_tokens=True)):
@@ -72,31 +78,43 @@ def answers_cache_key(model_id: str, prompts: Sequence[str], settings: dict[str,
     return h.hexdigest()[:24]
 
 
+def weights_digest(model) -> str:
+    """sha256 of the trainable weights (the adapter, or every weight after full fine-tuning): what
+    identifies a tuned model for the answer cache, whatever folder or checkpoint it came from."""
+    h = hashlib.sha256()
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            h.update(name.encode())
+            h.update(param.detach().float().cpu().numpy().tobytes())
+    return h.hexdigest()[:24]
+
+
 def cached_answers(cache_dir: str | os.PathLike | None, model_id: str, model, tokenizer, conversations: list[dict[str, Any]],
-                   max_new_tokens: int, batch_size: int) -> tuple[list[str], bool]:
+                   settings: GenerationDefaults, batch_size: int, seed: int = 0) -> tuple[list[str], bool]:
     """:func:`generate_answers`, read from ``cache_dir`` when the same model, prompts and settings
     were answered before. Returns the answers and whether they came from the cache."""
     if not cache_dir:
-        return generate_answers(model, tokenizer, conversations, max_new_tokens, batch_size), False
+        return generate_answers(model, tokenizer, conversations, settings, batch_size, seed=seed), False
     prompts = [render_prompt(tokenizer, c["messages"][:-1]) for c in conversations]
-    key = answers_cache_key(model_id, prompts, {"max_new_tokens": max_new_tokens, "greedy": True})
+    key_settings = {**settings.to_dict(), **({"seed": seed} if settings.do_sample else {})}
+    key = answers_cache_key(model_id, prompts, key_settings)
     path = Path(cache_dir) / f"answers-{key}.json"
     if path.is_file():
         try:
             answers = json.loads(path.read_text(encoding="utf-8"))["answers"]
             if isinstance(answers, list) and len(answers) == len(prompts):
-                print(f"base answers from the cache {path}", flush=True)
+                print(f"answers from the cache {path}", flush=True)
                 return answers, True
         except (ValueError, KeyError):
             pass  # a damaged cache entry is regenerated and overwritten
-    answers = generate_answers(model, tokenizer, conversations, max_new_tokens, batch_size)
+    answers = generate_answers(model, tokenizer, conversations, settings, batch_size, seed=seed)
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps({"model": model_id, "max_new_tokens": max_new_tokens, "answers": answers}, ensure_ascii=False))
+    atomic_write_text(path, json.dumps({"model": model_id, "settings": key_settings, "answers": answers}, ensure_ascii=False))
     return answers, False
 
 
 def write_predictions(path: str | os.PathLike, conversations, columns: dict[str, list[str]]) -> None:
-    """JSONL: question, reference and one column per system (``base``, ``adapter``), atomically."""
+    """JSONL: question, reference and one column per system (``base``, ``tuned``), atomically."""
     lines = []
     for i, conv in enumerate(conversations):
         row = {"line": conv["line"], "question": conv["messages"][-2]["content"], "reference": conv["messages"][-1]["content"]}
