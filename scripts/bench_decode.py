@@ -26,15 +26,13 @@ from __future__ import annotations
 
 import inspect
 import statistics
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from imdb_llm.cli import UserError, parse_args, run_main  # noqa: E402
-from imdb_llm.results import capture_log, write_result  # noqa: E402
+from imdb_llm.cli import UserError, parse_args, run_main
+from imdb_llm.results import capture_log, write_result
 
 MODES = ("generate", "static", "static_compile", "compiled_loop")
 

@@ -23,16 +23,14 @@ from __future__ import annotations
 
 import gc
 import resource
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from imdb_llm.cli import UserError, parse_args, run_main  # noqa: E402
-from imdb_llm.results import capture_log, write_result  # noqa: E402
-from imdb_llm.training import ResultArguments  # noqa: E402
+from imdb_llm.cli import UserError, parse_args, run_main
+from imdb_llm.results import capture_log, write_result
+from imdb_llm.results import ResultArguments
 
 # THUDM/chatglm2-6b config.json in transformers' Glm terms.
 CHATGLM2_6B = dict(vocab_size=65024, hidden_size=4096, intermediate_size=13696, num_hidden_layers=28, num_attention_heads=32,
@@ -106,7 +104,7 @@ def build_qlora_model(shape: dict, lora_r: int, attn: str, device):
 def run_variant(name: str, args, shape, device) -> dict:
     import torch
 
-    from imdb_llm.sft.loss import chunked_lm_loss
+    from imdb_llm.llm.sft.loss import chunked_lm_loss
 
     opts = VARIANTS[name]
     torch.manual_seed(args.seed)

@@ -31,10 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
 
-from imdb_llm.cli import UserError, parse_args, run_main  # noqa: E402
-from imdb_llm.results import capture_log, trim_log, write_result  # noqa: E402
+from imdb_llm.cli import UserError, parse_args, run_main
+from imdb_llm.results import capture_log, trim_log, write_result
 
 SERVED_NAME = "bench"
 

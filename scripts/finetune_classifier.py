@@ -29,8 +29,8 @@ from transformers import AutoConfig, AutoTokenizer, EarlyStoppingCallback, Train
 
 from imdb_llm.benchmark import PrecisionBenchmarkArguments, benchmark_precision, write_benchmark_results
 from imdb_llm.cli import UserError, parse_args, run_main
-from imdb_llm.data import ImdbArguments, load_imdb, pretraining_texts
-from imdb_llm.finetune import (
+from imdb_llm.imdb.data import ImdbArguments, load_imdb, pretraining_texts
+from imdb_llm.imdb.finetune import (
     ClassificationCollator,
     benchmark_padding,
     check_not_imdb_finetuned,
@@ -39,15 +39,16 @@ from imdb_llm.finetune import (
     run_itpt,
     setup_padding,
 )
-from imdb_llm.llm import resolve_model
+from imdb_llm.llm.loading import resolve_model
 from imdb_llm.precision import CHOICES, precision_flags, precision_label
 from imdb_llm.progress import ProgressLine
 from imdb_llm.results import capture_log
-from imdb_llm.text import encode_head_tail
+from imdb_llm.imdb.text import encode_head_tail
 from imdb_llm.resume import SettingsRecord, TrainClock, resolve_resume, run_settings
 from imdb_llm.threads import set_torch_threads
-from imdb_llm.tokenized_cache import resolve_cache_dir, tokenize_cached
-from imdb_llm.training import ResultArguments, compute_metrics, count_parameters, finish_classification_run, timed_train, write_validation_summary
+from imdb_llm.imdb.tokenized_cache import resolve_cache_dir, tokenize_cached
+from imdb_llm.imdb.training import compute_metrics, count_parameters, finish_classification_run, timed_train, write_validation_summary
+from imdb_llm.results import ResultArguments
 
 
 @dataclass

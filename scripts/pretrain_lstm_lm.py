@@ -6,7 +6,7 @@
 
 Dai & Le (2015) showed that an LSTM first trained as a language model on IMDB text (their SA-LSTM)
 classifies far better than one trained on the labels alone. This is that recipe at laptop scale:
-the LM (imdb_llm.models.lstm_lm) reads IMDB train + unsupervised reviews (never validation or test
+the LM (imdb_llm.imdb.models.lstm_lm) reads IMDB train + unsupervised reviews (never validation or test
 text), packed into blocks; its embeddings start from the word2vec table the other IMDB models use
 (make imdb-word2vec). The perplexity on the validation reviews' text is measured as it trains.
 Checkpoints every ``save_steps``: the same command resumes after a kill.
@@ -24,16 +24,17 @@ from transformers import Trainer, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
 from imdb_llm.cli import UserError, parse_args, run_main
-from imdb_llm.data import ImdbArguments, load_imdb, pretraining_texts
-from imdb_llm.embeddings import copy_into_embeddings
-from imdb_llm.models.lstm_lm import BiLSTMLanguageModel, BiLSTMLMConfig, frequency_ranks
+from imdb_llm.imdb.data import ImdbArguments, load_imdb, pretraining_texts
+from imdb_llm.imdb.embeddings import copy_into_embeddings
+from imdb_llm.imdb.models.lstm_lm import BiLSTMLanguageModel, BiLSTMLMConfig, frequency_ranks
 from imdb_llm.precision import precision_flags, precision_label
 from imdb_llm.results import capture_log, write_result
-from imdb_llm.scratch import ThroughputCallback, pack_dataset, stack_blocks
+from imdb_llm.imdb.scratch import ThroughputCallback, pack_dataset, stack_blocks
 from imdb_llm.threads import set_torch_threads
-from imdb_llm.tokenization import load_tokenizer
-from imdb_llm.tokenized_cache import resolve_cache_dir
-from imdb_llm.training import ResultArguments, count_parameters, timed_train
+from imdb_llm.imdb.tokenization import load_tokenizer
+from imdb_llm.imdb.tokenized_cache import resolve_cache_dir
+from imdb_llm.imdb.training import count_parameters, timed_train
+from imdb_llm.results import ResultArguments
 
 
 @dataclass

@@ -41,12 +41,12 @@ from transformers import (
 
 from imdb_llm.benchmark import PrecisionBenchmarkArguments, benchmark_precision, write_benchmark_results
 from imdb_llm.cli import UserError, parse_args, run_main
-from imdb_llm.data import ImdbArguments, load_imdb, pretraining_texts
-from imdb_llm.distill import HELD_OUT, SoftLabelCollator, attach_teacher, distillation_sets, distillation_trainer_class, read_teacher, soft_targets
+from imdb_llm.imdb.data import ImdbArguments, load_imdb, pretraining_texts
+from imdb_llm.imdb.distill import HELD_OUT, SoftLabelCollator, attach_teacher, distillation_sets, distillation_trainer_class, read_teacher, soft_targets
 from imdb_llm.precision import precision_flags, precision_label
 from imdb_llm.results import capture_log
 from imdb_llm.resume import TrainClock, without_bookkeeping
-from imdb_llm.scratch import (
+from imdb_llm.imdb.scratch import (
     ScratchArguments,
     ScratchModelArguments,
     ThroughputCallback,
@@ -58,11 +58,12 @@ from imdb_llm.scratch import (
     stock_architecture,
     write_json_atomic,
 )
-from imdb_llm.text import encode_head_tail
+from imdb_llm.imdb.text import encode_head_tail
 from imdb_llm.threads import set_torch_threads
-from imdb_llm.tokenization import load_tokenizer
-from imdb_llm.tokenized_cache import resolve_cache_dir, tokenize_cached
-from imdb_llm.training import ResultArguments, compute_metrics, count_parameters, finish_classification_run, timed_train
+from imdb_llm.imdb.tokenization import load_tokenizer
+from imdb_llm.imdb.tokenized_cache import resolve_cache_dir, tokenize_cached
+from imdb_llm.imdb.training import compute_metrics, count_parameters, finish_classification_run, timed_train
+from imdb_llm.results import ResultArguments
 
 logger = logging.getLogger("run_scratch")
 PRETRAIN_DONE = "pretrain_metrics.json"  # written last in output_dir/pretrain/final: the stage is complete

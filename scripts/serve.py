@@ -10,7 +10,7 @@ Then any OpenAI client works against it::
     client.chat.completions.create(model="chatglm2-6b-native", messages=[{"role": "user", "content": "hi"}])
 
 A request that leaves out ``temperature``, ``top_p``, ``max_tokens``, ``repetition_penalty`` or
-``no_repeat_ngram_size`` gets the model's generation defaults (:mod:`imdb_llm.sft.decoding`: an
+``no_repeat_ngram_size`` gets the model's generation defaults (:mod:`imdb_llm.llm.sft.decoding`: an
 adapter's ``generation_defaults.json`` from sft_qlora.py, else the model's own), the same ones the
 evaluation and the chat CLI use, and the web page starts from them; ``--temperature`` etc. override
 them for the whole server.
@@ -24,14 +24,12 @@ See docs/serving.md for the API, batching, the fast-decoding flag and the vLLM r
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from imdb_llm.cli import UserError, parse_args, run_main  # noqa: E402
-from imdb_llm.sft.decoding import GenerationDefaults, GenerationOverrides, resolve_generation_defaults  # noqa: E402
+from imdb_llm.cli import UserError, parse_args, run_main
+from imdb_llm.llm.sft.decoding import GenerationDefaults, GenerationOverrides, resolve_generation_defaults
 
 
 @dataclass
@@ -87,8 +85,8 @@ def main(argv=None):
     import torch
     import uvicorn
 
-    from imdb_llm.llm import load_causal_lm, load_tokenizer
-    from imdb_llm.serving import create_app
+    from imdb_llm.llm.loading import load_causal_lm, load_tokenizer
+    from imdb_llm.serve.api_server import create_app
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if args.threads is not None:

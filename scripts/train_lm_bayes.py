@@ -12,7 +12,7 @@ positive LM finds it more likely:
 Mesnil et al. (2014) put this (an RNN-LM per class) into their IMDB ensemble beside NBSVM and
 paragraph vectors: it scores every word of a review in order, where the others see a bag of
 n-grams or one pooled vector. Here each review's log p(x) is the mean of the forward and the
-backward LM's estimates (imdb_llm.models.lstm_lm). Neither the pretraining nor the fine-tuning reads
+backward LM's estimates (imdb_llm.imdb.models.lstm_lm). Neither the pretraining nor the fine-tuning reads
 a validation or test review; the validation scores are for the ensemble to fit weights on.
 
 Each class LM trains in ``output_dir/<class>`` with its own checkpoints: the same command resumes a
@@ -36,17 +36,18 @@ import numpy as np
 from transformers import Trainer, TrainingArguments, set_seed
 
 from imdb_llm.cli import UserError, parse_args, run_main
-from imdb_llm.data import ImdbArguments, load_imdb
-from imdb_llm.models.lstm_lm import BiLSTMLanguageModel, load_language_model
+from imdb_llm.imdb.data import ImdbArguments, load_imdb
+from imdb_llm.imdb.models.lstm_lm import BiLSTMLanguageModel, load_language_model
 from imdb_llm.precision import precision_flags, precision_label
-from imdb_llm.probs import probs_path, split_provenance, write_probs
+from imdb_llm.imdb.probs import probs_path, split_provenance, write_probs
 from imdb_llm.results import capture_log, write_result
 from imdb_llm.resume import SETTINGS_FILE, SettingsRecord, TrainClock, changed_settings, resolve_resume, run_settings
-from imdb_llm.scratch import ThroughputCallback, pack_dataset, stack_blocks
+from imdb_llm.imdb.scratch import ThroughputCallback, pack_dataset, stack_blocks
 from imdb_llm.threads import set_torch_threads
-from imdb_llm.tokenization import load_tokenizer
-from imdb_llm.tokenized_cache import resolve_cache_dir, tokenize_cached
-from imdb_llm.training import ResultArguments, classification_metrics
+from imdb_llm.imdb.tokenization import load_tokenizer
+from imdb_llm.imdb.tokenized_cache import resolve_cache_dir, tokenize_cached
+from imdb_llm.imdb.training import classification_metrics
+from imdb_llm.results import ResultArguments
 
 CLASSES = ("neg", "pos")  # label 0, label 1
 

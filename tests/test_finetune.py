@@ -1,4 +1,4 @@
-"""Fine-tuning pretrained models on IMDB (scripts/finetune_classifier.py, imdb_llm.finetune).
+"""Fine-tuning pretrained models on IMDB (scripts/finetune_classifier.py, imdb_llm.imdb.finetune).
 
 Tiny random BERT and GPT-2 checkpoints are saved locally and run through the script end to end;
 the decoder padding test checks last-token pooling with right and left padding; the IMDB-weights
@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from imdb_llm.cli import UserError
-from imdb_llm.finetune import ClassificationCollator, check_not_imdb_finetuned, imdb_finetuning_evidence, is_decoder_only, last_token_index, setup_padding
+from imdb_llm.imdb.finetune import ClassificationCollator, check_not_imdb_finetuned, imdb_finetuning_evidence, is_decoder_only, last_token_index, setup_padding
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "finetune_classifier.py"

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from imdb_llm.cli import UserError, parse_args
-from imdb_llm.sft.decoding import (DEFAULTS_FILE, GenerationDefaults, GenerationOverrides, apply_repetition_controls, banned_next_tokens,
+from imdb_llm.llm.sft.decoding import (DEFAULTS_FILE, GenerationDefaults, GenerationOverrides, apply_repetition_controls, banned_next_tokens,
                                    resolve_generation_defaults)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -106,8 +106,8 @@ def test_repetition_controls_by_hand():
 # -- the server: defaults fill the request, and it decodes like generate() ---------------------
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    from imdb_llm.llm import load_causal_lm, load_tokenizer
-    from imdb_llm.serving import make_tiny_chat_model
+    from imdb_llm.llm.loading import load_causal_lm, load_tokenizer
+    from imdb_llm.serve.api_server import make_tiny_chat_model
 
     path = make_tiny_chat_model(tmp_path_factory.mktemp("tiny-defaults"), context_length=256)
     return load_causal_lm(str(path)).eval(), load_tokenizer(str(path)), path
@@ -118,7 +118,7 @@ HELLO = [{"role": "user", "content": "hello, how are you?"}]
 
 
 def _run(engine, prompt_ids, settings):
-    from imdb_llm.serving import Job
+    from imdb_llm.serve.api_server import Job
 
     done = threading.Event()
     job = Job(prompt_ids=prompt_ids, max_new_tokens=settings.max_new_tokens, temperature=0, repetition_penalty=settings.repetition_penalty,
@@ -130,8 +130,8 @@ def _run(engine, prompt_ids, settings):
 
 def test_every_decoding_path_applies_the_controls_alike(tiny):
     """generate() (eval and chat), the server's batch loop and its static-cache path give the same tokens."""
-    from imdb_llm.llm import ChatSession
-    from imdb_llm.serving import GenerationEngine
+    from imdb_llm.llm.loading import ChatSession
+    from imdb_llm.serve.api_server import GenerationEngine
 
     model, tok, _ = tiny
     session = ChatSession(model, tok, settings=CONTROLLED)
@@ -158,8 +158,8 @@ def test_every_decoding_path_applies_the_controls_alike(tiny):
 
 
 def test_server_fills_requests_from_the_defaults_and_shows_them(tiny):
-    from imdb_llm.llm import ChatSession
-    from imdb_llm.serving import create_app, serve_in_thread
+    from imdb_llm.llm.loading import ChatSession
+    from imdb_llm.serve.api_server import create_app, serve_in_thread
 
     model, tok, _ = tiny
     app = create_app(model, tok, model_name="tiny", generation_defaults=CONTROLLED)

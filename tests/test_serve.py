@@ -16,7 +16,7 @@ import httpx
 import openai
 import pytest
 
-from imdb_llm.serving import GenerationEngine, Job, create_app, make_tiny_chat_model, serve_in_thread
+from imdb_llm.serve.api_server import GenerationEngine, Job, create_app, make_tiny_chat_model, serve_in_thread
 
 MODEL = "tiny"
 CONTEXT = 256
@@ -27,7 +27,7 @@ HELLO = [{"role": "user", "content": "hello, how are you?"}]
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    from imdb_llm.llm import load_causal_lm, load_tokenizer
+    from imdb_llm.llm.loading import load_causal_lm, load_tokenizer
 
     path = make_tiny_chat_model(tmp_path_factory.mktemp("tiny-chat"), context_length=CONTEXT)
     return load_causal_lm(str(path)).eval(), load_tokenizer(str(path)), path

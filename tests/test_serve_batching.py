@@ -13,7 +13,7 @@ import openai
 import pytest
 import torch
 
-from imdb_llm.serving import GenerationEngine, Job, create_app, make_tiny_chat_model, serve_in_thread
+from imdb_llm.serve.api_server import GenerationEngine, Job, create_app, make_tiny_chat_model, serve_in_thread
 
 # Different lengths on purpose: in one batch the shorter prompts are left padded.
 PROMPTS = ["hi", "hello, how are you?", "This movie was great, I loved the acting and the story. The quick brown fox.", "a fine film"]
@@ -76,7 +76,7 @@ def run_alone(engine, tok, specs):
 
 @pytest.fixture(scope="module")
 def tiny_llama(tmp_path_factory):
-    from imdb_llm.llm import load_causal_lm, load_tokenizer
+    from imdb_llm.llm.loading import load_causal_lm, load_tokenizer
 
     path = make_tiny_chat_model(tmp_path_factory.mktemp("tiny-llama"), context_length=256)
     return load_causal_lm(str(path)).eval(), load_tokenizer(str(path)), path
@@ -86,7 +86,7 @@ def tiny_llama(tmp_path_factory):
 def tiny_glm(tmp_path_factory):
     from tiny_models import make_tiny_glm
 
-    from imdb_llm.llm import load_causal_lm, load_tokenizer
+    from imdb_llm.llm.loading import load_causal_lm, load_tokenizer
 
     path = make_tiny_glm(tmp_path_factory.mktemp("tiny-glm"), PROMPTS * 10)
     model = load_causal_lm(path).eval()
@@ -100,7 +100,7 @@ def tiny_lora(tiny_llama, tmp_path_factory):
     """The tiny Llama plus a saved LoRA adapter, loaded back the way ``serve.py --adapter`` does."""
     from peft import LoraConfig, get_peft_model
 
-    from imdb_llm.llm import load_causal_lm
+    from imdb_llm.llm.loading import load_causal_lm
 
     _, tok, path = tiny_llama
     base = load_causal_lm(str(path))
@@ -129,7 +129,7 @@ def test_padded_batch_logits_match_full_forward(which, request):
     """The cache surgery itself, checked on logits (far more sensitive than argmax): rows of
     different lengths, a row joining mid-way and a row leaving all give the logits a plain
     forward of that row's whole sequence gives."""
-    from imdb_llm.serving import PaddedBatch
+    from imdb_llm.serve.api_server import PaddedBatch
 
     model, tok, _ = request.getfixturevalue(which)
     seqs = [_prompt_ids(tok, t) for t in PROMPTS[:3]]  # three lengths
@@ -168,8 +168,8 @@ def test_padded_batch_logits_match_full_forward(which, request):
 def test_shared_prefix_logits_match_full_forward(which, request):
     """Prompts that share a system prompt reuse its cached keys/values (rows laid out as
     [prefix][padding][rest]); logits after prefill and after a step equal a plain forward."""
-    from imdb_llm.serving import PaddedBatch
-    from imdb_llm.serving_engine import common_prefix_length
+    from imdb_llm.serve.api_server import PaddedBatch
+    from imdb_llm.serve.engine import common_prefix_length
 
     model, tok, _ = request.getfixturevalue(which)
     seqs = [_prompt_ids(tok, t, SYSTEM) for t in PROMPTS[:3]]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from imdb_llm.serving import create_app, make_tiny_chat_model, serve_in_thread
+from imdb_llm.serve.api_server import create_app, make_tiny_chat_model, serve_in_thread
 
 CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 WAIT_MS = int(float(os.environ.get("WEB_DEMO_TIMEOUT_S", "60")) * 1000)  # raise for a real model on a slow CPU
@@ -30,7 +30,7 @@ pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"Debian chr
 
 @pytest.fixture(scope="module")
 def chat_server(tmp_path_factory):
-    from imdb_llm.llm import load_causal_lm, load_tokenizer
+    from imdb_llm.llm.loading import load_causal_lm, load_tokenizer
 
     model_path = os.environ.get("WEB_DEMO_MODEL") or str(make_tiny_chat_model(tmp_path_factory.mktemp("web-tiny")))
     model, tok = load_causal_lm(model_path).eval(), load_tokenizer(model_path)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Sequence
 
-from imdb_llm.sft.template import CHATGLM2_CHAT_TEMPLATE
+from imdb_llm.llm.sft.template import CHATGLM2_CHAT_TEMPLATE
 
 
 def make_tiny_glm(out_dir: str | os.PathLike, texts: Sequence[str], vocab_size: int = 600, hidden_size: int = 64, layers: int = 2, seed: int = 0) -> str:
@@ -43,7 +43,7 @@ def make_tiny_lstm_lm(vocab_size: int = 40, embedding_dim: int = 8, hidden_size:
     import numpy as np
     import torch
 
-    from imdb_llm.models.lstm_lm import BiLSTMLanguageModel, BiLSTMLMConfig
+    from imdb_llm.imdb.models.lstm_lm import BiLSTMLanguageModel, BiLSTMLMConfig
 
     torch.manual_seed(seed)
     lm = BiLSTMLanguageModel(BiLSTMLMConfig(vocab_size=vocab_size, embedding_dim=embedding_dim, hidden_size=hidden_size, dropout=0.0, cutoffs=[10, 20]))

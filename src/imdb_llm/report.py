@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from .cli import UserError
-from .results import atomic_write_text, validate_result
+from imdb_llm.cli import UserError
+from imdb_llm.results import atomic_write_text, validate_result
 
 TABLE_START = "<!-- results-table:start -->"
 TABLE_END = "<!-- results-table:end -->"

