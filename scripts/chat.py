@@ -20,7 +20,8 @@ import sys
 from dataclasses import dataclass, field
 
 from imdb_llm.cli import UserError, parse_args, run_main
-from imdb_llm.llm.loading import ChatSession, load_causal_lm, load_tokenizer
+from imdb_llm.llm.chat import ChatSession
+from imdb_llm.llm.loading import load_causal_lm, load_tokenizer
 from imdb_llm.llm.sft.decoding import GenerationDefaults, GenerationOverrides, resolve_generation_defaults
 
 

@@ -28,7 +28,7 @@ from imdb_llm.llm.sft.decoding import GenerationDefaults, GenerationOverrides, r
 from imdb_llm.llm.sft.generate import generate_answers, write_predictions
 from imdb_llm.llm.sft.metrics import generation_metrics, text_metrics
 from imdb_llm.llm.sft.quant import is_cuda, quantizable_model_path
-from imdb_llm.llm.sft.template import apply_template_override
+from imdb_llm.llm.prompts import apply_template_override
 from imdb_llm.results import ResultArguments
 
 

@@ -86,6 +86,7 @@ def main(argv=None):
     import uvicorn
 
     from imdb_llm.llm.loading import load_causal_lm, load_tokenizer
+    from imdb_llm.llm.prompts import require_chat_template
     from imdb_llm.serve.api_server import create_app
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -94,8 +95,7 @@ def main(argv=None):
             raise UserError("--threads must be >= 1")
         torch.set_num_threads(args.threads)
     tokenizer = load_tokenizer(args.model)
-    if not getattr(tokenizer, "chat_template", None):
-        raise UserError(f"{args.model}: the tokenizer has no chat template; serve a chat/instruct model")
+    require_chat_template(tokenizer, f"serve a chat/instruct model, not {args.model}")
     model = load_causal_lm(
         args.model,
         adapter=args.adapter,

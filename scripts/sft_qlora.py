@@ -47,7 +47,8 @@ from imdb_llm.llm.sft.generate import cached_answers, model_fingerprint, weights
 from imdb_llm.llm.sft.metrics import generation_metrics, text_metrics
 from imdb_llm.llm.sft.quant import is_cuda, keep_4bit_trainable, quantizable_model_path
 from imdb_llm.llm.sft.search import DecodingSearchArguments, choose_decoding
-from imdb_llm.llm.sft.template import apply_template_override, choose_max_length, encode_conversation, encode_dataset, length_stats
+from imdb_llm.llm.prompts import apply_template_override
+from imdb_llm.llm.sft.template import choose_max_length, encode_conversation, encode_dataset, length_stats
 from imdb_llm.resume import SettingsRecord, TrainClock, resolve_resume, run_settings
 from imdb_llm.threads import set_torch_threads
 from imdb_llm.results import ResultArguments

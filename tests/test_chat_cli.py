@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from imdb_llm.llm.chatglm2.convert import build_prompt, make_tiny_chatglm2
+from tiny_models import build_prompt, make_tiny_chatglm2
 from imdb_llm.cli import UserError
-from imdb_llm.llm.loading import ChatSession, load_causal_lm, load_tokenizer
+from imdb_llm.llm.chat import ChatSession
+from imdb_llm.llm.loading import load_causal_lm, load_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 

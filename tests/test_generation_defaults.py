@@ -107,7 +107,7 @@ def test_repetition_controls_by_hand():
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     from imdb_llm.llm.loading import load_causal_lm, load_tokenizer
-    from imdb_llm.serve.api_server import make_tiny_chat_model
+    from tiny_models import make_tiny_chat_model
 
     path = make_tiny_chat_model(tmp_path_factory.mktemp("tiny-defaults"), context_length=256)
     return load_causal_lm(str(path)).eval(), load_tokenizer(str(path)), path
@@ -118,7 +118,7 @@ HELLO = [{"role": "user", "content": "hello, how are you?"}]
 
 
 def _run(engine, prompt_ids, settings):
-    from imdb_llm.serve.api_server import Job
+    from imdb_llm.serve.engine import Job
 
     done = threading.Event()
     job = Job(prompt_ids=prompt_ids, max_new_tokens=settings.max_new_tokens, temperature=0, repetition_penalty=settings.repetition_penalty,
@@ -130,8 +130,8 @@ def _run(engine, prompt_ids, settings):
 
 def test_every_decoding_path_applies_the_controls_alike(tiny):
     """generate() (eval and chat), the server's batch loop and its static-cache path give the same tokens."""
-    from imdb_llm.llm.loading import ChatSession
-    from imdb_llm.serve.api_server import GenerationEngine
+    from imdb_llm.llm.chat import ChatSession
+    from imdb_llm.serve.engine import GenerationEngine
 
     model, tok, _ = tiny
     session = ChatSession(model, tok, settings=CONTROLLED)
@@ -158,7 +158,7 @@ def test_every_decoding_path_applies_the_controls_alike(tiny):
 
 
 def test_server_fills_requests_from_the_defaults_and_shows_them(tiny):
-    from imdb_llm.llm.loading import ChatSession
+    from imdb_llm.llm.chat import ChatSession
     from imdb_llm.serve.api_server import create_app, serve_in_thread
 
     model, tok, _ = tiny

@@ -16,7 +16,9 @@ import httpx
 import openai
 import pytest
 
-from imdb_llm.serve.api_server import GenerationEngine, Job, create_app, make_tiny_chat_model, serve_in_thread
+from imdb_llm.serve.api_server import create_app, serve_in_thread
+from imdb_llm.serve.engine import GenerationEngine, Job
+from tiny_models import make_tiny_chat_model
 
 MODEL = "tiny"
 CONTEXT = 256

@@ -13,7 +13,9 @@ import openai
 import pytest
 import torch
 
-from imdb_llm.serve.api_server import GenerationEngine, Job, create_app, make_tiny_chat_model, serve_in_thread
+from imdb_llm.serve.api_server import create_app, serve_in_thread
+from imdb_llm.serve.engine import GenerationEngine, Job
+from tiny_models import make_tiny_chat_model
 
 # Different lengths on purpose: in one batch the shorter prompts are left padded.
 PROMPTS = ["hi", "hello, how are you?", "This movie was great, I loved the acting and the story. The quick brown fox.", "a fine film"]
@@ -129,7 +131,7 @@ def test_padded_batch_logits_match_full_forward(which, request):
     """The cache surgery itself, checked on logits (far more sensitive than argmax): rows of
     different lengths, a row joining mid-way and a row leaving all give the logits a plain
     forward of that row's whole sequence gives."""
-    from imdb_llm.serve.api_server import PaddedBatch
+    from imdb_llm.serve.batch import PaddedBatch
 
     model, tok, _ = request.getfixturevalue(which)
     seqs = [_prompt_ids(tok, t) for t in PROMPTS[:3]]  # three lengths
@@ -168,8 +170,8 @@ def test_padded_batch_logits_match_full_forward(which, request):
 def test_shared_prefix_logits_match_full_forward(which, request):
     """Prompts that share a system prompt reuse its cached keys/values (rows laid out as
     [prefix][padding][rest]); logits after prefill and after a step equal a plain forward."""
-    from imdb_llm.serve.api_server import PaddedBatch
-    from imdb_llm.serve.engine import common_prefix_length
+    from imdb_llm.serve.batch import PaddedBatch
+    from imdb_llm.serve.batch import common_prefix_length
 
     model, tok, _ = request.getfixturevalue(which)
     seqs = [_prompt_ids(tok, t, SYSTEM) for t in PROMPTS[:3]]

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from imdb_llm.serve.api_server import create_app, make_tiny_chat_model, serve_in_thread
+from imdb_llm.serve.api_server import create_app, serve_in_thread
+from tiny_models import make_tiny_chat_model
 
 CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 WAIT_MS = int(float(os.environ.get("WEB_DEMO_TIMEOUT_S", "60")) * 1000)  # raise for a real model on a slow CPU

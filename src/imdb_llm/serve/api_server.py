@@ -27,7 +27,8 @@ from typing import Any, AsyncIterator, Iterator
 
 from fastapi import Request  # module level: FastAPI resolves endpoint annotations here
 
-from imdb_llm.serve.batch import context_length_of
+from imdb_llm.llm.loading import context_length_of
+from imdb_llm.llm.prompts import require_chat_template
 from imdb_llm.serve.protocol import APIError, ChatCompletionRequest, chat_messages, error_response, usage_counts
 from imdb_llm.serve.engine import GenerationEngine, Job, Overloaded
 from imdb_llm.llm.sft.decoding import GenerationDefaults
@@ -308,10 +309,7 @@ def create_app(
     from fastapi import FastAPI
     from fastapi.responses import StreamingResponse
 
-    if not getattr(tokenizer, "chat_template", None):
-        from imdb_llm.cli import UserError
-
-        raise UserError("the tokenizer has no chat template: serve a chat/instruct model (or add a template)")
+    require_chat_template(tokenizer, "serve a chat/instruct model (or add a template)")
     context = min(max_model_len or 10**9, context_length_of(model, tokenizer))
     engine = GenerationEngine(model, tokenizer, context_length=context, decode=decode, max_queue=max_queue,
                               max_running=max_running, max_batch_tokens=max_batch_tokens, batch_window_ms=batch_window_ms, prefix_cache=prefix_cache)

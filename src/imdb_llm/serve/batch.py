@@ -49,17 +49,6 @@ class SharedPrefix:
         self.length, self.layers = length, layers  # layers: per layer (keys, values), [1, heads, length, dim]
 
 
-def context_length_of(model, tokenizer=None) -> int:
-    """The longest sequence the model was built for (``max_position_embeddings`` / ``seq_length``)."""
-    cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
-    for key in ("max_position_embeddings", "seq_length", "n_positions", "max_sequence_length"):
-        value = getattr(cfg, key, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    limit = getattr(tokenizer, "model_max_length", None)
-    return limit if isinstance(limit, int) and 0 < limit < 10**7 else 2048
-
-
 def forward_kwargs(model) -> tuple[str, bool]:
     """The name of the cache argument (``cache`` in new transformers, ``past_key_values`` before)
     and whether ``logits_to_keep`` is accepted (then only the last position's logits are made)."""

@@ -1,49 +1,16 @@
-"""Prompts from the tokenizer's own chat template, answer-only labels, and the length budget."""
+"""Encoding a conversation with the tokenizer's own chat template (:mod:`imdb_llm.llm.prompts`):
+answer-only labels, and the length budget."""
 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any, Sequence
 
 from imdb_llm.cli import UserError
+from imdb_llm.llm.prompts import render_prompt
 from imdb_llm.llm.sft.data import DataReport
 
 IGNORE_INDEX = -100
-
-# ChatGLM2-6B's prompt format (``tokenization_chatglm.py: build_prompt``): rounds numbered from 1,
-# "问：" = question, "答：" = answer. A system message (ChatGLM2 has none) is put before round 1.
-CHATGLM2_CHAT_TEMPLATE = (
-    "{% set ns = namespace(round=0) %}"
-    "{% for m in messages %}"
-    "{% if m['role'] == 'system' %}{{ m['content'] }}\n\n"
-    "{% elif m['role'] == 'user' %}{% set ns.round = ns.round + 1 %}"
-    "[Round {{ ns.round }}]\n\n问：{{ m['content'] }}\n\n答："
-    "{% elif m['role'] == 'assistant' %}{{ m['content'] }}\n\n"
-    "{% endif %}{% endfor %}"
-)
-NAMED_TEMPLATES = {"chatglm2": CHATGLM2_CHAT_TEMPLATE}
-
-
-def apply_template_override(tokenizer, chat_template: str | None):
-    """Install ``chat_template`` ('chatglm2' or a Jinja file) and check the tokenizer has one."""
-    if chat_template:
-        if chat_template in NAMED_TEMPLATES:
-            tokenizer.chat_template = NAMED_TEMPLATES[chat_template]
-        elif Path(chat_template).is_file():
-            tokenizer.chat_template = Path(chat_template).read_text(encoding="utf-8")
-        else:
-            raise UserError(f"--chat_template {chat_template}: neither {'/'.join(NAMED_TEMPLATES)} nor a file")
-    if not getattr(tokenizer, "chat_template", None):
-        raise UserError("the tokenizer has no chat template; pass --chat_template chatglm2 or a Jinja file")
-    if tokenizer.eos_token_id is None:
-        raise UserError("the tokenizer has no EOS token; the model could never learn to stop")
-    return tokenizer
-
-
-def render_prompt(tokenizer, messages: Sequence[dict[str, str]]) -> str:
-    """The text the model sees before it answers: every turn but the last, plus the answer cue."""
-    return tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
 
 
 def encode_conversation(tokenizer, messages: Sequence[dict[str, str]]) -> dict[str, list[int]]:
