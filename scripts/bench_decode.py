@@ -28,7 +28,6 @@ import inspect
 import statistics
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 
 from imdb_llm.cli import UserError, parse_args, run_main

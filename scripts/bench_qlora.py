@@ -25,7 +25,6 @@ import gc
 import resource
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 
 from imdb_llm.cli import UserError, parse_args, run_main

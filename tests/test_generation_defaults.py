@@ -3,9 +3,8 @@ and the web page resolve the same :class:`GenerationDefaults`, explicit flags ov
 every decoding path (``generate`` in eval/chat, the server's batch loop and its static path) applies
 the repetition controls the same way."""
 
-import importlib.util
+import importlib
 import json
-import sys
 import threading
 from pathlib import Path
 
@@ -21,11 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _script(name):
-    spec = importlib.util.spec_from_file_location(f"script_{name}", REPO / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module(name)  # scripts/ is on pytest's pythonpath
 
 
 # -- the dataclass ---------------------------------------------------------------------------------
@@ -183,6 +178,6 @@ def test_server_fills_requests_from_the_defaults_and_shows_them(tiny):
 
 
 def test_web_page_starts_from_the_model_defaults():
-    page = (REPO / "src" / "imdb_llm" / "static" / "index.html").read_text(encoding="utf-8")
+    page = (REPO / "src" / "imdb_llm" / "serve" / "static" / "index.html").read_text(encoding="utf-8")
     assert "card.generation_defaults" in page and 'changed("temperature"' in page and 'changed("max_tokens"' in page
     assert 'value="0.7"' not in page  # no decoding default of its own

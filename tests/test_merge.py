@@ -1,6 +1,5 @@
 """merge_adapter.py: merged weights give the same logits as base + adapter, and load like any model."""
 
-import sys
 from pathlib import Path
 
 import pytest
@@ -10,7 +9,6 @@ from imdb_llm.llm.sft.data import load_conversations
 from tiny_models import make_tiny_glm
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "scripts"))
 
 
 @pytest.fixture(scope="module")

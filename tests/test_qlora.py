@@ -2,7 +2,6 @@
 resume after a kill, bad data failing fast, and the speed bench's --tiny smoke run."""
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,6 @@ from tiny_models import make_tiny_glm
 
 REPO = Path(__file__).resolve().parents[1]
 FIX = REPO / "tests" / "fixtures" / "sft"
-sys.path.insert(0, str(REPO / "scripts"))
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 """From-scratch BERT / GPT-2 track (scripts/run_scratch.py) on CPU with tiny configs:
 both tracks end to end, stage skipping, kill-and-resume, bad input, and the sparse MLM head."""
 
-import importlib.util
+import importlib
 import json
 import os
 import signal
@@ -16,11 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _load_script():
-    spec = importlib.util.spec_from_file_location("run_scratch", REPO / "scripts" / "run_scratch.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["run_scratch"] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module("run_scratch")  # scripts/ is on pytest's pythonpath (pyproject.toml)
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""The web chat page (src/imdb_llm/static/index.html) in headless Debian Chromium via Playwright.
+"""The web chat page (src/imdb_llm/serve/static/index.html) in headless Debian Chromium via Playwright.
 
 Type, send, watch the answer stream in, send a second turn (the page must resend the history),
 clear. Needs /usr/bin/chromium (``bash scripts/ci_install_browser.sh``); skipped without it.

@@ -181,6 +181,17 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
+def write_json_atomic(path: str | os.PathLike, data: dict[str, Any]) -> None:
+    """``data`` as indented JSON, written atomically (:func:`atomic_write_text`)."""
+    atomic_write_text(Path(path), json.dumps(data, indent=2) + "\n")
+
+
+def read_json(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The JSON object in ``path``, or None when there is no such file."""
+    path = Path(path)
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
 def _jsonable(value: Any) -> Any:
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}

@@ -3,14 +3,11 @@ packed pretraining blocks, a sparse MLM head, and a throughput/time-budget callb
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from imdb_llm.results import atomic_write_text
 from imdb_llm.imdb.text import group_texts
 
 MODEL_TYPES = ("bert", "gpt2")
@@ -349,15 +346,3 @@ def _any_rank(flag: bool) -> bool:
     t = torch.tensor([1 if flag else 0], device=device)
     dist.broadcast(t, src=0)
     return bool(t.item())
-
-
-# ------------------------------------------------------------------------------ stage markers
-
-
-def write_json_atomic(path: str | os.PathLike, data: dict[str, Any]) -> None:
-    atomic_write_text(Path(path), json.dumps(data, indent=2) + "\n")
-
-
-def read_json(path: str | os.PathLike) -> dict[str, Any] | None:
-    path = Path(path)
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
