@@ -29,8 +29,7 @@ from dataclasses import dataclass, field
 
 from imdb_llm.cli import UserError, parse_args, run_main
 from imdb_llm.llm.chatglm2.config import CHATGLM2_6B
-from imdb_llm.results import capture_log, write_result
-from imdb_llm.results import ResultArguments
+from imdb_llm.results import ResultArguments, capture_log, write_result
 
 TINY = dict(CHATGLM2_6B, vocab_size=512, hidden_size=64, intermediate_size=160, num_hidden_layers=2, num_attention_heads=4, head_dim=16)
 

@@ -24,9 +24,8 @@ import numpy as np
 from imdb_llm.cli import UserError, parse_args, run_main
 from imdb_llm.imdb.ensemble import align, fit_stacker, load_members, parse_refits, refit_test_logits, repeated_cv_accuracy, select_members
 from imdb_llm.imdb.probs import probs_path, write_probs
-from imdb_llm.results import capture_log, write_result
 from imdb_llm.imdb.training import classification_metrics
-from imdb_llm.results import ResultArguments
+from imdb_llm.results import ResultArguments, capture_log, write_result
 
 
 @dataclass

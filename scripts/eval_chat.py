@@ -22,14 +22,13 @@ from pathlib import Path
 
 
 from imdb_llm.cli import UserError, parse_args, run_main
-from imdb_llm.results import capture_log, write_result
+from imdb_llm.llm.prompts import apply_template_override
 from imdb_llm.llm.sft.data import load_conversations, seeded_subset
 from imdb_llm.llm.sft.decoding import GenerationDefaults, GenerationOverrides, resolve_generation_defaults
 from imdb_llm.llm.sft.generate import generate_answers, write_predictions
 from imdb_llm.llm.sft.metrics import generation_metrics, text_metrics
 from imdb_llm.llm.sft.quant import is_cuda, quantizable_model_path
-from imdb_llm.llm.prompts import apply_template_override
-from imdb_llm.results import ResultArguments
+from imdb_llm.results import ResultArguments, capture_log, write_result
 
 
 @dataclass

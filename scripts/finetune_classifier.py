@@ -39,16 +39,15 @@ from imdb_llm.imdb.finetune import (
     run_itpt,
     setup_padding,
 )
+from imdb_llm.imdb.text import encode_head_tail
+from imdb_llm.imdb.tokenized_cache import resolve_cache_dir, tokenize_cached
+from imdb_llm.imdb.training import compute_metrics, count_parameters, finish_classification_run, write_validation_summary
 from imdb_llm.llm.loading import resolve_model
 from imdb_llm.precision import CHOICES, precision_flags, precision_label
 from imdb_llm.progress import ProgressLine
-from imdb_llm.results import capture_log
-from imdb_llm.imdb.text import encode_head_tail
-from imdb_llm.resume import SettingsRecord, TrainClock, resolve_resume, run_settings
+from imdb_llm.results import ResultArguments, capture_log
+from imdb_llm.resume import SettingsRecord, TrainClock, resolve_resume, run_settings, timed_train
 from imdb_llm.threads import set_torch_threads
-from imdb_llm.imdb.tokenized_cache import resolve_cache_dir, tokenize_cached
-from imdb_llm.imdb.training import compute_metrics, count_parameters, finish_classification_run, timed_train, write_validation_summary
-from imdb_llm.results import ResultArguments
 
 
 @dataclass

@@ -21,20 +21,19 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 from transformers import Trainer, TrainingArguments, set_seed
-from transformers.trainer_utils import get_last_checkpoint
 
 from imdb_llm.cli import UserError, parse_args, run_main
 from imdb_llm.imdb.data import ImdbArguments, load_imdb, pretraining_texts
 from imdb_llm.imdb.embeddings import copy_into_embeddings
 from imdb_llm.imdb.models.lstm_lm import BiLSTMLanguageModel, BiLSTMLMConfig, frequency_ranks
-from imdb_llm.precision import precision_flags, precision_label
-from imdb_llm.results import capture_log, write_result
 from imdb_llm.imdb.scratch import ThroughputCallback, pack_dataset, stack_blocks
-from imdb_llm.threads import set_torch_threads
 from imdb_llm.imdb.tokenization import load_tokenizer
 from imdb_llm.imdb.tokenized_cache import resolve_cache_dir
-from imdb_llm.imdb.training import count_parameters, timed_train
-from imdb_llm.results import ResultArguments
+from imdb_llm.imdb.training import count_parameters
+from imdb_llm.precision import precision_flags, precision_label
+from imdb_llm.results import ResultArguments, capture_log, write_result
+from imdb_llm.resume import last_complete_checkpoint, timed_train
+from imdb_llm.threads import set_torch_threads
 
 
 @dataclass
@@ -102,7 +101,7 @@ def main(argv=None):
         throughput = ThroughputCallback.for_blocks(lm_args.block_size, training_args)
         trainer = Trainer(model=model, args=training_args, train_dataset=train_blocks, eval_dataset=eval_blocks, data_collator=stack_blocks,
                           callbacks=[throughput])
-        resume = get_last_checkpoint(training_args.output_dir) if os.path.isdir(training_args.output_dir) else None
+        resume = last_complete_checkpoint(training_args.output_dir)
         if resume:
             print(f"resuming from {resume}")
         _, seconds = timed_train(trainer, resume_from_checkpoint=resume)

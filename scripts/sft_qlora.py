@@ -37,9 +37,7 @@ from typing import Any
 
 
 from imdb_llm.cli import UserError, parse_args, run_main
-from imdb_llm.precision import precision_flags, precision_label
-from imdb_llm.progress import ProgressLine
-from imdb_llm.results import capture_log, write_result
+from imdb_llm.llm.prompts import apply_template_override
 from imdb_llm.llm.sft.collate import ListDataset, PackingCollator, PadCollator
 from imdb_llm.llm.sft.data import DataReport, SftDataArguments, carve, load_conversations, seeded_subset
 from imdb_llm.llm.sft.decoding import GenerationOverrides, resolve_generation_defaults
@@ -47,11 +45,12 @@ from imdb_llm.llm.sft.generate import cached_answers, model_fingerprint, weights
 from imdb_llm.llm.sft.metrics import generation_metrics, text_metrics
 from imdb_llm.llm.sft.quant import is_cuda, keep_4bit_trainable, quantizable_model_path
 from imdb_llm.llm.sft.search import DecodingSearchArguments, choose_decoding
-from imdb_llm.llm.prompts import apply_template_override
 from imdb_llm.llm.sft.template import choose_max_length, encode_conversation, encode_dataset, length_stats
-from imdb_llm.resume import SettingsRecord, TrainClock, resolve_resume, run_settings
+from imdb_llm.precision import precision_flags, precision_label
+from imdb_llm.progress import ProgressLine
+from imdb_llm.results import ResultArguments, capture_log, write_result
+from imdb_llm.resume import SettingsRecord, TrainClock, resolve_resume, run_settings, timed_train
 from imdb_llm.threads import set_torch_threads
-from imdb_llm.results import ResultArguments
 
 
 @dataclass
@@ -311,9 +310,7 @@ def train(trainer, resume, settings, run: Run, train_data, metrics) -> float:
     clock = TrainClock(resume)  # train_seconds adds up across interruptions
     trainer.add_callback(clock)
     trainer.add_callback(SettingsRecord(settings))
-    start = time.perf_counter()
-    out = trainer.train(resume_from_checkpoint=resume)
-    segment = time.perf_counter() - start
+    out, segment = timed_train(trainer, resume)
     args, state = run.training, trainer.state
     metrics.update({"train_seconds_this_process": round(segment, 1), "train_loss": out.training_loss, "global_step": out.global_step,
                     "resumed_from_step": start_step})

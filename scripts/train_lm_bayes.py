@@ -38,16 +38,15 @@ from transformers import Trainer, TrainingArguments, set_seed
 from imdb_llm.cli import UserError, parse_args, run_main
 from imdb_llm.imdb.data import ImdbArguments, load_imdb
 from imdb_llm.imdb.models.lstm_lm import BiLSTMLanguageModel, load_language_model
-from imdb_llm.precision import precision_flags, precision_label
 from imdb_llm.imdb.probs import probs_path, split_provenance, write_probs
-from imdb_llm.results import capture_log, write_result
-from imdb_llm.resume import SETTINGS_FILE, SettingsRecord, TrainClock, changed_settings, resolve_resume, run_settings
 from imdb_llm.imdb.scratch import ThroughputCallback, pack_dataset, stack_blocks
-from imdb_llm.threads import set_torch_threads
 from imdb_llm.imdb.tokenization import load_tokenizer
 from imdb_llm.imdb.tokenized_cache import resolve_cache_dir, tokenize_cached
 from imdb_llm.imdb.training import classification_metrics
-from imdb_llm.results import ResultArguments
+from imdb_llm.precision import precision_flags, precision_label
+from imdb_llm.results import ResultArguments, capture_log, read_json, write_json_atomic, write_result
+from imdb_llm.resume import SETTINGS_FILE, SettingsRecord, TrainClock, changed_settings, finished_stage, mark_stage_finished, resolve_resume, run_settings
+from imdb_llm.threads import set_torch_threads
 
 CLASSES = ("neg", "pos")  # label 0, label 1
 
@@ -67,13 +66,13 @@ def fine_tune_class_lm(name: str, label: int, start: BiLSTMLanguageModel, dsets,
     """One class's LM: a copy of the pretrained LM ``start`` trained further on that class's training reviews only.
     A finished one (its model and settings in ``output_dir/<name>``) is loaded instead of retrained."""
     out = Path(training_args.output_dir, name)
-    done = out / SETTINGS_FILE
-    if (out / "model.safetensors").is_file() and done.is_file():
-        shown = changed_settings(json.loads(done.read_text()), settings)
+    finished = finished_stage(out, SETTINGS_FILE)  # the marker is the settings, written last
+    if (out / "model.safetensors").is_file() and finished is not None:
+        shown = changed_settings(finished, settings)
         if shown:
             raise UserError(f"{out} holds a {name} LM trained with other settings ({shown}); give another --output_dir")
         print(f"{name} LM: finished before, loaded from {out}")
-        return BiLSTMLanguageModel.from_pretrained(out), json.loads((out / "class_lm_metrics.json").read_text())
+        return BiLSTMLanguageModel.from_pretrained(out), read_json(out / "class_lm_metrics.json")
 
     train_text = dsets["train"].filter(lambda y: y == label, input_columns="label").select_columns(["text"])
     eval_text = dsets["validation"].filter(lambda y: y == label, input_columns="label").select_columns(["text"])
@@ -94,15 +93,15 @@ def fine_tune_class_lm(name: str, label: int, start: BiLSTMLanguageModel, dsets,
     if resume:
         print(f"{name} LM: resuming from {resume}")
     trainer.train(resume_from_checkpoint=resume)
-    metrics = {"train_seconds": round(clock.before + time.perf_counter() - clock.start, 2), "corpus_tokens": len(blocks) * args.block_size,
+    metrics = {"train_seconds": round(clock.seconds(), 2), "corpus_tokens": len(blocks) * args.block_size,
                **throughput.metrics(prefix="")}
     if eval_blocks is not None:
         loss = trainer.evaluate()["eval_loss"]
         metrics["validation_perplexity_own_class"] = round(math.exp(loss), 2)
     if trainer.is_world_process_zero():
         trainer.save_model(str(out))
-        (out / "class_lm_metrics.json").write_text(json.dumps(metrics, indent=1))
-        done.write_text(json.dumps(settings, indent=1, sort_keys=True))  # written last: its presence means finished
+        write_json_atomic(out / "class_lm_metrics.json", metrics)
+        mark_stage_finished(out, SETTINGS_FILE, settings)  # written last: its presence means finished
     return trainer.model, metrics
 
 

@@ -26,9 +26,8 @@ from imdb_llm.cli import UserError, parse_args, run_main
 from imdb_llm.imdb.data import ImdbArguments, load_imdb
 from imdb_llm.imdb.nbsvm import NBLogisticRegression, ngram_orders
 from imdb_llm.imdb.probs import probs_path, split_provenance, write_probs
-from imdb_llm.results import atomic_write, capture_log, write_result
 from imdb_llm.imdb.training import classification_metrics
-from imdb_llm.results import ResultArguments
+from imdb_llm.results import ResultArguments, atomic_write, capture_log, write_result
 
 
 @dataclass

@@ -27,10 +27,9 @@ import numpy as np
 from imdb_llm.cli import UserError, parse_args, run_main
 from imdb_llm.imdb.data import ImdbArguments, load_imdb
 from imdb_llm.imdb.probs import probs_path, split_provenance, write_probs
-from imdb_llm.results import atomic_write, capture_log, write_result
-from imdb_llm.threads import physical_cores
 from imdb_llm.imdb.training import classification_metrics
-from imdb_llm.results import ResultArguments
+from imdb_llm.results import ResultArguments, atomic_write, capture_log, write_result
+from imdb_llm.threads import physical_cores
 
 
 @dataclass

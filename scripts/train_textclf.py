@@ -20,20 +20,20 @@ import numpy as np
 import torch
 from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer, TrainingArguments, set_seed
 
-import imdb_llm.imdb.models  # noqa: F401  (registers textcnn / bilstm with the Auto classes)
 from imdb_llm.benchmark import PrecisionBenchmarkArguments, benchmark_precision, write_benchmark_results
 from imdb_llm.cli import UserError, parse_args, run_main
 from imdb_llm.imdb.data import ImdbArguments, load_imdb, pretraining_texts
 from imdb_llm.imdb.embeddings import copy_into_embeddings, load_vectors_file, train_word2vec
 from imdb_llm.imdb.models import BiLSTMConfig, BiLSTMForSequenceClassification, TextCNNConfig, TextCNNForSequenceClassification
 from imdb_llm.imdb.models.lstm_lm import load_lm_into_classifier
-from imdb_llm.precision import precision_flags, precision_label
-from imdb_llm.results import atomic_write, capture_log
-from imdb_llm.threads import set_torch_threads
 from imdb_llm.imdb.tokenization import load_tokenizer
 from imdb_llm.imdb.tokenized_cache import resolve_cache_dir, tokenize_cached
-from imdb_llm.imdb.training import compute_metrics, count_parameters, finish_classification_run, timed_train
-from imdb_llm.results import ResultArguments
+from imdb_llm.imdb.training import compute_metrics, count_parameters, finish_classification_run
+from imdb_llm.precision import precision_flags, precision_label
+from imdb_llm.results import ResultArguments, atomic_write, capture_log
+from imdb_llm.resume import timed_train
+from imdb_llm.threads import set_torch_threads
+import imdb_llm.imdb.models  # noqa: F401  (registers textcnn / bilstm with the Auto classes)
 
 
 @dataclass

@@ -17,9 +17,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from imdb_llm.cli import UserError
 from imdb_llm.llm.chatglm2.config import glm_config_from_official
 from imdb_llm.llm.chatglm2.convert import convert_checkpoint
-from imdb_llm.cli import UserError
 
 FIX = Path(__file__).parent / "fixtures" / "chatglm2"
 TINY = FIX / "tiny-official"

@@ -11,10 +11,10 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
-import imdb_llm.imdb.models  # noqa: F401
 from imdb_llm.cli import UserError, config_to_argv, parse_args
 from imdb_llm.imdb.embeddings import load_vectors_file
 from imdb_llm.imdb.models import BiLSTMConfig, BiLSTMForSequenceClassification, TextCNNConfig, TextCNNForSequenceClassification
+import imdb_llm.imdb.models  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--embedding_dim", "16", "--num_filters", "8", "--hidden_size", "8", "--num_layers", "1", "--max_length", "64",

@@ -13,6 +13,7 @@ import os
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 from transformers import TrainerCallback
 
@@ -145,3 +146,10 @@ class TrainClock(TrainerCallback):
 
     def on_save(self, args, state, control, **kwargs):
         _write_into_checkpoint(args, state, self.FILE, {"train_seconds": self.seconds()})
+
+
+def timed_train(trainer, resume_from_checkpoint=None) -> tuple[Any, float]:
+    """``trainer.train(...)`` and the seconds this session spent in it (:class:`TrainClock` adds earlier sessions)."""
+    start = time.perf_counter()
+    out = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+    return out, time.perf_counter() - start

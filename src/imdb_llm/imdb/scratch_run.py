@@ -26,9 +26,9 @@ from imdb_llm.imdb.distill import HELD_OUT, SoftLabelCollator, attach_teacher, d
 from imdb_llm.imdb.scratch import ThroughputCallback, build_classifier, build_pretraining_model, pack_dataset, stock_architecture
 from imdb_llm.imdb.text import encode_head_tail
 from imdb_llm.imdb.tokenized_cache import tokenize_cached
-from imdb_llm.imdb.training import compute_metrics, count_parameters, finish_classification_run, timed_train
+from imdb_llm.imdb.training import compute_metrics, count_parameters, finish_classification_run
 from imdb_llm.results import read_json, write_json_atomic
-from imdb_llm.resume import TrainClock, finished_stage, last_complete_checkpoint, mark_stage_finished
+from imdb_llm.resume import TrainClock, finished_stage, last_complete_checkpoint, mark_stage_finished, timed_train
 
 _IMPORTED = time.time()
 logger = logging.getLogger("run_scratch")

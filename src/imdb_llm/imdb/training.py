@@ -100,12 +100,6 @@ def count_parameters(model) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def timed_train(trainer, resume_from_checkpoint=None) -> tuple[Any, float]:
-    start = time.perf_counter()
-    out = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
-    return out, time.perf_counter() - start
-
-
 VALIDATION_SUMMARY = "validation_summary.json"
 
 

@@ -29,9 +29,9 @@ from fastapi import Request  # module level: FastAPI resolves endpoint annotatio
 
 from imdb_llm.llm.loading import context_length_of
 from imdb_llm.llm.prompts import require_chat_template
-from imdb_llm.serve.protocol import APIError, ChatCompletionRequest, chat_messages, error_response, usage_counts
-from imdb_llm.serve.engine import GenerationEngine, Job, Overloaded
 from imdb_llm.llm.sft.decoding import GenerationDefaults
+from imdb_llm.serve.engine import GenerationEngine, Job, Overloaded
+from imdb_llm.serve.protocol import APIError, ChatCompletionRequest, chat_messages, error_response, usage_counts
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 PUBLIC_PATHS = ("/", "/index.html", "/favicon.ico")  # the static page holds no data; the API does

@@ -15,9 +15,9 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
-from imdb_llm.results import atomic_write_text
-from imdb_llm.llm.sft.decoding import GenerationDefaults
 from imdb_llm.llm.prompts import render_prompt
+from imdb_llm.llm.sft.decoding import GenerationDefaults
+from imdb_llm.results import atomic_write_text
 
 
 def generate_answers(model, tokenizer, conversations: list[dict[str, Any]], settings: GenerationDefaults | None = None, batch_size: int = 8,
