@@ -38,13 +38,13 @@ from transformers import Trainer, TrainingArguments, set_seed
 from imdb_llm.cli import UserError, parse_args, run_main
 from imdb_llm.imdb.data import ImdbArguments, load_imdb
 from imdb_llm.imdb.models.lstm_lm import BiLSTMLanguageModel, load_language_model
-from imdb_llm.imdb.probs import probs_path, split_provenance, write_probs
+from imdb_llm.imdb.probs import split_provenance, write_result_and_probs
 from imdb_llm.imdb.scratch import ThroughputCallback, pack_dataset, stack_blocks
 from imdb_llm.imdb.tokenization import load_tokenizer
 from imdb_llm.imdb.tokenized_cache import resolve_cache_dir, tokenize_cached
 from imdb_llm.imdb.training import classification_metrics
 from imdb_llm.precision import precision_flags, precision_label
-from imdb_llm.results import ResultArguments, capture_log, read_json, write_json_atomic, write_result
+from imdb_llm.results import ResultArguments, capture_log, read_json, write_json_atomic
 from imdb_llm.resume import SETTINGS_FILE, SettingsRecord, TrainClock, changed_settings, finished_stage, mark_stage_finished, resolve_resume, run_settings
 from imdb_llm.threads import set_torch_threads
 
@@ -181,10 +181,9 @@ def main(argv=None):
 
         # 3. The result file and the saved scores, like every classifier run.
         train_seconds = sum(v["train_seconds"] for v in class_metrics.values())
-        write_result(result_args.results_name, metrics, config={**config, "lm_bayes": asdict(bayes_args)}, train_seconds=train_seconds,
-                     log_text=log.getvalue(), results_dir=result_args.results_dir)
-        path = write_probs(probs_path(result_args.results_name, result_args.results_dir), splits,
-                           {"name": result_args.results_name, **split_provenance(data_args)})
+        _, path = write_result_and_probs(result_args.results_name, result_args.results_dir, splits,
+                                         {"name": result_args.results_name, **split_provenance(data_args)}, metrics,
+                                         config={**config, "lm_bayes": asdict(bayes_args)}, train_seconds=train_seconds, log_text=log.getvalue())
         print(f"validation accuracy {metrics['validation_accuracy']:.4f}, test accuracy {metrics['test_accuracy']:.4f} on {metrics['n_test']} reviews; "
               f"scores in {path}")
 

@@ -95,6 +95,18 @@ def write_probs(
     return atomic_write(path, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
 
 
+
+def write_result_and_probs(name: str, results_dir: str | os.PathLike, splits: dict, provenance: dict, metrics: dict, *, config: dict,
+                           train_seconds: float | None, log_text: str | None, extra: dict | None = None) -> tuple[Path, Path]:
+    """A classification run's two files side by side: ``results/<name>.json`` (+ ``.log``, via
+    :func:`imdb_llm.results.write_result`) and its probabilities ``<name>.probs.parquet`` (:func:`write_probs`)."""
+    from imdb_llm.results import write_result
+
+    probs = write_probs(probs_path(name, results_dir), splits, provenance)
+    result = write_result(name, metrics, config=config, train_seconds=train_seconds, log_text=log_text, results_dir=results_dir, extra=extra)
+    return result, probs
+
+
 def read_probs(path: str | os.PathLike) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, Any]]:
     """``({split: {"id", "label", "prob_pos", "logit"}}, provenance)``; any problem -> ProbsError naming the file."""
     import pyarrow.parquet as pq
