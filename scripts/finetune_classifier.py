@@ -41,7 +41,7 @@ from imdb_llm.imdb.finetune import (
 )
 from imdb_llm.imdb.text import encode_head_tail
 from imdb_llm.imdb.tokenized_cache import resolve_cache_dir, tokenize_cached
-from imdb_llm.imdb.training import compute_metrics, count_parameters, finish_classification_run, write_validation_summary
+from imdb_llm.imdb.training import classification_trainer, count_parameters, finish_classification_run, write_validation_summary
 from imdb_llm.llm.loading import resolve_model
 from imdb_llm.precision import CHOICES, precision_flags, precision_label
 from imdb_llm.progress import ProgressLine
@@ -193,16 +193,7 @@ def make_trainer(model_args, training_args, model, tokenizer, encoded, decoder, 
     has_eval = len(encoded["validation"]) > 0 and training_args.eval_strategy != "no"
     if model_args.early_stopping_patience and has_eval and training_args.load_best_model_at_end:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=model_args.early_stopping_patience))
-    return Trainer(
-        model=model,
-        args=training_args,
-        train_dataset=encoded["train"],
-        eval_dataset=encoded["validation"] if len(encoded["validation"]) else None,
-        processing_class=tokenizer,
-        data_collator=collator,
-        compute_metrics=compute_metrics,
-        callbacks=callbacks,
-    )
+    return classification_trainer(model, training_args, encoded, tokenizer, collator, callbacks)
 
 
 @run_main
@@ -273,13 +264,8 @@ def main(argv=None, extra_callbacks=None):
                 summary = write_validation_summary(trainer, training_args.output_dir, train_seconds=seconds, fields=extra)
                 print(f"best validation accuracy {summary['best_validation_accuracy']:.4f} on {summary['n_validation']} reviews; test not read")
             return
-        metrics = finish_classification_run(
-            trainer, encoded["test"], train_seconds=seconds, config=config, result_args=result_args,
-            log_buffer=log, extra_metrics=extra, texts=dsets["test"]["text"],
-            validation_dataset=encoded["validation"], data_args=data_args,
-        )
-        if trainer.is_world_process_zero():
-            print(f"test accuracy {metrics['test_accuracy']:.4f} on {metrics['n_test']} reviews; outputs in {training_args.output_dir}")
+        finish_classification_run(trainer, encoded["test"], train_seconds=seconds, config=config, result_args=result_args, log_buffer=log,
+                                  extra_metrics=extra, texts=dsets["test"]["text"], validation_dataset=encoded["validation"], data_args=data_args)
 
 
 if __name__ == "__main__":

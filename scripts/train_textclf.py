@@ -28,7 +28,7 @@ from imdb_llm.imdb.models import BiLSTMConfig, BiLSTMForSequenceClassification, 
 from imdb_llm.imdb.models.lstm_lm import load_lm_into_classifier
 from imdb_llm.imdb.tokenization import load_tokenizer
 from imdb_llm.imdb.tokenized_cache import resolve_cache_dir, tokenize_cached
-from imdb_llm.imdb.training import compute_metrics, count_parameters, finish_classification_run
+from imdb_llm.imdb.training import classification_trainer, count_parameters, finish_classification_run
 from imdb_llm.precision import precision_flags, precision_label
 from imdb_llm.results import ResultArguments, atomic_write, capture_log
 from imdb_llm.resume import timed_train
@@ -184,25 +184,12 @@ def main(argv=None):
         callbacks = []
         if model_args.early_stopping_patience:
             callbacks.append(EarlyStoppingCallback(early_stopping_patience=model_args.early_stopping_patience))
-        trainer = Trainer(
-            model=model,
-            args=training_args,
-            train_dataset=encoded["train"],
-            eval_dataset=encoded["validation"] if len(encoded["validation"]) else None,
-            processing_class=tokenizer,
-            data_collator=collator,
-            compute_metrics=compute_metrics,
-            callbacks=callbacks,
-        )
+        trainer = classification_trainer(model, training_args, encoded, tokenizer, collator, callbacks)
 
         # 5. Train (best checkpoint on validation when load_best_model_at_end), then test once.
         _, seconds = timed_train(trainer)
-        metrics = finish_classification_run(
-            trainer, encoded["test"], train_seconds=seconds, config=config, result_args=result_args, log_buffer=log, extra_metrics=extra, texts=dsets["test"]["text"],
-            validation_dataset=encoded["validation"], data_args=data_args,
-        )
-        if trainer.is_world_process_zero():
-            print(f"test accuracy {metrics['test_accuracy']:.4f} on {metrics['n_test']} reviews; outputs in {training_args.output_dir}")
+        finish_classification_run(trainer, encoded["test"], train_seconds=seconds, config=config, result_args=result_args, log_buffer=log,
+                                  extra_metrics=extra, texts=dsets["test"]["text"], validation_dataset=encoded["validation"], data_args=data_args)
 
 
 if __name__ == "__main__":

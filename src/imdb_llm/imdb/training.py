@@ -166,14 +166,14 @@ def finish_classification_run(
     trainer.save_model(str(output_dir))
     trainer.save_metrics("test", metrics)
     all_results = {**{k: v for h in trainer.state.log_history[-1:] for k, v in h.items()}, **metrics, "train_seconds": round(train_seconds, 2)}
-    with open(output_dir / "all_results.json", "w", encoding="utf-8") as f:
-        json.dump(all_results, f, indent=2)
-    with open(output_dir / "test_predictions.jsonl", "w", encoding="utf-8") as f:
-        for i, (p, t) in enumerate(zip(y_pred.tolist(), y_true.tolist())):
-            row = {"index": i, "label": int(t), "prediction": int(p), "correct": bool(p == t)}
-            if texts is not None:
-                row["text"] = texts[i][:200]
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    atomic_write_text(output_dir / "all_results.json", json.dumps(all_results, indent=2))
+    rows = []
+    for i, (p, t) in enumerate(zip(y_pred.tolist(), y_true.tolist())):
+        row = {"index": i, "label": int(t), "prediction": int(p), "correct": bool(p == t)}
+        if texts is not None:
+            row["text"] = texts[i][:200]
+        rows.append(json.dumps(row, ensure_ascii=False) + "\n")
+    atomic_write_text(output_dir / "test_predictions.jsonl", "".join(rows))
     plot_loss_curve(trainer.state.log_history, output_dir / "loss_curve.png")
     plot_confusion_matrix(y_true, y_pred, label_names, output_dir / "confusion_matrix.png", f"test accuracy {metrics.get('test_accuracy', 0):.4f}")
 
@@ -195,7 +195,25 @@ def finish_classification_run(
             provenance = {"name": result_args.results_name, **split_provenance(data_args if data_args is not None else config)}
             path = write_probs(probs_path(result_args.results_name, result_args.results_dir), splits, provenance)
             print(f"probabilities ({', '.join(f'{k} {len(v[0])}' for k, v in splits.items())}) written to {path}")
+    print(f"test accuracy {metrics.get('test_accuracy', float('nan')):.4f} on {metrics['n_test']} reviews; outputs in {output_dir}")
     return metrics
+
+
+def classification_trainer(model, training_args, encoded: dict, tokenizer, collator, callbacks: list):
+    """The ``Trainer`` of an IMDB classifier: train on ``encoded["train"]``, evaluate on its validation split
+    (when it has one) with accuracy and F1."""
+    from transformers import Trainer
+
+    return Trainer(
+        model=model,
+        args=training_args,
+        train_dataset=encoded["train"],
+        eval_dataset=encoded["validation"] if len(encoded["validation"]) else None,
+        processing_class=tokenizer,
+        data_collator=collator,
+        compute_metrics=compute_metrics,
+        callbacks=callbacks,
+    )
 
 
 def _logits(prediction) -> np.ndarray:
