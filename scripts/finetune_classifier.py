@@ -25,7 +25,7 @@ import os
 from dataclasses import asdict, dataclass, field
 
 import torch
-from transformers import AutoConfig, AutoTokenizer, EarlyStoppingCallback, Trainer, TrainingArguments, set_seed
+from transformers import AutoConfig, AutoTokenizer, EarlyStoppingCallback, Trainer, TrainingArguments
 
 from imdb_llm.benchmark import PrecisionBenchmarkArguments, benchmark_precision, write_benchmark_results
 from imdb_llm.cli import UserError, parse_args, run_main
@@ -45,9 +45,9 @@ from imdb_llm.imdb.training import classification_trainer, count_parameters, fin
 from imdb_llm.llm.loading import resolve_model
 from imdb_llm.precision import CHOICES, precision_flags, precision_label
 from imdb_llm.progress import ProgressLine
-from imdb_llm.results import ResultArguments, capture_log
+from imdb_llm.results import ResultArguments
 from imdb_llm.resume import SettingsRecord, TrainClock, resolve_resume, run_settings, timed_train
-from imdb_llm.threads import set_torch_threads
+from imdb_llm.threads import training_session
 
 
 @dataclass
@@ -211,15 +211,9 @@ def main(argv=None, extra_callbacks=None):
     path, gguf, model_config, decoder = read_model_config(model_args)
     dsets = load_imdb(data_args, with_unsupervised=model_args.itpt_steps > 0)
 
-    os.makedirs(training_args.output_dir, exist_ok=True)
-    with capture_log(os.path.join(training_args.output_dir, "train.log")) as log:
-        set_seed(training_args.seed)
-        print(f"torch threads: {set_torch_threads()}")  # one per physical core unless OMP_NUM_THREADS says otherwise
+    with training_session(training_args.output_dir, "train.log", training_args.seed, tf32=True) as log:
         if resume:
             print(f"resuming from {resume}", flush=True)
-        if torch.cuda.is_available():
-            torch.backends.cuda.matmul.allow_tf32 = True
-            torch.backends.cudnn.allow_tf32 = True
         training_args = dataclasses.replace(training_args, **precision_flags(model_args.mixed_precision))
         tok_source, tok_gguf = (resolve_model(model_args.tokenizer_name) if model_args.tokenizer_name else (path, gguf))
         tok_kwargs = {"gguf_file": tok_gguf} if tok_gguf else {}

@@ -20,7 +20,7 @@ import os
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
-from transformers import Trainer, TrainingArguments, set_seed
+from transformers import Trainer, TrainingArguments
 
 from imdb_llm.cli import UserError, parse_args, run_main
 from imdb_llm.imdb.data import ImdbArguments, load_imdb, pretraining_texts
@@ -31,9 +31,9 @@ from imdb_llm.imdb.tokenization import load_tokenizer
 from imdb_llm.imdb.tokenized_cache import resolve_cache_dir
 from imdb_llm.imdb.training import count_parameters
 from imdb_llm.precision import precision_flags, precision_label
-from imdb_llm.results import ResultArguments, capture_log, write_result
+from imdb_llm.results import ResultArguments, write_result
 from imdb_llm.resume import last_complete_checkpoint, timed_train
-from imdb_llm.threads import set_torch_threads
+from imdb_llm.threads import training_session
 
 
 @dataclass
@@ -68,10 +68,7 @@ def argument_types():
 def main(argv=None):
     lm_args, data_args, result_args, training_args, config = parse_args(argument_types(), argv)
     training_args = dataclasses.replace(training_args, **precision_flags(lm_args.mixed_precision))
-    os.makedirs(training_args.output_dir, exist_ok=True)
-    with capture_log(os.path.join(training_args.output_dir, "pretrain.log")) as log:
-        set_seed(training_args.seed)
-        print(f"torch threads: {set_torch_threads()}")
+    with training_session(training_args.output_dir, "pretrain.log", training_args.seed) as log:
 
         # 1. Text a self-supervised stage may see: train (minus validation) + unsupervised. The
         #    validation reviews' text measures perplexity; test text is never read.

@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-from transformers import Trainer, TrainingArguments, set_seed
+from transformers import Trainer, TrainingArguments
 
 from imdb_llm.cli import UserError, parse_args, run_main
 from imdb_llm.imdb.data import ImdbArguments, load_imdb
@@ -44,9 +44,9 @@ from imdb_llm.imdb.tokenization import load_tokenizer
 from imdb_llm.imdb.tokenized_cache import resolve_cache_dir, tokenize_cached
 from imdb_llm.imdb.training import classification_metrics
 from imdb_llm.precision import precision_flags, precision_label
-from imdb_llm.results import ResultArguments, capture_log, read_json, write_json_atomic
+from imdb_llm.results import ResultArguments, read_json, write_json_atomic
 from imdb_llm.resume import SETTINGS_FILE, SettingsRecord, TrainClock, changed_settings, finished_stage, mark_stage_finished, resolve_resume, run_settings
-from imdb_llm.threads import set_torch_threads
+from imdb_llm.threads import training_session
 
 CLASSES = ("neg", "pos")  # label 0, label 1
 
@@ -130,10 +130,7 @@ def main(argv=None):
     if not result_args.results_name:
         raise UserError("--results_name is required: the validation and test scores are this run's output")
     training_args = dataclasses.replace(training_args, **precision_flags(bayes_args.mixed_precision))
-    os.makedirs(training_args.output_dir, exist_ok=True)
-    with capture_log(os.path.join(training_args.output_dir, "train.log")) as log:
-        set_seed(training_args.seed)
-        print(f"torch threads: {set_torch_threads()}")
+    with training_session(training_args.output_dir, "train.log", training_args.seed) as log:
         start_lm = load_language_model(bayes_args.init_from_lm)  # a missing or wrong LM fails here, before any data work
         tokenizer = load_tokenizer(bayes_args.init_from_lm)  # the LM's own vocabulary
         dsets = load_imdb(data_args)

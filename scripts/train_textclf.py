@@ -17,8 +17,7 @@ import os
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
-import torch
-from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer, TrainingArguments, set_seed
+from transformers import DataCollatorWithPadding, EarlyStoppingCallback, TrainingArguments
 
 from imdb_llm.benchmark import PrecisionBenchmarkArguments, benchmark_precision, write_benchmark_results
 from imdb_llm.cli import UserError, parse_args, run_main
@@ -30,9 +29,9 @@ from imdb_llm.imdb.tokenization import load_tokenizer
 from imdb_llm.imdb.tokenized_cache import resolve_cache_dir, tokenize_cached
 from imdb_llm.imdb.training import classification_trainer, count_parameters, finish_classification_run
 from imdb_llm.precision import precision_flags, precision_label
-from imdb_llm.results import ResultArguments, atomic_write, capture_log
+from imdb_llm.results import ResultArguments, atomic_write
 from imdb_llm.resume import timed_train
-from imdb_llm.threads import set_torch_threads
+from imdb_llm.threads import training_session
 import imdb_llm.imdb.models  # noqa: F401  (registers textcnn / bilstm with the Auto classes)
 
 
@@ -129,13 +128,7 @@ def main(argv=None):
     model_args, bench_args, data_args, result_args, training_args, config = parse_args(argument_types(), argv)
     bench_args.check()
     training_args = dataclasses.replace(training_args, **precision_flags(model_args.mixed_precision))
-    os.makedirs(training_args.output_dir, exist_ok=True)
-    with capture_log(os.path.join(training_args.output_dir, "train.log")) as log:
-        set_seed(training_args.seed)
-        print(f"torch threads: {set_torch_threads()}")  # one per physical core unless OMP_NUM_THREADS says otherwise
-        if torch.cuda.is_available():
-            torch.backends.cuda.matmul.allow_tf32 = True
-            torch.backends.cudnn.allow_tf32 = True
+    with training_session(training_args.output_dir, "train.log", training_args.seed, tf32=True) as log:
 
         # 1. Data: train/validation/test (+ unsupervised text for word2vec).
         tokenizer = load_tokenizer(model_args.tokenizer_name)
