@@ -155,9 +155,10 @@ def test_every_decoding_path_applies_the_controls_alike(tiny):
 def test_server_fills_requests_from_the_defaults_and_shows_them(tiny):
     from imdb_llm.llm.chat import ChatSession
     from imdb_llm.serve.api_server import create_app, serve_in_thread
+    from imdb_llm.serve.engine import EngineArgs, GenerationEngine
 
     model, tok, _ = tiny
-    app = create_app(model, tok, model_name="tiny", generation_defaults=CONTROLLED)
+    app = create_app(GenerationEngine.from_args(model, tok, EngineArgs()), model_name="tiny", generation_defaults=CONTROLLED)
     expected = ChatSession(model, tok, settings=CONTROLLED).reply(HELLO[0]["content"])
     plain = ChatSession(model, tok, settings=GenerationDefaults(max_new_tokens=20)).reply(HELLO[0]["content"])
     with serve_in_thread(app) as url:

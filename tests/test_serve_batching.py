@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from imdb_llm.serve.api_server import create_app, serve_in_thread
-from imdb_llm.serve.engine import GenerationEngine, Job
+from imdb_llm.serve.engine import EngineArgs, GenerationEngine, Job
 from tiny_models import make_tiny_chat_model
 
 # Different lengths on purpose: in one batch the shorter prompts are left padded.
@@ -317,7 +317,7 @@ def test_overload_gets_503_with_retry_after(tiny_llama):
     """One row, one queue place: the third concurrent request is refused with 503 + Retry-After
     (a clear OpenAI-style error the openai client raises), and the queued one is served later."""
     model, tok, _ = tiny_llama
-    app = create_app(model, tok, model_name="tiny", max_running=1, max_queue=1)
+    app = create_app(GenerationEngine.from_args(model, tok, EngineArgs(max_running=1, max_queue=1)), model_name="tiny")
     engine = app.state.engine
     entered, gate = threading.Event(), threading.Event()  # the model blocks until the test opens it: no timing races
 

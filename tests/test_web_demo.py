@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from imdb_llm.serve.api_server import create_app, serve_in_thread
+from imdb_llm.serve.engine import EngineArgs, GenerationEngine
 from tiny_models import make_tiny_chat_model
 
 CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
@@ -37,7 +38,7 @@ def chat_server(tmp_path_factory):
     model, tok = load_causal_lm(model_path).eval(), load_tokenizer(model_path)
     # Slow each decode step a little so the test can see the answer grow before it ends.
     hook = model.register_forward_pre_hook(lambda *a: time.sleep(0.02))
-    app = create_app(model, tok, model_name="demo-model", max_tokens_cap=256)
+    app = create_app(GenerationEngine.from_args(model, tok, EngineArgs()), model_name="demo-model", max_tokens_cap=256)
     with serve_in_thread(app) as url:
         yield url
     hook.remove()

@@ -27,7 +27,6 @@ from typing import Any, AsyncIterator, Iterator
 
 from fastapi import Request  # module level: FastAPI resolves endpoint annotations here
 
-from imdb_llm.llm.loading import context_length_of
 from imdb_llm.llm.prompts import require_chat_template
 from imdb_llm.llm.sft.decoding import GenerationDefaults
 from imdb_llm.serve.engine import GenerationEngine, Job, Overloaded
@@ -282,37 +281,32 @@ def _install_info_routes(app, state: ServerState, decode: str, web: bool) -> Non
 
 
 def create_app(
-    model,
-    tokenizer,
+    engine: GenerationEngine,
     *,
     model_name: str,
     api_key: str | None = None,
-    max_model_len: int | None = None,
     max_tokens_cap: int = 2048,
     default_max_tokens: int = 512,
     max_body_bytes: int = 1_000_000,
-    max_queue: int = 256,
-    max_running: int = 64,
-    max_batch_tokens: int = 65536,
-    batch_window_ms: float = 0.0,
-    prefix_cache: bool = True,
-    decode: str = "dynamic",
     web: bool = True,
     generation_defaults: GenerationDefaults | None = None,
 ):
-    """Build the FastAPI app around an already-loaded model and tokenizer.
+    """Build the FastAPI app around a running :class:`GenerationEngine` (built from
+    :class:`~imdb_llm.serve.engine.EngineArgs` by ``GenerationEngine.from_args``), as vLLM's server does.
 
-    ``max_model_len`` caps the context (default: the model's); ``max_tokens_cap`` caps ``max_tokens``; ``max_queue`` ...
-    ``decode`` configure the :class:`GenerationEngine` (``app.state.engine``). ``generation_defaults`` (serve.py passes the
-    model's) fill what a request leaves out; without them, OpenAI's (temperature 1) and ``default_max_tokens``.
+    ``max_tokens_cap`` caps ``max_tokens``; ``generation_defaults`` (serve.py passes the model's) fill what a
+    request leaves out; without them, OpenAI's (temperature 1) and ``default_max_tokens``. The app closes
+    the engine when it shuts down.
     """
     from fastapi import FastAPI
     from fastapi.responses import StreamingResponse
 
-    require_chat_template(tokenizer, "serve a chat/instruct model (or add a template)")
-    context = min(max_model_len or 10**9, context_length_of(model, tokenizer))
-    engine = GenerationEngine(model, tokenizer, context_length=context, decode=decode, max_queue=max_queue,
-                              max_running=max_running, max_batch_tokens=max_batch_tokens, batch_window_ms=batch_window_ms, prefix_cache=prefix_cache)
+    try:
+        require_chat_template(engine.tokenizer, "serve a chat/instruct model (or add a template)")
+    except Exception:
+        engine.close()
+        raise
+    context, decode, tokenizer = engine.context_length, engine.decode, engine.tokenizer
     defaults = generation_defaults or GenerationDefaults(max_new_tokens=default_max_tokens, do_sample=True, source="OpenAI's defaults")
     state = ServerState(engine, tokenizer, model_name, context, max_tokens_cap, defaults, int(time.time()))
 

@@ -31,15 +31,42 @@ from __future__ import annotations
 import secrets
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from imdb_llm.cli import UserError
+from imdb_llm.llm.loading import context_length_of
 from imdb_llm.serve.batch import PaddedBatch
 from imdb_llm.serve.prefix_cache import PrefixCache
 from imdb_llm.serve.sampler import TextStream, choose_tokens, static_generation_config
 from imdb_llm.serve.scheduler import Job, Overloaded, Scheduler
 
-__all__ = ["GenerationEngine", "Job", "Overloaded"]
+__all__ = ["EngineArgs", "GenerationEngine", "Job", "Overloaded"]
+
+@dataclass
+class EngineArgs:
+    """How the engine schedules and decodes, in one place (vLLM's ``EngineArgs``, in small). Its fields
+    are ``serve.py``'s flags of the same names; :meth:`GenerationEngine.from_args` builds the engine."""
+
+    max_model_len: int | None = field(default=None, metadata={"help": "Cap the context (prompt + completion) below the model's own limit."})
+    max_queue: int = field(default=256, metadata={"help": "Requests waiting (not yet running) beyond this get HTTP 503 with a Retry-After header."})
+    max_running: int = field(default=64, metadata={"help": "Continuous batching: at most this many requests decode together in one batch; the rest wait in the queue."})
+    max_batch_tokens: int = field(default=65536, metadata={"help": "Memory cap of the batch in KV-cache token slots: a request joins only while rows x (padded length + longest answer still to come) stays within it. KV bytes per slot = 2 x layers x kv_heads x head_dim x dtype bytes."})
+    batch_window_ms: float = field(default=0.0, metadata={"help": "When idle, wait this long after the first request so a burst starts as one batch (requests arriving later join at the next step anyway)."})
+    prefix_cache: bool = field(default=True, metadata={"help": "Compute the prompt prefix requests share (e.g. the chat template's system prompt) once and reuse its KV cache."})
+    compile: bool = field(default=False, metadata={"help": "Fast batch-1 decoding: static KV cache + torch.compile (CUDA graphs on GPU), one request at a time (no batching). First requests are slow while it compiles."})
+    static_cache: bool = field(default=False, metadata={"help": "Static KV cache without compiling, one request at a time (fixed shapes; mainly for testing)."})
+
+    def __post_init__(self):
+        if self.compile and self.static_cache:
+            raise UserError("choose one of --compile and --static_cache (--compile already uses a static cache)")
+        if self.max_queue < 1 or self.max_running < 1 or self.max_batch_tokens < 1 or self.batch_window_ms < 0:
+            raise UserError("--max_queue, --max_running and --max_batch_tokens must be >= 1, --batch_window_ms >= 0")
+
+    @property
+    def decode(self) -> str:
+        return "compile" if self.compile else "static" if self.static_cache else "dynamic"
+
 
 @dataclass
 class _Row:
@@ -98,6 +125,13 @@ class GenerationEngine:
         self._logits = None  # [rows, vocab]: each running row's next-token logits, not yet sampled
         self._thread = threading.Thread(target=self._run, name="generation-worker", daemon=True)
         self._thread.start()
+
+    @classmethod
+    def from_args(cls, model, tokenizer, args: EngineArgs) -> "GenerationEngine":
+        """The engine ``args`` describe, its context the model's (capped by ``args.max_model_len``)."""
+        context = min(args.max_model_len or 10**9, context_length_of(model, tokenizer))
+        return cls(model, tokenizer, context_length=context, decode=args.decode, max_queue=args.max_queue, max_running=args.max_running,
+                   max_batch_tokens=args.max_batch_tokens, batch_window_ms=args.batch_window_ms, prefix_cache=args.prefix_cache)
 
     def _eos_ids(self) -> list[int]:
         ids: list[int] = []
