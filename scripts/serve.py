@@ -52,6 +52,17 @@ class ServeArguments:
     log_level: str = field(default="info", metadata={"help": "uvicorn log level: info logs every request; warning keeps benchmarks quiet."})
     web: bool = field(default=True, metadata={"help": "Serve the web chat page at /."})
 
+    def __post_init__(self):
+        self.api_key = self.api_key or os.environ.get("SERVE_API_KEY") or None
+        if self.adapter and not Path(self.adapter).is_dir():
+            raise UserError(f"{self.adapter}: adapter folder not found")
+        if self.max_tokens_cap < 1 or self.max_body_bytes < 1024:
+            raise UserError("--max_tokens_cap must be >= 1, --max_body_bytes >= 1024")
+        if self.log_level not in ("critical", "error", "warning", "info", "debug", "trace"):
+            raise UserError(f"--log_level {self.log_level!r}: choose critical, error, warning, info, debug or trace")
+        if self.threads is not None and self.threads < 1:
+            raise UserError("--threads must be >= 1")
+
 
 def generation_settings(args: ServeArguments, overrides: GenerationOverrides) -> GenerationDefaults:
     """The model's (or adapter's) generation defaults with the explicit flags on top: the same
@@ -62,14 +73,6 @@ def generation_settings(args: ServeArguments, overrides: GenerationOverrides) ->
 @run_main
 def main(argv=None):
     (args, engine_args, overrides, _config) = parse_args([ServeArguments, EngineArgs, GenerationOverrides], argv)
-    args.api_key = args.api_key or os.environ.get("SERVE_API_KEY") or None
-    if args.adapter and not Path(args.adapter).is_dir():
-        raise UserError(f"{args.adapter}: adapter folder not found")
-    if args.max_tokens_cap < 1 or args.max_body_bytes < 1024:
-        raise UserError("--max_tokens_cap must be >= 1, --max_body_bytes >= 1024")
-    if args.log_level not in ("critical", "error", "warning", "info", "debug", "trace"):
-        raise UserError(f"--log_level {args.log_level!r}: choose critical, error, warning, info, debug or trace")
-
     settings = generation_settings(args, overrides)
     import torch
     import uvicorn
@@ -81,8 +84,6 @@ def main(argv=None):
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if args.threads is not None:
-        if args.threads < 1:
-            raise UserError("--threads must be >= 1")
         torch.set_num_threads(args.threads)
     tokenizer = load_tokenizer(args.model)
     require_chat_template(tokenizer, f"serve a chat/instruct model, not {args.model}")

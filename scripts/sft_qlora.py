@@ -217,14 +217,14 @@ def encode_data(run: Run, data: dict, model_path: str):
     only) and the length budget chosen from the training lengths."""
     from transformers import AutoConfig
 
-    from imdb_llm.llm.loading import load_tokenizer
+    from imdb_llm.llm.loading import config_context_length, load_tokenizer
 
     tokenizer = apply_template_override(load_tokenizer(model_path), run.data.chat_template)
     for conv in data["train"] + data["loss"]:
         conv["_enc"] = encode_conversation(tokenizer, conv["messages"])
     lengths = [len(c["_enc"]["input_ids"]) for c in data["train"]]
     model_config = AutoConfig.from_pretrained(model_path) if not model_path.startswith("packaged:") else None
-    cap = getattr(model_config, "max_position_embeddings", None)
+    cap = config_context_length(model_config) if model_config is not None else None
     max_length = run.data.max_length or choose_max_length(lengths, run.data.max_length_percentile, cap=cap)
     print(f"train token lengths {length_stats(lengths)} -> max_length {max_length}"
           f"{'' if run.data.max_length else f' (p{run.data.max_length_percentile:g} of the data)'}")

@@ -171,13 +171,22 @@ def load_causal_lm(
     return lm
 
 
-def context_length_of(model, tokenizer=None) -> int:
-    """The longest sequence the model was built for (``max_position_embeddings`` / ``seq_length`` /
-    ``n_positions``), else the tokenizer's ``model_max_length``, else 2048: the one lookup chat and serve share."""
-    cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+def config_context_length(config) -> int | None:
+    """The longest sequence a model config was built for (``max_position_embeddings`` / ``seq_length`` /
+    ``n_positions``), or None when it does not say."""
+    cfg = config.get_text_config() if hasattr(config, "get_text_config") else config
     for key in ("max_position_embeddings", "seq_length", "n_positions", "max_sequence_length"):
         value = getattr(cfg, key, None)
         if isinstance(value, int) and value > 0:
             return value
+    return None
+
+
+def context_length_of(model, tokenizer=None) -> int:
+    """The model's context (:func:`config_context_length`), else the tokenizer's ``model_max_length``,
+    else 2048: the one lookup chat, serve and SFT share."""
+    value = config_context_length(model.config)
+    if value is not None:
+        return value
     limit = getattr(tokenizer, "model_max_length", None)
     return limit if isinstance(limit, int) and 0 < limit < 10**7 else 2048
