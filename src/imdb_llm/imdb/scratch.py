@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from imdb_llm.cli import UserError
 from imdb_llm.imdb.text import group_texts
 
 MODEL_TYPES = ("bert", "gpt2")
@@ -35,6 +36,14 @@ class ScratchModelArguments:
         metadata={"help": "GPT-2 only: predict the next token at this random fraction of positions (1 = all). The 30k-word output layer "
                           "costs more than a small model's body; a fraction gives the same expected loss for less compute."},
     )
+
+    def __post_init__(self):
+        if self.model_type not in MODEL_TYPES:
+            raise UserError(f"--model_type must be one of {', '.join(MODEL_TYPES)}, got {self.model_type!r}")
+        if self.hidden_size % self.num_attention_heads:
+            raise UserError(f"--hidden_size {self.hidden_size} is not divisible by --num_attention_heads {self.num_attention_heads}")
+        if not 0.0 < self.clm_loss_fraction <= 1.0:
+            raise UserError(f"--clm_loss_fraction must be in (0, 1], got {self.clm_loss_fraction}")
 
 
 @dataclass
@@ -78,31 +87,24 @@ class ScratchArguments:
         for name in ("pretrained_model", "teacher"):
             if str(getattr(self, name)).strip().lower() in ("", "none"):
                 setattr(self, name, None)
+        if self.pretrain_max_steps < 0:
+            raise UserError("--pretrain_max_steps must be >= 0")
+        if not 0.0 < self.mlm_probability < 1.0:
+            raise UserError("--mlm_probability must be in (0, 1)")
+        if not 0.0 <= self.distill_alpha <= 1.0:
+            raise UserError(f"--distill_alpha must be in [0, 1], got {self.distill_alpha}")
+        if self.distill_temperature <= 0:
+            raise UserError(f"--distill_temperature must be positive, got {self.distill_temperature}")
+        if self.pretrain_only and self.pretrained_model:
+            raise UserError("--pretrain_only and --pretrained_model exclude each other: one run pretrains, the other starts from its output")
 
 
 def check_arguments(model_args: ScratchModelArguments, scratch_args: ScratchArguments) -> None:
-    from imdb_llm.cli import UserError
-
-    if model_args.model_type not in MODEL_TYPES:
-        raise UserError(f"--model_type must be one of {', '.join(MODEL_TYPES)}, got {model_args.model_type!r}")
-    if model_args.hidden_size % model_args.num_attention_heads:
-        raise UserError(f"--hidden_size {model_args.hidden_size} is not divisible by --num_attention_heads {model_args.num_attention_heads}")
+    """What each dataclass cannot check alone (its own checks run in ``__post_init__``): lengths against the model's positions."""
     for name in ("block_size", "max_seq_length"):
         value = getattr(scratch_args, name)
         if not 8 <= value <= model_args.max_position_embeddings:
             raise UserError(f"--{name} {value} must be in [8, max_position_embeddings={model_args.max_position_embeddings}]")
-    if scratch_args.pretrain_max_steps < 0:
-        raise UserError("--pretrain_max_steps must be >= 0")
-    if not 0.0 < scratch_args.mlm_probability < 1.0:
-        raise UserError("--mlm_probability must be in (0, 1)")
-    if not 0.0 < model_args.clm_loss_fraction <= 1.0:
-        raise UserError(f"--clm_loss_fraction must be in (0, 1], got {model_args.clm_loss_fraction}")
-    if not 0.0 <= scratch_args.distill_alpha <= 1.0:
-        raise UserError(f"--distill_alpha must be in [0, 1], got {scratch_args.distill_alpha}")
-    if scratch_args.distill_temperature <= 0:
-        raise UserError(f"--distill_temperature must be positive, got {scratch_args.distill_temperature}")
-    if scratch_args.pretrain_only and scratch_args.pretrained_model:
-        raise UserError("--pretrain_only and --pretrained_model exclude each other: one run pretrains, the other starts from its output")
 
 
 # ------------------------------------------------------------------------------------- models
