@@ -48,7 +48,7 @@ from imdb_llm.llm.sft.search import DecodingSearchArguments, choose_decoding
 from imdb_llm.llm.sft.template import choose_max_length, encode_conversation, encode_dataset, length_stats
 from imdb_llm.precision import precision_flags, precision_label
 from imdb_llm.progress import ProgressLine
-from imdb_llm.results import ResultArguments, capture_log, write_result
+from imdb_llm.results import ResultArguments, atomic_write_text, capture_log, write_result
 from imdb_llm.resume import SettingsRecord, TrainClock, resolve_resume, run_settings, timed_train
 from imdb_llm.threads import set_torch_threads
 
@@ -395,8 +395,8 @@ def save_outputs(run: Run, metrics, report, chosen, search_table, predictions, j
     out = Path(run.training.output_dir)
     defaults_file = chosen.save(out)
     print(f"generation defaults ({chosen.source}) -> {defaults_file}")
-    (out / "data_report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
-    (out / "sft_results.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+    atomic_write_text(out / "data_report.json", json.dumps(report, indent=2, ensure_ascii=False))
+    atomic_write_text(out / "sft_results.json", json.dumps(metrics, indent=2))
     print(json.dumps(metrics, indent=2))
     if predictions:
         write_predictions(out / "predictions.jsonl", judge_convs, predictions)

@@ -18,7 +18,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 from imdb_llm.cli import UserError
-from imdb_llm.results import read_json, write_json_atomic
+from imdb_llm.results import atomic_write_text, read_json, write_json_atomic
 
 
 # What a checkpoint's run was trained with, beyond the script's own arguments. Precision, device
@@ -116,7 +116,7 @@ def _write_into_checkpoint(args, state, name: str, data: dict) -> None:
     """Add ``name`` (JSON) to the checkpoint the Trainer has just saved (main process only)."""
     folder = Path(args.output_dir, f"checkpoint-{state.global_step}")
     if folder.is_dir() and state.is_world_process_zero:
-        (folder / name).write_text(json.dumps(data, indent=1, sort_keys=True))
+        atomic_write_text(folder / name, json.dumps(data, indent=1, sort_keys=True))
 
 
 class SettingsRecord(TrainerCallback):

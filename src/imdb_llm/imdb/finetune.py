@@ -25,6 +25,7 @@ from typing import Any
 from imdb_llm.benchmark import global_batch, samples_per_second
 from imdb_llm.cli import UserError
 from imdb_llm.imdb.text import group_texts
+from imdb_llm.resume import mark_stage_finished
 
 # Written next to ITPT weights: "these saw IMDB text, but no IMDB labels" (our own stage, allowed).
 ITPT_MARKER = "itpt_info.json"
@@ -275,7 +276,7 @@ def run_itpt(model_path: str, gguf_file: str | None, tokenizer, texts, training_
             "train_loss": result.training_loss,
             "train_seconds": round(seconds, 2),
         }
-        (out / ITPT_MARKER).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+        mark_stage_finished(out, ITPT_MARKER, info)  # written last: the folder is a finished ITPT stage
     trainer.accelerator.wait_for_everyone()
     return str(out)
 

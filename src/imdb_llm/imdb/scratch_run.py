@@ -177,7 +177,7 @@ def classify(model_args, scratch_args, training_args, result_args, tokenizer, ds
     """Stage 2: the classifier from the pretrained weights (or random ones), optionally distilled from
     the teacher, then the test split once; writes the result. ``started``: when the process started."""
     stage_dir = output_dir / "classify"
-    if (stage_dir / "all_results.json").is_file():
+    if finished_stage(stage_dir, "all_results.json") is not None:  # finish_classification_run writes it
         logger.info("Stage 2 already complete (%s): nothing to do; --overwrite_output_dir true starts over", stage_dir / "all_results.json")
         return
     teacher_scores, teacher_meta = teacher if teacher is not None else (None, {})

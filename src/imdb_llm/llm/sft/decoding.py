@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from imdb_llm.cli import UserError
+from imdb_llm.results import atomic_write_text
 
 DEFAULTS_FILE = "generation_defaults.json"
 # generation_config.json keys that are also ours (the rest of that file is not a decoding choice).
@@ -104,7 +105,7 @@ class GenerationDefaults:
     def save(self, folder: str | Path) -> Path:
         path = Path(folder) / DEFAULTS_FILE
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
         return path
 
     # -- using them ----------------------------------------------------------------------------
