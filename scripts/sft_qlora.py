@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import time
 from copy import deepcopy
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
