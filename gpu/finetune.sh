@@ -57,7 +57,7 @@ import hashlib, json, shutil, sys
 from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
-from imdb_llm.llm import packaged_model_path
+from imdb_llm.llm.loading import packaged_model_path
 
 carry = Path(sys.argv[1])
 # MiniLM: every 2-D weight as int8 with one fp32 scale per row (absmax); the rest (biases, LayerNorm) in fp32.

@@ -5,7 +5,15 @@ CHATGLM_MERGED  ?= outputs/chatglm2-6b-med-merged
 
 .PHONY: chatglm-qlora chatglm-eval chatglm-merge qlora-smollm2 lora-smollm2-med med-expert-smollm2-cpu bench-qlora
 
+# What chatglm-qlora needs, said before anything loads (ALLOW_CPU=1 skips the GPU check).
+CHATGLM_NEEDS = chatglm-qlora trains ChatGLM2-6B in 4 bits: it needs a CUDA GPU and the converted weights in $(CHATGLM_BASE) (make chatglm-convert).
+CHATGLM_HERE  = On this machine, the same recipe on SmolLM2-135M: make lora-smollm2-med (CPU, ~1 h) or make qlora-smollm2.
+
 chatglm-qlora:  ## QLoRA ChatGLM2-6B on data/bentsao_med_zh (GPU; resumable; multi-GPU: see configs/chatglm2-6b_qlora_med.yaml)
+	@test -n "$(ALLOW_CPU)" || $(PY) -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null || \
+		{ echo "error: no CUDA GPU here. $(CHATGLM_NEEDS) $(CHATGLM_HERE)" >&2; exit 2; }
+	@test -d $(CHATGLM_BASE) || case "$(ARGS)" in *--model_name_or_path*) ;; *) \
+		echo "error: $(CHATGLM_BASE) is missing. $(CHATGLM_NEEDS) $(CHATGLM_HERE)" >&2; exit 2;; esac
 	RUN_COMMAND="make chatglm-qlora$(ARGS_SUFFIX)" $(PY) scripts/sft_qlora.py configs/chatglm2-6b_qlora_med.yaml $(ARGS)
 
 chatglm-eval:  ## ROUGE-1/2/L + BLEU-4 on validation, base vs base+adapter -> results/chatglm2-6b-qlora-med-eval.json + predictions

@@ -26,32 +26,21 @@ from __future__ import annotations
 
 import inspect
 import statistics
-import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from imdb_llm.cli import UserError, parse_args, run_main  # noqa: E402
-from imdb_llm.results import capture_log, write_result  # noqa: E402
+from imdb_llm.cli import UserError, parse_args, run_main
+from imdb_llm.llm.chatglm2.config import CHATGLM2_6B
+from imdb_llm.results import capture_log, write_result
 
 MODES = ("generate", "static", "static_compile", "compiled_loop")
 
-# ChatGLM2-6B (THUDM/chatglm2-6b config.json) in transformers' native Glm layout.
+# ChatGLM2-6B's shape (imdb_llm.llm.chatglm2.config), and a 2-layer toy of it for CPU tests.
 PRESETS = {
-    "chatglm2-6b": dict(
-        vocab_size=65024, hidden_size=4096, intermediate_size=13696, num_hidden_layers=28,
-        num_attention_heads=32, num_key_value_heads=2, head_dim=128, partial_rotary_factor=0.5,
-        max_position_embeddings=32768, rms_norm_eps=1e-5, attention_bias=True,
-        tie_word_embeddings=False, pad_token_id=0, eos_token_id=2,
-    ),
-    "tiny": dict(
-        vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, head_dim=16, partial_rotary_factor=0.5,
-        max_position_embeddings=512, rms_norm_eps=1e-5, attention_bias=True,
-        tie_word_embeddings=False, pad_token_id=0, eos_token_id=2,
-    ),
+    "chatglm2-6b": CHATGLM2_6B,
+    "tiny": dict(CHATGLM2_6B, vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                 num_attention_heads=4, head_dim=16, max_position_embeddings=512),
 }
 
 

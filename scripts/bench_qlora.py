@@ -23,21 +23,14 @@ from __future__ import annotations
 
 import gc
 import resource
-import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from imdb_llm.cli import UserError, parse_args, run_main  # noqa: E402
-from imdb_llm.results import capture_log, write_result  # noqa: E402
-from imdb_llm.training import ResultArguments  # noqa: E402
+from imdb_llm.cli import UserError, parse_args, run_main
+from imdb_llm.llm.chatglm2.config import CHATGLM2_6B
+from imdb_llm.results import ResultArguments, capture_log, write_result
 
-# THUDM/chatglm2-6b config.json in transformers' Glm terms.
-CHATGLM2_6B = dict(vocab_size=65024, hidden_size=4096, intermediate_size=13696, num_hidden_layers=28, num_attention_heads=32,
-                   num_key_value_heads=2, head_dim=128, partial_rotary_factor=0.5, rms_norm_eps=1e-5, attention_bias=True,
-                   max_position_embeddings=32768, tie_word_embeddings=False, pad_token_id=0, eos_token_id=2, bos_token_id=1)
 TINY = dict(CHATGLM2_6B, vocab_size=512, hidden_size=64, intermediate_size=160, num_hidden_layers=2, num_attention_heads=4, head_dim=16)
 
 VARIANTS = {
@@ -106,7 +99,7 @@ def build_qlora_model(shape: dict, lora_r: int, attn: str, device):
 def run_variant(name: str, args, shape, device) -> dict:
     import torch
 
-    from imdb_llm.sft.loss import chunked_lm_loss
+    from imdb_llm.llm.sft.loss import chunked_lm_loss
 
     opts = VARIANTS[name]
     torch.manual_seed(args.seed)

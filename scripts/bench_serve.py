@@ -31,10 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
 
-from imdb_llm.cli import UserError, parse_args, run_main  # noqa: E402
-from imdb_llm.results import capture_log, trim_log, write_result  # noqa: E402
+from imdb_llm.cli import UserError, parse_args, run_main
+from imdb_llm.results import capture_log, trim_log, write_result
 
 SERVED_NAME = "bench"
 
@@ -202,6 +201,25 @@ def fmt(x, nd=2):
     return "-" if x is None else f"{x:.{nd}f}"
 
 
+def level_metrics(levels: list[dict]) -> dict:
+    """The result's metrics: tokens/s per load level, the best, the speed-ups over one client, failures."""
+    by_clients = {lv["clients"]: lv for lv in levels}
+    metrics: dict = {}
+    for lv in levels:
+        metrics[f"clients_{lv['clients']}_tokens_per_second"] = lv["tokens_per_second"]
+    best = max(levels, key=lambda lv: lv["tokens_per_second"] or 0)
+    metrics["tokens_per_second"] = best["tokens_per_second"]  # the headline: the best aggregate
+    metrics["best_clients"] = best["clients"]
+    if 1 in by_clients and by_clients[1]["tokens_per_second"]:
+        for c in by_clients:
+            if c != 1 and by_clients[c]["tokens_per_second"]:
+                metrics[f"speedup_{c}_vs_1"] = round(by_clients[c]["tokens_per_second"] / by_clients[1]["tokens_per_second"], 2)
+    metrics["failed_requests"] = sum(lv["failed_requests"] for lv in levels)
+    metrics["incomplete_streams"] = sum(lv["incomplete_streams"] for lv in levels)
+    metrics["requests"] = sum(lv["requests"] for lv in levels)
+    return metrics
+
+
 @run_main
 def main(argv=None):
     (args, config) = parse_args([BenchServeArguments], argv)
@@ -261,20 +279,7 @@ def main(argv=None):
         server_text = trim_log(server_log.read_text(errors="replace"))
         print("--- server log ---\n" + "\n".join(server_text.splitlines()[-40:]))
 
-    by_clients = {lv["clients"]: lv for lv in levels}
-    metrics: dict = {}
-    for lv in levels:
-        metrics[f"clients_{lv['clients']}_tokens_per_second"] = lv["tokens_per_second"]
-    best = max(levels, key=lambda lv: lv["tokens_per_second"] or 0)
-    metrics["tokens_per_second"] = best["tokens_per_second"]  # the headline: the best aggregate
-    metrics["best_clients"] = best["clients"]
-    if 1 in by_clients and by_clients[1]["tokens_per_second"]:
-        for c in by_clients:
-            if c != 1 and by_clients[c]["tokens_per_second"]:
-                metrics[f"speedup_{c}_vs_1"] = round(by_clients[c]["tokens_per_second"] / by_clients[1]["tokens_per_second"], 2)
-    metrics["failed_requests"] = sum(lv["failed_requests"] for lv in levels)
-    metrics["incomplete_streams"] = sum(lv["incomplete_streams"] for lv in levels)
-    metrics["requests"] = sum(lv["requests"] for lv in levels)
+    metrics = level_metrics(levels)
     path = write_result(
         name,
         metrics,

@@ -9,7 +9,7 @@ Type a message and press Enter; ``clear`` forgets the conversation, ``exit`` (or
 quits. The answer streams token by token; the history is re-rendered by the model's chat template
 every turn and its oldest rounds are dropped when it would overflow the context window.
 
-Decoding follows the model's generation defaults (:mod:`imdb_llm.sft.decoding`: an adapter's
+Decoding follows the model's generation defaults (:mod:`imdb_llm.llm.sft.decoding`: an adapter's
 ``generation_defaults.json`` from sft_qlora.py, else the model's own, e.g. ChatGLM2's sampling at
 temperature 0.8, top_p 0.8), the same ones the evaluation and the server use; ``--do_sample``,
 ``--temperature``, ``--top_p``, ``--repetition_penalty``, ``--no_repeat_ngram_size`` and
@@ -20,8 +20,9 @@ import sys
 from dataclasses import dataclass, field
 
 from imdb_llm.cli import UserError, parse_args, run_main
-from imdb_llm.llm import ChatSession, load_causal_lm, load_tokenizer
-from imdb_llm.sft.decoding import GenerationDefaults, GenerationOverrides, resolve_generation_defaults
+from imdb_llm.llm.chat import ChatSession
+from imdb_llm.llm.loading import load_causal_lm, load_tokenizer
+from imdb_llm.llm.sft.decoding import GenerationDefaults, GenerationOverrides, resolve_generation_defaults
 
 
 @dataclass

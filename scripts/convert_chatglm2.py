@@ -11,8 +11,8 @@ on any transformers 5.x, without ``trust_remote_code``. The weight mapping is do
 
 from dataclasses import dataclass, field
 
-from imdb_llm.chatglm2 import MAX_SHARD_BYTES, convert_checkpoint
 from imdb_llm.cli import parse_args, run_main
+from imdb_llm.llm.chatglm2.convert import MAX_SHARD_BYTES, convert_checkpoint
 
 
 @dataclass

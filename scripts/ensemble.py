@@ -5,7 +5,7 @@
     make imdb-ensemble RUNS="imdb-nbsvm imdb-textcnn imdb-lstm"
 
 Every classifier run writes ``results/<run>.probs.parquet`` (validation + test scores keyed by
-review id, see imdb_llm.probs). This script lines them up by id, refuses runs whose validation
+review id, see imdb_llm.imdb.probs). This script lines them up by id, refuses runs whose validation
 splits differ, fits a logistic regression on the members' validation log-odds (its coefficients
 are the member weights), and scores test once. It trains nothing else and needs no model files.
 With ``--refits member=refit ...`` test is scored by each member's refit (the same recipe retrained
@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 
 from imdb_llm.cli import UserError, parse_args, run_main
-from imdb_llm.ensemble import align, fit_stacker, load_members, parse_refits, refit_test_logits, repeated_cv_accuracy, select_members
-from imdb_llm.probs import probs_path, write_probs
-from imdb_llm.results import capture_log, write_result
-from imdb_llm.training import ResultArguments, classification_metrics
+from imdb_llm.imdb.ensemble import align, fit_stacker, load_members, parse_refits, refit_test_logits, repeated_cv_accuracy, select_members
+from imdb_llm.imdb.probs import write_result_and_probs
+from imdb_llm.imdb.training import classification_metrics
+from imdb_llm.results import ResultArguments, capture_log
 
 
 @dataclass
@@ -38,6 +38,12 @@ class EnsembleArguments:
     refits: list[str] = field(default_factory=list, metadata={"help": "member=refit pairs: test is scored with <refit>, the member's recipe retrained on "
                                                               "all of train (validation_ratio 0); the weights still come from the member's validation "
                                                               "scores (scikit-learn StackingClassifier's recipe). Every kept member needs one."})
+
+    def __post_init__(self):
+        if not self.runs:
+            raise UserError("--runs: give the member run names, e.g. --runs imdb-nbsvm imdb-textcnn")
+        if self.C <= 0:
+            raise UserError(f"--C must be positive, got {self.C}")
 
 
 def argument_types():
@@ -59,10 +65,6 @@ def uses_pretrained_weights(name: str, results_dir: str) -> bool:
 @run_main
 def main(argv=None):
     args, result_args, config = parse_args(argument_types(), argv)
-    if not args.runs:
-        raise UserError("--runs: give the member run names, e.g. --runs imdb-nbsvm imdb-textcnn")
-    if args.C <= 0:
-        raise UserError(f"--C must be positive, got {args.C}")
     name = result_args.results_name
     if name and "nopretrain" in name:
         pretrained = [r for r in args.runs if uses_pretrained_weights(r, result_args.results_dir)]
@@ -134,11 +136,10 @@ def main(argv=None):
         print(f"test accuracy {metrics['test_accuracy']:.4f} on {len(y_test)} reviews (best member {metrics['best_member_test_accuracy']:.4f})")
     if name:
         provenance = {**members[0].provenance, "name": name, "members": data.names, "validation_in_sample": True, "refits": refits}
-        write_probs(probs_path(name, result_args.results_dir),
-                    {"validation": (data.ids["validation"], y_val, val_scores), "test": (data.ids["test"], y_test, test_scores)}, provenance)
+        splits = {"validation": (data.ids["validation"], y_val, val_scores), "test": (data.ids["test"], y_test, test_scores)}
         config = {**config, "ensemble": asdict(args), "member_splits": {m.name: m.provenance for m in members}}
-        path = write_result(name, metrics, config=config, train_seconds=seconds, log_text=log.getvalue(),
-                            results_dir=result_args.results_dir, extra={"members": data.names, "weights": weights})
+        path, _ = write_result_and_probs(name, result_args.results_dir, splits, provenance, metrics, config=config, train_seconds=seconds,
+                                         log_text=log.getvalue(), extra={"members": data.names, "weights": weights})
         print(f"result written to {path}")
 
 

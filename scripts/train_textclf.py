@@ -17,22 +17,22 @@ import os
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
-import torch
-from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer, TrainingArguments, set_seed
+from transformers import DataCollatorWithPadding, EarlyStoppingCallback, TrainingArguments
 
-import imdb_llm.models  # noqa: F401  (registers textcnn / bilstm with the Auto classes)
 from imdb_llm.benchmark import PrecisionBenchmarkArguments, benchmark_precision, write_benchmark_results
 from imdb_llm.cli import UserError, parse_args, run_main
-from imdb_llm.data import ImdbArguments, load_imdb, pretraining_texts
-from imdb_llm.embeddings import copy_into_embeddings, load_vectors_file, train_word2vec
-from imdb_llm.models import BiLSTMConfig, BiLSTMForSequenceClassification, TextCNNConfig, TextCNNForSequenceClassification
-from imdb_llm.models.lstm_lm import load_lm_into_classifier
+from imdb_llm.imdb.data import ImdbArguments, load_imdb, pretraining_texts
+from imdb_llm.imdb.embeddings import copy_into_embeddings, load_vectors_file, train_word2vec
+from imdb_llm.imdb.models import BiLSTMConfig, BiLSTMForSequenceClassification, TextCNNConfig, TextCNNForSequenceClassification
+from imdb_llm.imdb.models.lstm_lm import load_lm_into_classifier
+from imdb_llm.imdb.tokenization import load_tokenizer
+from imdb_llm.imdb.tokenized_cache import resolve_cache_dir, tokenize_cached
+from imdb_llm.imdb.training import classification_trainer, count_parameters, finish_classification_run
 from imdb_llm.precision import precision_flags, precision_label
-from imdb_llm.results import atomic_write, capture_log
-from imdb_llm.threads import set_torch_threads
-from imdb_llm.tokenization import load_tokenizer
-from imdb_llm.tokenized_cache import resolve_cache_dir, tokenize_cached
-from imdb_llm.training import ResultArguments, compute_metrics, count_parameters, finish_classification_run, timed_train
+from imdb_llm.results import ResultArguments, atomic_write
+from imdb_llm.resume import timed_train
+from imdb_llm.threads import training_session
+import imdb_llm.imdb.models  # noqa: F401  (registers textcnn / bilstm with the Auto classes)
 
 
 @dataclass
@@ -128,13 +128,7 @@ def main(argv=None):
     model_args, bench_args, data_args, result_args, training_args, config = parse_args(argument_types(), argv)
     bench_args.check()
     training_args = dataclasses.replace(training_args, **precision_flags(model_args.mixed_precision))
-    os.makedirs(training_args.output_dir, exist_ok=True)
-    with capture_log(os.path.join(training_args.output_dir, "train.log")) as log:
-        set_seed(training_args.seed)
-        print(f"torch threads: {set_torch_threads()}")  # one per physical core unless OMP_NUM_THREADS says otherwise
-        if torch.cuda.is_available():
-            torch.backends.cuda.matmul.allow_tf32 = True
-            torch.backends.cudnn.allow_tf32 = True
+    with training_session(training_args.output_dir, "train.log", training_args.seed, tf32=True) as log:
 
         # 1. Data: train/validation/test (+ unsupervised text for word2vec).
         tokenizer = load_tokenizer(model_args.tokenizer_name)
@@ -183,25 +177,12 @@ def main(argv=None):
         callbacks = []
         if model_args.early_stopping_patience:
             callbacks.append(EarlyStoppingCallback(early_stopping_patience=model_args.early_stopping_patience))
-        trainer = Trainer(
-            model=model,
-            args=training_args,
-            train_dataset=encoded["train"],
-            eval_dataset=encoded["validation"] if len(encoded["validation"]) else None,
-            processing_class=tokenizer,
-            data_collator=collator,
-            compute_metrics=compute_metrics,
-            callbacks=callbacks,
-        )
+        trainer = classification_trainer(model, training_args, encoded, tokenizer, collator, callbacks)
 
         # 5. Train (best checkpoint on validation when load_best_model_at_end), then test once.
         _, seconds = timed_train(trainer)
-        metrics = finish_classification_run(
-            trainer, encoded["test"], train_seconds=seconds, config=config, result_args=result_args, log_buffer=log, extra_metrics=extra, texts=dsets["test"]["text"],
-            validation_dataset=encoded["validation"], data_args=data_args,
-        )
-        if trainer.is_world_process_zero():
-            print(f"test accuracy {metrics['test_accuracy']:.4f} on {metrics['n_test']} reviews; outputs in {training_args.output_dir}")
+        finish_classification_run(trainer, encoded["test"], train_seconds=seconds, config=config, result_args=result_args, log_buffer=log,
+                                  extra_metrics=extra, texts=dsets["test"]["text"], validation_dataset=encoded["validation"], data_args=data_args)
 
 
 if __name__ == "__main__":

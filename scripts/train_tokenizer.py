@@ -15,8 +15,8 @@ import tempfile
 from dataclasses import dataclass, field
 
 from imdb_llm.cli import UserError, parse_args, run_main
-from imdb_llm.data import ImdbArguments, load_imdb, pretraining_texts
-from imdb_llm.tokenization import train_wordpiece
+from imdb_llm.imdb.data import ImdbArguments, load_imdb, pretraining_texts
+from imdb_llm.imdb.tokenization import train_wordpiece
 
 
 @dataclass

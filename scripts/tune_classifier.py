@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from imdb_llm.cli import UserError, parse_args, run_main
-from imdb_llm.results import capture_log, write_result
-from imdb_llm.training import VALIDATION_SUMMARY, ResultArguments
+from imdb_llm.imdb.training import VALIDATION_SUMMARY
+from imdb_llm.results import ResultArguments, capture_log, write_result
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -31,8 +31,8 @@ def imdb_dir() -> Path:
 @pytest.fixture(scope="session")
 def imdb_tokenizer(tmp_path_factory, imdb_dir) -> Path:
     """A tiny WordPiece tokenizer trained on the fixture's train + unsupervised text."""
-    from imdb_llm.data import load_imdb, pretraining_texts
-    from imdb_llm.tokenization import train_wordpiece
+    from imdb_llm.imdb.data import load_imdb, pretraining_texts
+    from imdb_llm.imdb.tokenization import train_wordpiece
 
     out = tmp_path_factory.mktemp("tokenizer")
     dsets = load_imdb(dataset_dir=str(imdb_dir), with_unsupervised=True)

@@ -4,20 +4,15 @@ The compile modes use the ``eager`` backend here (Dynamo traces the model, no C+
 test takes seconds; the H200 run (gpu/decode.sh) uses inductor + CUDA graphs.
 """
 
-import importlib.util
+import importlib
 import json
-import sys
 
 import pytest
 
 
 @pytest.fixture(scope="module")
 def bench(repo_root):
-    spec = importlib.util.spec_from_file_location("bench_decode", repo_root / "scripts" / "bench_decode.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_decode"] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module("bench_decode")  # scripts/ is on pytest's pythonpath
 
 
 def test_all_modes_agree_and_write_a_result(bench, tmp_path):

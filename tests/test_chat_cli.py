@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from imdb_llm.chatglm2 import build_prompt, make_tiny_chatglm2
+from tiny_models import build_prompt, make_tiny_chatglm2
 from imdb_llm.cli import UserError
-from imdb_llm.llm import ChatSession, load_causal_lm, load_tokenizer
+from imdb_llm.llm.chat import ChatSession
+from imdb_llm.llm.loading import load_causal_lm, load_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -63,7 +64,7 @@ def test_chat_cli_over_stdin(tiny_glm):
 
 
 def test_models_without_tokenizer_or_chat_template_are_refused(tmp_path, tiny_glm):
-    from imdb_llm.chatglm2 import convert_checkpoint
+    from imdb_llm.llm.chatglm2.convert import convert_checkpoint
 
     plain = convert_checkpoint(REPO / "tests" / "fixtures" / "chatglm2" / "tiny-official", tmp_path / "m", log=lambda *_: None)
     with pytest.raises(UserError, match="cannot load tokenizer"):

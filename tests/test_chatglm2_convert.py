@@ -17,8 +17,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from imdb_llm.chatglm2 import convert_checkpoint, glm_config_from_official
 from imdb_llm.cli import UserError
+from imdb_llm.llm.chatglm2.config import glm_config_from_official
+from imdb_llm.llm.chatglm2.convert import convert_checkpoint
 
 FIX = Path(__file__).parent / "fixtures" / "chatglm2"
 TINY = FIX / "tiny-official"
@@ -297,12 +298,9 @@ def test_bin_shards_are_loaded_without_running_pickled_code(tmp_path):
 
 
 def convert_main():
-    import importlib.util
+    import importlib
 
-    spec = importlib.util.spec_from_file_location("convert_chatglm2", REPO / "scripts" / "convert_chatglm2.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
+    return importlib.import_module("convert_chatglm2").main
 
 
 def test_cli_errors_are_one_line_and_exit_2(tmp_path, capsys):

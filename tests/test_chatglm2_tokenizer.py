@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from imdb_llm.chatglm2 import build_fast_tokenizer, build_prompt, save_tokenizer
+from imdb_llm.llm.chatglm2.tokenizer import build_fast_tokenizer, save_tokenizer
+from tiny_models import build_prompt
 
 FIX = Path(__file__).parent / "fixtures" / "chatglm2"
 VECTORS = [json.loads(line) for line in (FIX / "tokenizer_vectors.jsonl").read_text(encoding="utf-8").split("\n") if line.strip()]

@@ -4,9 +4,8 @@ A key renamed in a script (or removed from transformers, like warmup_ratio in 5.
 surface only when someone launches the recipe, possibly on a rented GPU.
 """
 
-import importlib.util
+import importlib
 import re
-import sys
 from pathlib import Path
 
 import pytest
@@ -29,11 +28,7 @@ def _script_for(config: Path) -> Path:
 
 
 def _load_script(path: Path):
-    spec = importlib.util.spec_from_file_location(f"script_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module(path.stem)  # scripts/ is on pytest's pythonpath
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.name)

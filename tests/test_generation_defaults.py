@@ -3,9 +3,8 @@ and the web page resolve the same :class:`GenerationDefaults`, explicit flags ov
 every decoding path (``generate`` in eval/chat, the server's batch loop and its static path) applies
 the repetition controls the same way."""
 
-import importlib.util
+import importlib
 import json
-import sys
 import threading
 from pathlib import Path
 
@@ -14,18 +13,14 @@ import pytest
 import torch
 
 from imdb_llm.cli import UserError, parse_args
-from imdb_llm.sft.decoding import (DEFAULTS_FILE, GenerationDefaults, GenerationOverrides, apply_repetition_controls, banned_next_tokens,
+from imdb_llm.llm.sft.decoding import (DEFAULTS_FILE, GenerationDefaults, GenerationOverrides, apply_repetition_controls, banned_next_tokens,
                                    resolve_generation_defaults)
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def _script(name):
-    spec = importlib.util.spec_from_file_location(f"script_{name}", REPO / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module(name)  # scripts/ is on pytest's pythonpath
 
 
 # -- the dataclass ---------------------------------------------------------------------------------
@@ -106,8 +101,8 @@ def test_repetition_controls_by_hand():
 # -- the server: defaults fill the request, and it decodes like generate() ---------------------
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    from imdb_llm.llm import load_causal_lm, load_tokenizer
-    from imdb_llm.serving import make_tiny_chat_model
+    from imdb_llm.llm.loading import load_causal_lm, load_tokenizer
+    from tiny_models import make_tiny_chat_model
 
     path = make_tiny_chat_model(tmp_path_factory.mktemp("tiny-defaults"), context_length=256)
     return load_causal_lm(str(path)).eval(), load_tokenizer(str(path)), path
@@ -118,7 +113,7 @@ HELLO = [{"role": "user", "content": "hello, how are you?"}]
 
 
 def _run(engine, prompt_ids, settings):
-    from imdb_llm.serving import Job
+    from imdb_llm.serve.engine import Job
 
     done = threading.Event()
     job = Job(prompt_ids=prompt_ids, max_new_tokens=settings.max_new_tokens, temperature=0, repetition_penalty=settings.repetition_penalty,
@@ -130,8 +125,8 @@ def _run(engine, prompt_ids, settings):
 
 def test_every_decoding_path_applies_the_controls_alike(tiny):
     """generate() (eval and chat), the server's batch loop and its static-cache path give the same tokens."""
-    from imdb_llm.llm import ChatSession
-    from imdb_llm.serving import GenerationEngine
+    from imdb_llm.llm.chat import ChatSession
+    from imdb_llm.serve.engine import GenerationEngine
 
     model, tok, _ = tiny
     session = ChatSession(model, tok, settings=CONTROLLED)
@@ -158,11 +153,12 @@ def test_every_decoding_path_applies_the_controls_alike(tiny):
 
 
 def test_server_fills_requests_from_the_defaults_and_shows_them(tiny):
-    from imdb_llm.llm import ChatSession
-    from imdb_llm.serving import create_app, serve_in_thread
+    from imdb_llm.llm.chat import ChatSession
+    from imdb_llm.serve.api_server import create_app, serve_in_thread
+    from imdb_llm.serve.engine import EngineArgs, GenerationEngine
 
     model, tok, _ = tiny
-    app = create_app(model, tok, model_name="tiny", generation_defaults=CONTROLLED)
+    app = create_app(GenerationEngine.from_args(model, tok, EngineArgs()), model_name="tiny", generation_defaults=CONTROLLED)
     expected = ChatSession(model, tok, settings=CONTROLLED).reply(HELLO[0]["content"])
     plain = ChatSession(model, tok, settings=GenerationDefaults(max_new_tokens=20)).reply(HELLO[0]["content"])
     with serve_in_thread(app) as url:
@@ -183,6 +179,6 @@ def test_server_fills_requests_from_the_defaults_and_shows_them(tiny):
 
 
 def test_web_page_starts_from_the_model_defaults():
-    page = (REPO / "src" / "imdb_llm" / "static" / "index.html").read_text(encoding="utf-8")
+    page = (REPO / "src" / "imdb_llm" / "serve" / "static" / "index.html").read_text(encoding="utf-8")
     assert "card.generation_defaults" in page and 'changed("temperature"' in page and 'changed("max_tokens"' in page
     assert 'value="0.7"' not in page  # no decoding default of its own

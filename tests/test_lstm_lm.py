@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from imdb_llm.cli import UserError
-from imdb_llm.models import BiLSTMConfig, BiLSTMForSequenceClassification
-from imdb_llm.models.lstm_lm import frequency_ranks, load_lm_into_classifier
+from imdb_llm.imdb.models import BiLSTMConfig, BiLSTMForSequenceClassification
+from imdb_llm.imdb.models.lstm_lm import frequency_ranks, load_lm_into_classifier
 from tiny_models import make_tiny_lstm_lm
 
 REPO = Path(__file__).resolve().parents[1]

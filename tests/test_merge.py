@@ -1,16 +1,14 @@
 """merge_adapter.py: merged weights give the same logits as base + adapter, and load like any model."""
 
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from imdb_llm.sft.data import load_conversations
+from imdb_llm.llm.sft.data import load_conversations
 from tiny_models import make_tiny_glm
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "scripts"))
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +30,7 @@ def base_and_adapter(tmp_path_factory):
 def test_merged_logits_equal_base_plus_adapter(base_and_adapter, tmp_path):
     import merge_adapter
 
-    from imdb_llm.llm import load_causal_lm
+    from imdb_llm.llm.loading import load_causal_lm
 
     base, adapter = base_and_adapter
     out = merge_adapter.main(["--model_name_or_path", base, "--adapter", adapter, "--output_dir", str(tmp_path / "merged"), "--dtype", "float32"])

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from imdb_llm.nbsvm import NBLogisticRegression, nb_log_count_ratio, ngram_orders
-from imdb_llm.probs import probs_path, read_probs, write_probs
+from imdb_llm.imdb.nbsvm import NBLogisticRegression, nb_log_count_ratio, ngram_orders
+from imdb_llm.imdb.probs import probs_path, read_probs, write_probs
 
 REPO = Path(__file__).resolve().parents[1]
 SPLIT = {"validation_ratio": 0.1, "split_seed": 42, "max_eval_samples": None, "max_test_samples": None, "max_train_samples": None}
@@ -106,7 +106,7 @@ def test_missing_or_corrupt_probabilities_file_is_one_line_naming_it(tmp_path, d
 def test_tiny_runs_line_up_by_id_nbsvm_textcnn_ensemble_and_docs(imdb_dir, imdb_tokenizer, tmp_path):
     """End to end on the fixture: a tiny TextCNN and a tiny NBSVM write probabilities that line up
     by review id with the data layer's validation/test split; the ensemble and the docs page read them."""
-    from imdb_llm.data import load_imdb
+    from imdb_llm.imdb.data import load_imdb
 
     results = tmp_path / "results"
     proc = _run("train_textclf.py", "configs/imdb_textcnn.yaml", "--embedding_dim", "16", "--num_filters", "8", "--max_length", "64",
@@ -166,7 +166,7 @@ def test_pvdbow_trains_on_train_and_unlabelled_text_only_and_lines_up(imdb_dir, 
     (validation and test get theirs by inference), and its probabilities line up with the data layer."""
     from gensim.models.doc2vec import Doc2Vec
 
-    from imdb_llm.data import load_imdb
+    from imdb_llm.imdb.data import load_imdb
 
     results = tmp_path / "results"
     proc = _run("train_pvdbow.py", "configs/imdb_pvdbow.yaml", "--dataset_dir", imdb_dir, "--vector_size", "8", "--epochs", "2",
@@ -264,7 +264,7 @@ def test_nbsvm_refit_on_all_of_train_needs_one_grid_point(imdb_dir, tmp_path):
     metrics = json.loads((results / "nb-full.json").read_text())["metrics"]
     splits, meta = read_probs(probs_path("nb-full", results))
     assert meta["validation_ratio"] == 0 and len(splits["validation"]["id"]) == 0 and len(splits["test"]["id"]) == metrics["n_test"] == 120
-    from imdb_llm.data import load_imdb
+    from imdb_llm.imdb.data import load_imdb
 
     assert metrics["n_train"] == len(load_imdb(dataset_dir=str(imdb_dir), validation_ratio=0.0)["train"]) and metrics["n_validation"] == 0
     proc = _run("train_nbsvm.py", "configs/imdb_nbsvm.yaml", "--dataset_dir", imdb_dir, "--validation_ratio", "0", "--output_dir", tmp_path / "nb2",

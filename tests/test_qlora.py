@@ -2,19 +2,17 @@
 resume after a kill, bad data failing fast, and the speed bench's --tiny smoke run."""
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from transformers import TrainerCallback
 
-from imdb_llm.sft.data import load_conversations
+from imdb_llm.llm.sft.data import load_conversations
 from tiny_models import make_tiny_glm
 
 REPO = Path(__file__).resolve().parents[1]
 FIX = REPO / "tests" / "fixtures" / "sft"
-sys.path.insert(0, str(REPO / "scripts"))
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +59,7 @@ class _Layout(TrainerCallback):
         self.steps = []
 
     def on_step_begin(self, args, state, control, model=None, **kw):
-        from imdb_llm.sft.quant import is_packed_for_cpu_inference, linear4bit_layers
+        from imdb_llm.llm.sft.quant import is_packed_for_cpu_inference, linear4bit_layers
 
         layers = linear4bit_layers(model)
         self.steps.append({"layers": len(layers), "packed": sum(map(is_packed_for_cpu_inference, layers)),
@@ -90,7 +88,7 @@ def test_keep_4bit_trainable_unpacks_a_packed_layer():
     import bitsandbytes as bnb
     from bitsandbytes.functional import _convert_weight_packed_for_cpu
 
-    from imdb_llm.sft.quant import is_packed_for_cpu_inference, keep_4bit_trainable
+    from imdb_llm.llm.sft.quant import is_packed_for_cpu_inference, keep_4bit_trainable
 
     torch.manual_seed(0)
     layer = bnb.nn.Linear4bit(64, 32, bias=True, compute_dtype=torch.float32, quant_type="nf4", compress_statistics=False)
@@ -189,7 +187,7 @@ def test_bench_tiny_fast_matches_textbook_loss(tmp_path):
 
 
 def test_carve_is_seeded_disjoint_and_keeps_order():
-    from imdb_llm.sft.data import carve
+    from imdb_llm.llm.sft.data import carve
 
     kept, carved = carve(list(range(100)), 10, seed=42)
     assert len(carved) == 10 and sorted(kept + carved) == list(range(100)) and kept == sorted(kept) and carved == sorted(carved)
@@ -222,7 +220,7 @@ def _predictions(path):
 def test_long_run_resumes_after_a_stop_in_training_or_in_judging(tiny_glm, tmp_path, monkeypatch):
     import sft_qlora
 
-    from imdb_llm.sft.decoding import resolve_generation_defaults
+    from imdb_llm.llm.sft.decoding import resolve_generation_defaults
 
     res = tmp_path / "results"
     straight = sft_qlora.main(_argv(tiny_glm, tmp_path / "straight", *LONG, "--results_name", "straight", "--results_dir", str(res)))

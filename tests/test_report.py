@@ -9,7 +9,8 @@ import pytest
 
 from conftest import FIXTURES, PYTHON, REPO
 from imdb_llm.cli import UserError
-from imdb_llm.report import EXPECTED, MISSING, TABLE_END, TABLE_START, make_report, render_template
+from imdb_llm.report.pages import make_report, render_template
+from imdb_llm.report.table import EXPECTED, MISSING, TABLE_END, TABLE_START
 
 FIXTURE_RESULTS = FIXTURES / "results"
 TEMPLATE = REPO / "docs" / "templates" / "bert-vs-gpt.md.in"
@@ -172,7 +173,7 @@ def test_idempotent(workspace):
 
 
 def test_padding_benchmark_headline_shows_both_speeds_and_the_ratio():
-    from imdb_llm.report import headline
+    from imdb_llm.report.numbers import headline
 
     m = {"bench_dynamic_grouped_samples_per_second": 30.0, "bench_pad_to_max_length_samples_per_second": 0.88, "bench_max_length": 512}
     assert headline({"metrics": m}) == "dynamic+grouped 30.00 vs pad-to-512 0.88 samples/s (×34.09)"
@@ -181,7 +182,7 @@ def test_padding_benchmark_headline_shows_both_speeds_and_the_ratio():
 
 
 def test_sft_examples_are_generated_from_the_predictions_file(workspace):
-    from imdb_llm.report import EXAMPLES_END, EXAMPLES_START
+    from imdb_llm.report.table import EXAMPLES_END, EXAMPLES_START
 
     rows = [{"line": i, "question": f"问题{i}|?", "reference": f"参考{i}", "base": "" if i == 2 else f"基座{i}", "adapter": f"适配{i}" * 40}
             for i in range(1, 8)]
@@ -214,14 +215,14 @@ def test_corrupt_predictions_file_is_a_one_line_error_and_nothing_is_written(wor
 
 
 def test_precision_benchmark_headline_shows_both_speeds_the_ratio_and_the_cpu():
-    from imdb_llm.report import headline
+    from imdb_llm.report.numbers import headline
 
     result = {"metrics": {"bench_fp32_samples_per_second": 7.5, "bench_bf16_samples_per_second": 12.75, "native_bf16": True}}
     assert headline(result) == "bf16 autocast 12.75 vs fp32 7.50 samples/s (×1.70, native bf16)"
 
 
 def test_serving_benchmark_headline_shows_the_batching_gain_and_failures():
-    from imdb_llm.report import headline
+    from imdb_llm.report.numbers import headline
 
     m = {"clients_1_tokens_per_second": 20.4, "clients_4_tokens_per_second": 58.0, "clients_16_tokens_per_second": 105.49,
          "clients_64_tokens_per_second": 135.83, "tokens_per_second": 135.83, "failed_requests": 0, "requests": 260}
@@ -229,7 +230,7 @@ def test_serving_benchmark_headline_shows_the_batching_gain_and_failures():
 
 
 def test_language_model_pretraining_headline_is_its_perplexity_not_its_speed():
-    from imdb_llm.report import headline
+    from imdb_llm.report.numbers import headline
 
     m = {"pretrain_tokens_per_second": 8421.5, "validation_perplexity": 87.345, "n_validation_tokens": 700416}
     assert headline({"metrics": m}) == "validation perplexity 87.3 (700,416 tokens)"

@@ -1,7 +1,7 @@
 """From-scratch BERT / GPT-2 track (scripts/run_scratch.py) on CPU with tiny configs:
 both tracks end to end, stage skipping, kill-and-resume, bad input, and the sparse MLM head."""
 
-import importlib.util
+import importlib
 import json
 import os
 import signal
@@ -16,11 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _load_script():
-    spec = importlib.util.spec_from_file_location("run_scratch", REPO / "scripts" / "run_scratch.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["run_scratch"] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module("run_scratch")  # scripts/ is on pytest's pythonpath (pyproject.toml)
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +143,7 @@ def test_sparse_mlm_head_gives_the_dense_loss():
     import torch
     from transformers import BertForMaskedLM
 
-    from imdb_llm.scratch import ScratchModelArguments, build_pretraining_model
+    from imdb_llm.imdb.scratch import ScratchModelArguments, build_pretraining_model
 
     class Tok:
         pad_token_id, cls_token_id, sep_token_id = 0, 2, 3
@@ -176,7 +172,7 @@ def test_sparse_clm_head_scores_the_sampled_positions_and_saves_as_gpt2(tmp_path
     import torch.nn.functional as F
     from transformers import GPT2LMHeadModel
 
-    from imdb_llm.scratch import ScratchModelArguments, build_pretraining_model
+    from imdb_llm.imdb.scratch import ScratchModelArguments, build_pretraining_model
 
     class Tok:
         pad_token_id, cls_token_id, sep_token_id = 0, 2, 3
@@ -209,7 +205,7 @@ def test_sparse_clm_head_scores_the_sampled_positions_and_saves_as_gpt2(tmp_path
 
 
 def test_group_texts_packs_documents_into_full_blocks():
-    from imdb_llm.text import group_texts
+    from imdb_llm.imdb.text import group_texts
 
     out = group_texts({"input_ids": [[1, 2, 3], [4, 5], [6, 7, 8, 9]]}, block_size=4)
     assert out["input_ids"] == [[1, 2, 3, 4], [5, 6, 7, 8]]  # the short tail (9) is dropped
@@ -218,7 +214,7 @@ def test_group_texts_packs_documents_into_full_blocks():
 @pytest.mark.parametrize("config", ["scratch_bert.yaml", "scratch_gpt.yaml", "scratch_bert_tiny.yaml", "scratch_gpt_tiny.yaml", "scratch_bert_cpu.yaml", "scratch_gpt_cpu.yaml"])
 def test_configs_parse_and_pass_the_checks(run_scratch, config):
     from imdb_llm.cli import parse_args
-    from imdb_llm.scratch import check_arguments
+    from imdb_llm.imdb.scratch import check_arguments
 
     # The H200 recipes ask for bf16/TF32, which CPU-only TrainingArguments refuse: switch them off here.
     argv = [str(REPO / "configs" / config), "--use_cpu", "true", "--bf16", "false", "--tf32", "false"]
@@ -249,7 +245,7 @@ def test_classifier_starts_from_the_pretrained_weights(model_type, imdb_tokenize
     import torch
     from transformers import AutoTokenizer
 
-    from imdb_llm.scratch import ScratchModelArguments, build_classifier, build_pretraining_model
+    from imdb_llm.imdb.scratch import ScratchModelArguments, build_classifier, build_pretraining_model
 
     tok = AutoTokenizer.from_pretrained(imdb_tokenizer)
     args = ScratchModelArguments(model_type=model_type, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=64)

@@ -16,7 +16,9 @@ import httpx
 import openai
 import pytest
 
-from imdb_llm.serving import GenerationEngine, Job, create_app, make_tiny_chat_model, serve_in_thread
+from imdb_llm.serve.api_server import create_app, serve_in_thread
+from imdb_llm.serve.engine import EngineArgs, GenerationEngine, Job
+from tiny_models import make_tiny_chat_model
 
 MODEL = "tiny"
 CONTEXT = 256
@@ -27,7 +29,7 @@ HELLO = [{"role": "user", "content": "hello, how are you?"}]
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    from imdb_llm.llm import load_causal_lm, load_tokenizer
+    from imdb_llm.llm.loading import load_causal_lm, load_tokenizer
 
     path = make_tiny_chat_model(tmp_path_factory.mktemp("tiny-chat"), context_length=CONTEXT)
     return load_causal_lm(str(path)).eval(), load_tokenizer(str(path)), path
@@ -36,7 +38,7 @@ def tiny(tmp_path_factory):
 @pytest.fixture(scope="module")
 def server(tiny):
     model, tok, _ = tiny
-    app = create_app(model, tok, model_name=MODEL, max_tokens_cap=CAP, max_body_bytes=BODY_LIMIT)
+    app = create_app(GenerationEngine.from_args(model, tok, EngineArgs()), model_name=MODEL, max_tokens_cap=CAP, max_body_bytes=BODY_LIMIT)
     with serve_in_thread(app) as url:
         yield url, app
 
@@ -111,7 +113,7 @@ def test_stop_sequences_cut_the_answer(client):
 
 def test_auth_on(tiny):
     model, tok, _ = tiny
-    app = create_app(model, tok, model_name=MODEL, api_key="s3cret")
+    app = create_app(GenerationEngine.from_args(model, tok, EngineArgs()), model_name=MODEL, api_key="s3cret")
     with serve_in_thread(app) as url:
         for key in ("wrong", ""):
             bad = openai.OpenAI(base_url=url + "/v1", api_key=key or "x", max_retries=0)

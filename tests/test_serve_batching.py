@@ -13,7 +13,9 @@ import openai
 import pytest
 import torch
 
-from imdb_llm.serving import GenerationEngine, Job, create_app, make_tiny_chat_model, serve_in_thread
+from imdb_llm.serve.api_server import create_app, serve_in_thread
+from imdb_llm.serve.engine import EngineArgs, GenerationEngine, Job
+from tiny_models import make_tiny_chat_model
 
 # Different lengths on purpose: in one batch the shorter prompts are left padded.
 PROMPTS = ["hi", "hello, how are you?", "This movie was great, I loved the acting and the story. The quick brown fox.", "a fine film"]
@@ -76,7 +78,7 @@ def run_alone(engine, tok, specs):
 
 @pytest.fixture(scope="module")
 def tiny_llama(tmp_path_factory):
-    from imdb_llm.llm import load_causal_lm, load_tokenizer
+    from imdb_llm.llm.loading import load_causal_lm, load_tokenizer
 
     path = make_tiny_chat_model(tmp_path_factory.mktemp("tiny-llama"), context_length=256)
     return load_causal_lm(str(path)).eval(), load_tokenizer(str(path)), path
@@ -86,7 +88,7 @@ def tiny_llama(tmp_path_factory):
 def tiny_glm(tmp_path_factory):
     from tiny_models import make_tiny_glm
 
-    from imdb_llm.llm import load_causal_lm, load_tokenizer
+    from imdb_llm.llm.loading import load_causal_lm, load_tokenizer
 
     path = make_tiny_glm(tmp_path_factory.mktemp("tiny-glm"), PROMPTS * 10)
     model = load_causal_lm(path).eval()
@@ -100,7 +102,7 @@ def tiny_lora(tiny_llama, tmp_path_factory):
     """The tiny Llama plus a saved LoRA adapter, loaded back the way ``serve.py --adapter`` does."""
     from peft import LoraConfig, get_peft_model
 
-    from imdb_llm.llm import load_causal_lm
+    from imdb_llm.llm.loading import load_causal_lm
 
     _, tok, path = tiny_llama
     base = load_causal_lm(str(path))
@@ -129,7 +131,7 @@ def test_padded_batch_logits_match_full_forward(which, request):
     """The cache surgery itself, checked on logits (far more sensitive than argmax): rows of
     different lengths, a row joining mid-way and a row leaving all give the logits a plain
     forward of that row's whole sequence gives."""
-    from imdb_llm.serving import PaddedBatch
+    from imdb_llm.serve.batch import PaddedBatch
 
     model, tok, _ = request.getfixturevalue(which)
     seqs = [_prompt_ids(tok, t) for t in PROMPTS[:3]]  # three lengths
@@ -168,8 +170,8 @@ def test_padded_batch_logits_match_full_forward(which, request):
 def test_shared_prefix_logits_match_full_forward(which, request):
     """Prompts that share a system prompt reuse its cached keys/values (rows laid out as
     [prefix][padding][rest]); logits after prefill and after a step equal a plain forward."""
-    from imdb_llm.serving import PaddedBatch
-    from imdb_llm.serving_engine import common_prefix_length
+    from imdb_llm.serve.batch import PaddedBatch
+    from imdb_llm.serve.batch import common_prefix_length
 
     model, tok, _ = request.getfixturevalue(which)
     seqs = [_prompt_ids(tok, t, SYSTEM) for t in PROMPTS[:3]]
@@ -315,7 +317,7 @@ def test_overload_gets_503_with_retry_after(tiny_llama):
     """One row, one queue place: the third concurrent request is refused with 503 + Retry-After
     (a clear OpenAI-style error the openai client raises), and the queued one is served later."""
     model, tok, _ = tiny_llama
-    app = create_app(model, tok, model_name="tiny", max_running=1, max_queue=1)
+    app = create_app(GenerationEngine.from_args(model, tok, EngineArgs(max_running=1, max_queue=1)), model_name="tiny")
     engine = app.state.engine
     entered, gate = threading.Event(), threading.Event()  # the model blocks until the test opens it: no timing races
 

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from imdb_llm.cli import UserError
-from imdb_llm.sft.collate import PackingCollator, PadCollator
-from imdb_llm.sft.data import DataReport, load_conversations, record_to_messages
-from imdb_llm.sft.loss import chunked_lm_loss
-from imdb_llm.sft.metrics import generation_metrics
-from imdb_llm.sft.template import IGNORE_INDEX, choose_max_length, encode_conversation, encode_dataset
+from imdb_llm.llm.sft.collate import PackingCollator, PadCollator
+from imdb_llm.llm.sft.data import DataReport, load_conversations, record_to_messages
+from imdb_llm.llm.sft.loss import chunked_lm_loss
+from imdb_llm.llm.sft.metrics import generation_metrics
+from imdb_llm.llm.sft.template import IGNORE_INDEX, choose_max_length, encode_conversation, encode_dataset
 from tiny_models import make_tiny_glm
 
 FIX = Path(__file__).parent / "fixtures" / "sft"
@@ -29,7 +29,7 @@ def tiny_glm(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tokenizer(tiny_glm):
-    from imdb_llm.llm import load_tokenizer
+    from imdb_llm.llm.loading import load_tokenizer
 
     return load_tokenizer(tiny_glm)
 

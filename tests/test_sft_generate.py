@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from imdb_llm.sft import generate as gen
-from imdb_llm.sft.data import load_conversations
-from imdb_llm.sft.decoding import GenerationDefaults
-from imdb_llm.sft.metrics import generation_metrics
+from imdb_llm.llm.sft import generate as gen
+from imdb_llm.llm.sft.data import load_conversations
+from imdb_llm.llm.sft.decoding import GenerationDefaults
+from imdb_llm.llm.sft.metrics import generation_metrics
 from tiny_models import make_tiny_glm
 
 FIX = Path(__file__).parent / "fixtures" / "sft"

@@ -1,8 +1,8 @@
-"""Head + tail truncation (imdb_llm.text) on a BERT-style and a GPT-2-style tokenizer."""
+"""Head + tail truncation (imdb_llm.imdb.text) on a BERT-style and a GPT-2-style tokenizer."""
 
 import pytest
 
-from imdb_llm.text import encode_head_tail, head_tail, special_token_wrapping
+from imdb_llm.imdb.text import encode_head_tail, head_tail, special_token_wrapping
 
 
 def test_head_tail_keeps_short_sequences_whole():

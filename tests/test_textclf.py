@@ -11,10 +11,10 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
-import imdb_llm.models  # noqa: F401
 from imdb_llm.cli import UserError, config_to_argv, parse_args
-from imdb_llm.embeddings import load_vectors_file
-from imdb_llm.models import BiLSTMConfig, BiLSTMForSequenceClassification, TextCNNConfig, TextCNNForSequenceClassification
+from imdb_llm.imdb.embeddings import load_vectors_file
+from imdb_llm.imdb.models import BiLSTMConfig, BiLSTMForSequenceClassification, TextCNNConfig, TextCNNForSequenceClassification
+import imdb_llm.imdb.models  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--embedding_dim", "16", "--num_filters", "8", "--hidden_size", "8", "--num_layers", "1", "--max_length", "64",
@@ -99,7 +99,7 @@ def test_vectors_file_glove_and_word2vec_formats(imdb_tokenizer, tmp_path):
 
 
 def test_config_file_with_overrides(tmp_path):
-    from imdb_llm.data import ImdbArguments
+    from imdb_llm.imdb.data import ImdbArguments
 
     cfg = tmp_path / "c.yaml"
     cfg.write_text("validation_ratio: 0.2\nmax_train_samples: 10\n")
@@ -138,8 +138,8 @@ def test_make_target_smoke(target, model_type, imdb_dir, tmp_path):
     assert abs(acc - result["metrics"]["test_accuracy"]) < 1e-9
     # Rows in dataset order (group_by_length used to shuffle predict()'s rows), and the saved
     # probabilities keyed by review id agree with them.
-    from imdb_llm.data import load_imdb
-    from imdb_llm.probs import read_probs
+    from imdb_llm.imdb.data import load_imdb
+    from imdb_llm.imdb.probs import read_probs
 
     assert [p["label"] for p in preds] == load_imdb(dataset_dir=str(imdb_dir))["test"]["label"]
     probs, meta = read_probs(results / f"{target}.probs.parquet")

@@ -4,7 +4,7 @@ import datasets
 import pytest
 from transformers import AutoTokenizer
 
-from imdb_llm.tokenized_cache import resolve_cache_dir, tokenize_cached
+from imdb_llm.imdb.tokenized_cache import resolve_cache_dir, tokenize_cached
 
 
 @pytest.fixture

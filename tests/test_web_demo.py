@@ -1,4 +1,4 @@
-"""The web chat page (src/imdb_llm/static/index.html) in headless Debian Chromium via Playwright.
+"""The web chat page (src/imdb_llm/serve/static/index.html) in headless Debian Chromium via Playwright.
 
 Type, send, watch the answer stream in, send a second turn (the page must resend the history),
 clear. Needs /usr/bin/chromium (``bash scripts/ci_install_browser.sh``); skipped without it.
@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from imdb_llm.serving import create_app, make_tiny_chat_model, serve_in_thread
+from imdb_llm.serve.api_server import create_app, serve_in_thread
+from imdb_llm.serve.engine import EngineArgs, GenerationEngine
+from tiny_models import make_tiny_chat_model
 
 CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 WAIT_MS = int(float(os.environ.get("WEB_DEMO_TIMEOUT_S", "60")) * 1000)  # raise for a real model on a slow CPU
@@ -30,13 +32,13 @@ pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"Debian chr
 
 @pytest.fixture(scope="module")
 def chat_server(tmp_path_factory):
-    from imdb_llm.llm import load_causal_lm, load_tokenizer
+    from imdb_llm.llm.loading import load_causal_lm, load_tokenizer
 
     model_path = os.environ.get("WEB_DEMO_MODEL") or str(make_tiny_chat_model(tmp_path_factory.mktemp("web-tiny")))
     model, tok = load_causal_lm(model_path).eval(), load_tokenizer(model_path)
     # Slow each decode step a little so the test can see the answer grow before it ends.
     hook = model.register_forward_pre_hook(lambda *a: time.sleep(0.02))
-    app = create_app(model, tok, model_name="demo-model", max_tokens_cap=256)
+    app = create_app(GenerationEngine.from_args(model, tok, EngineArgs()), model_name="demo-model", max_tokens_cap=256)
     with serve_in_thread(app) as url:
         yield url
     hook.remove()

@@ -75,7 +75,7 @@ def benchmark_precision(make_model: Callable, train_dataset, training_args, coll
     what the machine had. ``make_model()`` must return a fresh model with the same weights each call."""
     import torch
 
-    from .precision import cpu_has_native_bf16
+    from imdb_llm.precision import cpu_has_native_bf16
 
     on_cpu = not torch.cuda.is_available()
     out: dict[str, Any] = {}
@@ -100,7 +100,7 @@ class PrecisionBenchmarkArguments:
 
     def check(self, other_benchmarks: dict[str, int] | None = None) -> None:
         """``other_benchmarks``: a script's own benchmark flags and their step counts."""
-        from .cli import UserError
+        from imdb_llm.cli import UserError
 
         steps = {**(other_benchmarks or {}), "--benchmark_precision_steps": self.benchmark_precision_steps}
         if min(*steps.values(), self.benchmark_warmup_steps) < 0:
@@ -113,7 +113,7 @@ def write_benchmark_results(benchmarks: dict[str, dict[str, Any]], *, results_na
                             parameters: int) -> None:
     """Each speed figure as its own result, ``<results_name>-<kind>-bench``: it holds no accuracy, so
     the results table cannot mistake it for one, and it never stands in for the accuracy run's file."""
-    from .results import write_result
+    from imdb_llm.results import write_result
 
     for kind, figures in benchmarks.items():
         written = write_result(f"{results_name or 'run'}-{kind}-bench", {**fields, **figures}, config=config, log_text=log.getvalue(),

@@ -97,11 +97,27 @@ def parse_args(dataclass_types: Sequence[type], argv: Sequence[str] | None = Non
         parsed = parser.parse_args_into_dataclasses(args=config_to_argv(config) + overrides)
     except ValueError as exc:
         raise UserError(str(exc).splitlines()[0]) from exc
+    _no_pin_memory_without_accelerator(parsed)
     merged = dict(config)
     merged.update(_overrides_as_dict(overrides))
     if config_path:
         merged["_config_file"] = str(config_path)
     return (*parsed, merged)
+
+
+def _no_pin_memory_without_accelerator(parsed) -> None:
+    """Pinned memory only speeds up copies to an accelerator; without one, every DataLoader warns
+    about it. Turn it off there (it changes nothing else)."""
+    if not any(hasattr(obj, "dataloader_pin_memory") for obj in parsed):
+        return
+    import torch
+
+    accelerator = getattr(torch, "accelerator", None)
+    if accelerator.is_available() if accelerator is not None else torch.cuda.is_available():
+        return
+    for obj in parsed:
+        if getattr(obj, "dataloader_pin_memory", False):
+            obj.dataloader_pin_memory = False
 
 
 def _overrides_as_dict(overrides: Sequence[str]) -> dict[str, Any]:

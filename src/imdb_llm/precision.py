@@ -10,7 +10,7 @@ The capability is read from the CPU's feature flags, not guessed from its vendor
 
 from __future__ import annotations
 
-from .cli import UserError
+from imdb_llm.cli import UserError
 
 CHOICES = ("auto", "bf16", "fp16", "no")
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")

@@ -17,8 +17,19 @@ import shlex
 import subprocess
 import sys
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
+
+@dataclass
+class ResultArguments:
+    """Where a run's headline numbers go. Shared by every script that reports a result."""
+
+    results_name: str | None = field(
+        default=None, metadata={"help": "Write results/<results_name>.json + .log (provenance for README claims)."}
+    )
+    results_dir: str = field(default="results", metadata={"help": "Folder for result files."})
+
 
 REQUIRED_KEYS = ("name", "metrics", "command", "config", "git_sha", "device", "train_seconds", "date")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -72,7 +83,7 @@ def device_description() -> str:
         threads = torch.get_num_threads()
     except ImportError:
         threads = None
-    from .precision import cpu_has_native_bf16, cpu_model_name
+    from imdb_llm.precision import cpu_has_native_bf16, cpu_model_name
 
     cores = os.cpu_count()
     limit = f", {threads} torch thread{'s' if threads != 1 else ''}" if threads is not None and cores and threads < cores else ""
@@ -168,6 +179,17 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> Pa
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def write_json_atomic(path: str | os.PathLike, data: dict[str, Any]) -> None:
+    """``data`` as indented JSON, written atomically (:func:`atomic_write_text`)."""
+    atomic_write_text(Path(path), json.dumps(data, indent=2) + "\n")
+
+
+def read_json(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The JSON object in ``path``, or None when there is no such file."""
+    path = Path(path)
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
 def _jsonable(value: Any) -> Any:

@@ -1,6 +1,8 @@
-"""Resuming a run cut short: which checkpoint to continue from, and a training clock that survives it.
+"""Resuming a run cut short, in one place: which checkpoint to continue from (and the check that it
+was saved by a run with the same settings), the "stage finished" marker, and the training clock
+that survives a kill. Every training entry point uses these.
 
-Kept apart from ``imdb_llm.training`` because it needs transformers at import time, and light
+Kept apart from ``imdb_llm.imdb.training`` because it needs transformers at import time, and light
 scripts (the ensemble, the report) import ``training`` without wanting transformers loaded.
 """
 
@@ -8,12 +10,15 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 from transformers import TrainerCallback
 
-from .cli import UserError
+from imdb_llm.cli import UserError
+from imdb_llm.results import atomic_write_text, read_json, write_json_atomic
 
 
 # What a checkpoint's run was trained with, beyond the script's own arguments. Precision, device
@@ -46,19 +51,27 @@ def changed_settings(before: dict, now: dict) -> str:
     return ", ".join(f"{k} {before.get(k)!r} -> {now.get(k)!r}" for k in changed[:4]) + (", ..." if len(changed) > 4 else "")
 
 
+def last_complete_checkpoint(folder: str | os.PathLike) -> str | None:
+    """Newest ``checkpoint-N`` holding ``trainer_state.json`` (Trainer writes that file last, so a
+    checkpoint cut short by a kill is skipped); None when there is none (or no folder)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    done = [p for p in folder.glob("checkpoint-*") if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").is_file()]
+    return str(max(done, key=lambda p: int(p.name.split("-")[-1]))) if done else None
+
+
 def resolve_resume(training_args, settings: dict | None = None) -> str | None:
     """``--resume_from_checkpoint auto`` (or true) = the newest checkpoint in output_dir, if any.
 
     With ``settings`` (:func:`run_settings`), a checkpoint saved by a run with other settings (more
     training records, another learning rate) is refused: continuing it would mix two runs into one
     result. Checkpoints from before settings were recorded are resumed unchecked."""
-    from transformers.trainer_utils import get_last_checkpoint
-
     value = training_args.resume_from_checkpoint
     if value in (None, "", "false", "False"):
         return None
     if value in ("auto", "true", "True"):
-        found = get_last_checkpoint(training_args.output_dir) if os.path.isdir(training_args.output_dir) else None
+        found = last_complete_checkpoint(training_args.output_dir)
     elif not os.path.isdir(value):
         raise UserError(f"--resume_from_checkpoint {value}: no such checkpoint folder")
     else:
@@ -72,11 +85,38 @@ def resolve_resume(training_args, settings: dict | None = None) -> str | None:
     return found
 
 
+def check_same_run(output_dir: Path, identity: dict, overwrite: bool, is_main: bool, stages: tuple[str, ...] = ()) -> None:
+    """Refuse to resume a multi-stage run made with other settings (``identity``: ``{group: {key: value}}``),
+    or, with ``overwrite``, delete its ``stages`` folders and start over."""
+    path = output_dir / "run_identity.json"
+    old = read_json(path)
+    if old is not None and old != identity:
+        if not overwrite:
+            changed = sorted({f"{group}.{k}" for group in identity for k in identity[group] if old.get(group, {}).get(k) != identity[group][k]})
+            raise UserError(f"{output_dir} holds a run with other settings ({', '.join(changed)}); use another --output_dir or add --overwrite_output_dir true")
+    if is_main:
+        if old is not None and (old != identity or overwrite):
+            for sub in stages:
+                shutil.rmtree(output_dir / sub, ignore_errors=True)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(path, identity)
+
+
+def finished_stage(folder: str | os.PathLike, marker: str) -> dict | None:
+    """What a finished stage recorded in its marker file (written last), or None if it did not finish."""
+    return read_json(Path(folder, marker))
+
+
+def mark_stage_finished(folder: str | os.PathLike, marker: str, data: dict) -> None:
+    """Write the stage's marker file: call it last, after everything the stage saves."""
+    write_json_atomic(Path(folder, marker), data)
+
+
 def _write_into_checkpoint(args, state, name: str, data: dict) -> None:
     """Add ``name`` (JSON) to the checkpoint the Trainer has just saved (main process only)."""
     folder = Path(args.output_dir, f"checkpoint-{state.global_step}")
     if folder.is_dir() and state.is_world_process_zero:
-        (folder / name).write_text(json.dumps(data, indent=1, sort_keys=True))
+        atomic_write_text(folder / name, json.dumps(data, indent=1, sort_keys=True))
 
 
 class SettingsRecord(TrainerCallback):
@@ -100,5 +140,16 @@ class TrainClock(TrainerCallback):
         self.before = json.loads(path.read_text())["train_seconds"] if path and path.is_file() else 0.0
         self.start = time.perf_counter()
 
+    def seconds(self) -> float:
+        """Training time over every session: before this one, plus this one so far."""
+        return self.before + time.perf_counter() - self.start
+
     def on_save(self, args, state, control, **kwargs):
-        _write_into_checkpoint(args, state, self.FILE, {"train_seconds": self.before + time.perf_counter() - self.start})
+        _write_into_checkpoint(args, state, self.FILE, {"train_seconds": self.seconds()})
+
+
+def timed_train(trainer, resume_from_checkpoint=None) -> tuple[Any, float]:
+    """``trainer.train(...)`` and the seconds this session spent in it (:class:`TrainClock` adds earlier sessions)."""
+    start = time.perf_counter()
+    out = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+    return out, time.perf_counter() - start

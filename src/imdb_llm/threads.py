@@ -8,7 +8,10 @@ on a machine with SMT torch may start twice the threads that help. An explicit `
 
 from __future__ import annotations
 
+import io
 import os
+from contextlib import contextmanager
+from typing import Iterator
 
 
 def physical_cores(cpuinfo: str = "/proc/cpuinfo") -> int:
@@ -44,3 +47,23 @@ def set_torch_threads() -> int:
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
     return threads
+
+
+@contextmanager
+def training_session(output_dir: str | os.PathLike, log_name: str, seed: int, tf32: bool = False) -> Iterator[io.StringIO]:
+    """What a training script does first: make ``output_dir``, tee the console into ``output_dir/log_name``
+    (:func:`imdb_llm.results.capture_log`, yielded), set the seed, give torch one thread per physical core
+    (unless OMP_NUM_THREADS says otherwise) and, with ``tf32``, allow TF32 matmuls on CUDA."""
+    import torch
+    from transformers import set_seed
+
+    from imdb_llm.results import capture_log
+
+    os.makedirs(output_dir, exist_ok=True)
+    with capture_log(os.path.join(output_dir, log_name)) as log:
+        set_seed(seed)
+        print(f"torch threads: {set_torch_threads()}")
+        if tf32 and torch.cuda.is_available():
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        yield log

@@ -16,8 +16,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .cli import UserError
-from .results import atomic_write_text
+from imdb_llm.cli import UserError
+from imdb_llm.results import atomic_write_text
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07")
 

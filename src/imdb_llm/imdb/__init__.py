@@ -1,0 +1,1 @@
+"""IMDB sentiment track: data, tokenization, models, NBSVM, pretraining, fine-tuning, ensembles."""

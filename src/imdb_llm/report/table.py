@@ -1,0 +1,187 @@
+"""The README results table: the expected rows (``expected.yaml``), the result files, the markers,
+and the medical answers side by side in ``docs/qlora.md``."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from imdb_llm.cli import UserError
+from imdb_llm.report.numbers import _cell, _number, fmt_count, fmt_memory, fmt_seconds, fmt_throughput, headline, parameters
+from imdb_llm.results import validate_result
+
+TABLE_START = "<!-- results-table:start -->"
+TABLE_END = "<!-- results-table:end -->"
+MISSING = "*not yet measured*"
+EXPECTED_FILE = Path(__file__).with_name("expected.yaml")
+
+
+@dataclass(frozen=True)
+class Expected:
+    """A result the project promises, so the table can show it as missing until it exists."""
+
+    name: str
+    track: str
+    model: str
+    family: str  # "bert", "gpt", "rnn/cnn" or "llm": used to colour figures
+
+
+def load_expected(path: str | os.PathLike = EXPECTED_FILE) -> tuple[Expected, ...]:
+    """The expected rows, in reading order, from a YAML list of {name, track, model, family}."""
+    rows = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    return tuple(Expected(**row) for row in rows)
+
+
+EXPECTED: tuple[Expected, ...] = load_expected()
+EXPECTED_BY_NAME = {e.name: e for e in EXPECTED}
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------
+
+
+def load_results(results_dir: str | os.PathLike) -> dict[str, dict[str, Any]]:
+    """``{name: result}`` for every ``*.json`` in ``results_dir`` (none when it does not exist).
+
+    A file that is not valid JSON or lacks the required keys is a user error: the report refuses
+    to guess around it.
+    """
+    results_dir = Path(results_dir)
+    out: dict[str, dict[str, Any]] = {}
+    if not results_dir.is_dir():
+        return out
+    for path in sorted(results_dir.glob("*.json")):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise UserError(f"{path}: not a valid result file ({exc.__class__.__name__}: {str(exc).splitlines()[0]})") from exc
+        if not isinstance(data, dict):
+            raise UserError(f"{path}: not a valid result file (expected a JSON object)")
+        try:
+            validate_result(data, str(path))
+        except ValueError as exc:
+            raise UserError(str(exc)) from exc
+        name = str(data["name"])
+        if name != path.stem:
+            raise UserError(f"{path}: its 'name' is {name!r}; a result file must be named <name>.json")
+        out[name] = data
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Tables
+# --------------------------------------------------------------------------------------------
+
+TABLE_HEADER = ("Result", "Track", "Model", "Headline", "Parameters", "Train time", "Throughput", "Peak memory", "Device", "Date")
+
+
+def ordered_names(results: dict[str, dict[str, Any]], names: list[str] | None = None) -> list[str]:
+    """Expected names in reading order, then any extra result files alphabetically."""
+    if names is not None:
+        return list(names)
+    extra = sorted(n for n in results if n not in EXPECTED_BY_NAME)
+    return [e.name for e in EXPECTED] + extra
+
+
+def table_row(name: str, results: dict[str, dict[str, Any]], link_prefix: str = "results/") -> list[str]:
+    exp = EXPECTED_BY_NAME.get(name)
+    track = exp.track if exp else "other"
+    result = results.get(name)
+    if result is None:
+        model = exp.model if exp else "—"
+        return [f"`{name}`", track, model, MISSING, "—", "—", "—", "—", "—", "—"]
+    model = exp.model if exp else str(result.get("config", {}).get("model_name_or_path", "—"))
+    return [
+        f"[`{name}`]({link_prefix}{name}.json)",
+        track,
+        model,
+        headline(result),
+        fmt_count(parameters(result)),
+        fmt_seconds(result.get("train_seconds")),
+        fmt_throughput(result),
+        fmt_memory(result),
+        str(result.get("device", "—")),
+        str(result.get("date", "—")),
+    ]
+
+
+def results_table(results: dict[str, dict[str, Any]], names: list[str] | None = None, link_prefix: str = "results/") -> str:
+    rows = [table_row(n, results, link_prefix) for n in ordered_names(results, names)]
+    lines = ["| " + " | ".join(TABLE_HEADER) + " |", "|" + "|".join("---" for _ in TABLE_HEADER) + "|"]
+    lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def readme_block(results: dict[str, dict[str, Any]]) -> str:
+    """What goes between the README markers: the table and where its numbers come from."""
+    measured = sum(1 for n in results)
+    note = (
+        f"Generated by `make results-table` / `make report` from `results/*.json` "
+        f"({measured} result file{'s' if measured != 1 else ''}). Each row links to its result file, which holds "
+        "the exact command, config, git commit and device; the run log is beside it (`results/<name>.log`). "
+        f"Rows marked {MISSING} have no result file yet."
+    )
+    return f"{note}\n\n{results_table(results)}\n"
+
+
+def replace_between_markers(text: str, block: str, source: str = "README", start: str = TABLE_START, end: str = TABLE_END) -> str:
+    """Replace what lies between the markers with ``block``; everything else stays byte-identical."""
+    what = start.removeprefix("<!-- ").split(":")[0]
+    starts, ends = text.count(start), text.count(end)
+    if starts == 0 or ends == 0:
+        raise UserError(f"{source}: {what} markers not found (add a line '{start}' and a line '{end}')")
+    if starts > 1 or ends > 1:
+        raise UserError(f"{source}: {what} markers must appear exactly once each")
+    i, j = text.index(start), text.index(end)
+    if j < i:
+        raise UserError(f"{source}: '{end}' comes before '{start}'")
+    head, tail = text[: i + len(start)], text[j:]
+    return f"{head}\n{block.strip()}\n{tail}"
+
+
+# --------------------------------------------------------------------------------------------
+# Answers side by side (docs/qlora.md)
+# --------------------------------------------------------------------------------------------
+
+EXAMPLES_START = "<!-- sft-examples:start -->"
+EXAMPLES_END = "<!-- sft-examples:end -->"
+SFT_EXAMPLES_RUN = "lora-smollm2-med"
+
+
+def _short(text: str, limit: int = 110) -> str:
+    # An answer cut at max_new_tokens can end inside a multi-byte character, decoded as U+FFFD.
+    text = " ".join(str(text).split()).rstrip("\ufffd")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def sft_examples_block(predictions: Path, result: dict[str, Any] | None = None, n: int = 5) -> str:
+    """The first ``n`` validation questions of a predictions file (``sft_qlora.py``): question,
+    reference, base answer and adapter answer side by side, so a reader judges the text itself."""
+    rows = []
+    try:
+        for line in predictions.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                rows.append(json.loads(line))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"{predictions}: cannot read predictions ({type(exc).__name__}: {exc})") from exc
+    missing = [k for k in ("question", "reference", "base", "adapter") if rows and k not in rows[0]]
+    if not rows or missing:
+        raise UserError(f"{predictions}: expected JSON lines with question, reference, base and adapter" + (f" (missing {missing})" if missing else ""))
+    lines = [f"Generated by `make report` from [`{predictions.as_posix()}`](../{predictions.as_posix()}): the first {min(n, len(rows))} of "
+             f"{len(rows)} judged validation questions (greedy decoding; long texts cut at 110 characters).", ""]
+    if result is not None:
+        m = result["metrics"]
+        count = lambda key: f"{int(_number(m.get(key)) or 0):,}"  # noqa: E731
+        lines += [f"The run: {headline(result)}; {count('n_train')} training records, validation loss on {count('n_eval')} "
+                  f"records, {len(rows)} answers judged; {fmt_throughput(result)} in training, "
+                  f"{fmt_seconds(result.get('train_seconds'))} on `{result.get('device', '?')}`.", ""]
+    lines += ["| # | question | reference | base model | + LoRA adapter |", "|---|---|---|---|---|"]
+    for i, row in enumerate(rows[:n], start=1):
+        lines.append(f"| {i} | " + " | ".join(_cell(_short(row[k])) or "(empty)" for k in ("question", "reference", "base", "adapter")) + " |")
+    return "\n".join(lines)

@@ -1,0 +1,96 @@
+"""The wire types of the OpenAI-compatible API: the request schema, OpenAI-style errors, and the
+message and usage shapes. No model, no engine: :mod:`imdb_llm.serve.api_server` builds on these."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+ALLOWED_ROLES = ("system", "developer", "user", "assistant")
+
+
+# --------------------------------------------------------------------------------------------
+# Errors in OpenAI's shape
+# --------------------------------------------------------------------------------------------
+class APIError(Exception):
+    """An error the client caused (or a busy server), returned as OpenAI-style JSON."""
+
+    def __init__(self, status: int, message: str, *, type: str = "invalid_request_error", param: str | None = None,
+                 code: str | None = None, retry_after: int | None = None):
+        super().__init__(message)
+        self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
+        self.retry_after = retry_after
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+
+def error_response(exc: APIError):
+    from fastapi.responses import JSONResponse
+
+    headers = {}
+    if exc.status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    if exc.retry_after is not None:  # clients (the openai one included) wait this long before retrying
+        headers["Retry-After"] = str(exc.retry_after)
+    return JSONResponse(exc.body(), status_code=exc.status, headers=headers or None)
+
+
+# --------------------------------------------------------------------------------------------
+# Request schema (the subset of OpenAI's we implement; unknown fields are accepted and ignored,
+# as OpenAI-compatible servers usually do, so newer clients keep working)
+# --------------------------------------------------------------------------------------------
+class ContentPart(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: str
+    text: str | None = None
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    role: str
+    content: str | list[ContentPart] | None = None
+
+
+class ChatCompletionRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    model: str
+    messages: list[ChatMessage]
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    repetition_penalty: float | None = Field(default=None, gt=0.0, le=10.0)  # not OpenAI's; vLLM's name and meaning
+    no_repeat_ngram_size: int | None = Field(default=None, ge=0)
+    stop: str | list[str] | None = None
+    stream: bool = False
+    stream_options: dict[str, Any] | None = None
+    n: int = 1
+    seed: int | None = None
+
+
+
+def chat_messages(body: ChatCompletionRequest) -> list[dict[str, str]]:
+    """The messages as plain dicts for the chat template, or a 400 naming the bad one."""
+    if not body.messages:
+        raise APIError(400, "'messages' must contain at least one message.", param="messages", code="empty_messages")
+    messages = []
+    for i, msg in enumerate(body.messages):
+        if msg.role not in ALLOWED_ROLES:
+            raise APIError(400, f"Invalid role '{msg.role}' in messages[{i}]: expected one of {', '.join(ALLOWED_ROLES)}.", param=f"messages[{i}].role", code="invalid_role")
+        if isinstance(msg.content, list):
+            if any(p.type != "text" or p.text is None for p in msg.content):
+                raise APIError(400, f"messages[{i}].content: only text parts are supported.", param=f"messages[{i}].content")
+            content = "".join(p.text for p in msg.content)
+        else:
+            content = msg.content or ""
+        if not content and msg.role != "assistant":
+            raise APIError(400, f"messages[{i}].content must not be empty.", param=f"messages[{i}].content", code="empty_content")
+        messages.append({"role": "system" if msg.role == "developer" else msg.role, "content": content})
+    return messages
+
+
+
+def usage_counts(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens}
