@@ -25,7 +25,7 @@ SCRATCH_CPU_SELFSUP = --teacher none
 SCRATCH_CPU_CONTROL = --teacher none --pretrained_model none --pretrain_max_steps 0
 TEACHER_ARGS ?=
 
-imdb-teacher:  ## after the #15 refits and make imdb-ensemble: the ensemble scores IMDB train + unlabelled reviews -> outputs/teacher/
+imdb-teacher:  ## after the #15 refits and make imdb-ensemble: the ensemble scores IMDB train + unlabelled reviews -> results/imdb-ensemble-nopretrain.teacher.parquet
 	$(PY) scripts/score_teacher.py $(TEACHER_ARGS)
 
 imdb-scratch-bert-cpu-pretrain: imdb-tokenizer  ## BERT 4x256, masked LM on IMDB train + unlabelled text, 13.1M tokens, CPU, resumable (configs/scratch_bert_cpu.yaml)

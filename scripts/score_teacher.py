@@ -37,7 +37,7 @@ CHECK_TOLERANCE = 0.1  # log-odds; bf16 autocast in different batches moves the 
 class TeacherArguments:
     ensemble: str = field(default="results/imdb-ensemble-nopretrain.json",
                           metadata={"help": "An ensemble result whose members all have refits (make imdb-ensemble); its weights combine them."})
-    output: str = field(default="outputs/teacher/imdb-ensemble-nopretrain.parquet", metadata={"help": "The teacher file to write."})
+    output: str = field(default="results/imdb-ensemble-nopretrain.teacher.parquet", metadata={"help": "The teacher file to write (committed beside its ensemble: soft targets on train + unlabelled reviews, no test review)."})
     batch_size: int = field(default=128, metadata={"help": "Reviews per forward pass for the neural members."})
     with_unlabelled: bool = field(default=True, metadata={"help": "Score the 50,000 unlabelled reviews too (the student learns from them)."})
 
@@ -76,7 +76,11 @@ def load_scorer(config: dict, batch_size: int):
         path = Path(config["nbsvm"]["output_dir"], "model.joblib")
         if not path.is_file():
             raise UserError(f"{path}: missing NBSVM model (rerun its make target)")
-        pipeline = joblib.load(path)
+        try:
+            pipeline = joblib.load(path)
+        except (ModuleNotFoundError, AttributeError) as exc:  # a pickle names the classes' modules, which may have moved
+            raise UserError(f"{path}: saved by an older layout of this code ({exc}); refit it with its make target "
+                            f"(the command in its results/*.json)") from None
         return lambda texts: np.asarray(pipeline.decision_function(list(texts)), dtype=np.float64)
     return _neural_scorer(config, batch_size)
 

@@ -294,3 +294,12 @@ def test_refit_targets_use_what_validation_chose_for_their_member():
         assert f"--num_train_epochs {int(best_epoch)} " in recipe, (refit, best_epoch)
         seed = result["config"].get("seed", 42)
         assert (f"--seed {seed} " in recipe) == (seed != 42), (refit, seed)
+
+
+def test_probabilities_saved_by_earlier_versions_still_read():
+    """results/*.probs.parquet are committed and read by the ensemble for years: the file format
+    (its columns and provenance key) must not change when the code moves (a 2026-12 file, 6 rows)."""
+    splits, meta = read_probs(Path(__file__).parent / "fixtures" / "probs_saved_2026-12.parquet")
+    assert [len(splits[s]["id"]) for s in ("validation", "test")] == [3, 3]
+    assert list(splits["test"]["id"]) == [0, 1, 2] and list(splits["test"]["label"]) == [0, 0, 0]
+    assert (splits["test"]["logit"] < 0).all() and meta

@@ -31,7 +31,7 @@ from imdb_llm.cli import UserError
 from imdb_llm.results import atomic_write
 
 PROBS_SUFFIX = ".probs.parquet"
-META_KEY = b"imdb_llm.imdb.probs"
+META_KEY = b"imdb_llm.probs"  # a file-format constant in every saved probs file: never rename it with the module
 COLUMNS = ("split", "id", "label", "prob_pos", "logit")
 # What decides the membership of validation/test; the data folder's path is recorded but not compared
 # (the same data may be mounted at two paths).
