@@ -5,7 +5,7 @@
     make imdb-ensemble RUNS="imdb-nbsvm imdb-textcnn imdb-lstm"
 
 Every classifier run writes ``results/<run>.probs.parquet`` (validation + test scores keyed by
-review id, see imdb_llm.imdb.probs). This script lines them up by id, refuses runs whose validation
+review id, see imdb_llm.probs). This script lines them up by id, refuses runs whose validation
 splits differ, fits a logistic regression on the members' validation log-odds (its coefficients
 are the member weights), and scores test once. It trains nothing else and needs no model files.
 With ``--refits member=refit ...`` test is scored by each member's refit (the same recipe retrained
@@ -23,7 +23,7 @@ import numpy as np
 
 from imdb_llm.cli import UserError, parse_args, run_main
 from imdb_llm.imdb.ensemble import align, fit_stacker, load_members, parse_refits, refit_test_logits, repeated_cv_accuracy, select_members
-from imdb_llm.imdb.probs import write_result_and_probs
+from imdb_llm.probs import write_result_and_probs
 from imdb_llm.imdb.training import classification_metrics
 from imdb_llm.results import ResultArguments, capture_log
 

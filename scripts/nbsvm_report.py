@@ -59,7 +59,7 @@ def generated_block(args: DocArguments, data_args: ImdbArguments) -> str:
     rows = [(m.name, m.splits) for m in members]
     ens_path = Path(args.results_dir) / f"{args.ensemble}.probs.parquet" if args.ensemble else None
     if ens_path and ens_path.is_file():
-        from imdb_llm.imdb.probs import read_probs
+        from imdb_llm.probs import read_probs
 
         splits, _ = read_probs(ens_path)
         rows.append((f"{args.ensemble} (weights fit on validation)", splits))

@@ -26,7 +26,7 @@ from imdb_llm.cli import UserError, parse_args, run_main
 from imdb_llm.imdb.data import ImdbArguments, load_imdb
 from imdb_llm.imdb.distill import distillation_sets, write_teacher
 from imdb_llm.imdb.ensemble import sorted_by_id
-from imdb_llm.imdb.probs import probs_path, read_probs
+from imdb_llm.probs import probs_path, read_probs
 from imdb_llm.threads import set_torch_threads
 
 CHECK_REVIEWS = 64  # test reviews rescored per member to check the loaded model is the one that was measured
@@ -91,7 +91,7 @@ def _neural_scorer(config: dict, batch_size: int):
 
     import imdb_llm.imdb.models  # noqa: F401  (registers textcnn / bilstm with the Auto classes)
     from imdb_llm.precision import resolve_precision
-    from imdb_llm.imdb.probs import logits_to_log_odds
+    from imdb_llm.probs import logits_to_log_odds
     from imdb_llm.imdb.tokenization import load_tokenizer
 
     folder = Path(config["output_dir"])

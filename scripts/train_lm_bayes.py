@@ -38,7 +38,7 @@ from transformers import Trainer, TrainingArguments
 from imdb_llm.cli import UserError, parse_args, run_main
 from imdb_llm.imdb.data import ImdbArguments, load_imdb
 from imdb_llm.imdb.models.lstm_lm import BiLSTMLanguageModel, load_language_model
-from imdb_llm.imdb.probs import split_provenance, write_result_and_probs
+from imdb_llm.probs import split_provenance, write_result_and_probs
 from imdb_llm.imdb.scratch import ThroughputCallback, pack_dataset, stack_blocks
 from imdb_llm.imdb.tokenization import load_tokenizer
 from imdb_llm.imdb.tokenized_cache import resolve_cache_dir, tokenize_cached

@@ -26,7 +26,7 @@ import numpy as np
 
 from imdb_llm.cli import UserError, parse_args, run_main
 from imdb_llm.imdb.data import ImdbArguments, load_imdb
-from imdb_llm.imdb.probs import split_provenance, write_result_and_probs
+from imdb_llm.probs import split_provenance, write_result_and_probs
 from imdb_llm.imdb.training import classification_metrics
 from imdb_llm.results import ResultArguments, atomic_write, capture_log
 from imdb_llm.threads import physical_cores

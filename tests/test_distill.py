@@ -212,7 +212,7 @@ def test_score_teacher_combines_the_refits_with_the_ensemble_weights(imdb_dir, t
     accuracy as computed from the refit's saved test scores."""
     import joblib
 
-    from imdb_llm.imdb.probs import probs_path, read_probs
+    from imdb_llm.probs import probs_path, read_probs
 
     results = tmp_path / "results"
     proc = _py("train_nbsvm.py", REPO / "configs" / "imdb_nbsvm.yaml", "--dataset_dir", imdb_dir, "--validation_ratio", "0", "--ngram_max", "2",

@@ -11,7 +11,7 @@ import torch
 
 from imdb_llm.imdb.ensemble import load_members
 from imdb_llm.imdb.models.lstm_lm import BiLSTMLanguageModel
-from imdb_llm.imdb.probs import read_probs
+from imdb_llm.probs import read_probs
 from tiny_models import make_tiny_lstm_lm
 
 REPO = Path(__file__).resolve().parents[1]

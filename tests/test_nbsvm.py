@@ -11,7 +11,7 @@ import pytest
 import scipy.sparse as sp
 
 from imdb_llm.imdb.nbsvm import NBLogisticRegression, nb_log_count_ratio, ngram_orders
-from imdb_llm.imdb.probs import probs_path, read_probs, write_probs
+from imdb_llm.probs import probs_path, read_probs, write_probs
 
 REPO = Path(__file__).resolve().parents[1]
 SPLIT = {"validation_ratio": 0.1, "split_seed": 42, "max_eval_samples": None, "max_test_samples": None, "max_train_samples": None}

@@ -1,12 +1,12 @@
-"""The paired comparison of two runs on the same test reviews (imdb_llm.imdb.paired)."""
+"""The paired comparison of two runs on the same test reviews (imdb_llm.paired)."""
 
 import numpy as np
 import pytest
 from scipy.stats import binomtest
 
 from imdb_llm.cli import UserError
-from imdb_llm.imdb.paired import compare_runs, paired_comparison
-from imdb_llm.imdb.probs import write_probs
+from imdb_llm.paired import compare_runs, paired_comparison
+from imdb_llm.probs import write_probs
 
 
 def test_counts_and_exact_mcnemar_by_hand():

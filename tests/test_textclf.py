@@ -139,7 +139,7 @@ def test_make_target_smoke(target, model_type, imdb_dir, tmp_path):
     # Rows in dataset order (group_by_length used to shuffle predict()'s rows), and the saved
     # probabilities keyed by review id agree with them.
     from imdb_llm.imdb.data import load_imdb
-    from imdb_llm.imdb.probs import read_probs
+    from imdb_llm.probs import read_probs
 
     assert [p["label"] for p in preds] == load_imdb(dataset_dir=str(imdb_dir))["test"]["label"]
     probs, meta = read_probs(results / f"{target}.probs.parquet")

@@ -16,7 +16,7 @@ test is left untouched and is meant for the final number only.
 
 ``train``/``validation``/``test`` rows carry an ``id``: the review's index in its source split
 (validation rows keep their train index). It is the key that lines up saved probabilities of
-different runs (imdb_llm.imdb.probs); adding it does not move the split, which depends on labels only.
+different runs (imdb_llm.probs); adding it does not move the split, which depends on labels only.
 """
 
 from __future__ import annotations

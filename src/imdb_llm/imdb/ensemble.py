@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from imdb_llm.cli import UserError
-from imdb_llm.imdb.probs import SPLIT_KEYS, probs_path, read_probs
+from imdb_llm.probs import SPLIT_KEYS, probs_path, read_probs
 
 
 @dataclass

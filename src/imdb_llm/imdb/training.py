@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from imdb_llm.imdb.probs import logits_to_log_odds, probs_path, split_provenance, write_probs
+from imdb_llm.probs import logits_to_log_odds, probs_path, split_provenance, write_probs
 from imdb_llm.results import ResultArguments, atomic_write_text, write_result
 
 
@@ -138,7 +138,7 @@ def finish_classification_run(
     """Evaluate once on test, save model/tokenizer/plots/predictions, write the result file.
 
     With a ``results_name`` it also writes ``results/<name>.probs.parquet``: validation and test
-    probabilities keyed by review id (imdb_llm.imdb.probs), so ensembles and error analyses can reuse
+    probabilities keyed by review id (imdb_llm.probs), so ensembles and error analyses can reuse
     the run without its model. Ids come from the datasets' ``id`` column, else from ``review_ids``
     (``{"validation": [...], "test": [...]}``, for scripts whose encoding drops the column).
 

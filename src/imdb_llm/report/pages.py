@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from imdb_llm.cli import UserError
+from imdb_llm.paired import compare_runs
+from imdb_llm.probs import PROBS_SUFFIX
 from imdb_llm.report.figures import FIGURES, write_figures
 from imdb_llm.report.numbers import _number, accuracy, fmt_count, fmt_memory, fmt_number, fmt_percent, fmt_seconds, fmt_throughput, parameters
 from imdb_llm.report.table import (EXAMPLES_END, EXAMPLES_START, EXPECTED, MISSING, SFT_EXAMPLES_RUN, load_results, readme_block,
@@ -35,11 +37,26 @@ def _missing(name: str) -> str:
     return f"{MISSING} (`results/{name}.json`)"
 
 
-def render_template(template: str, results: dict[str, dict[str, Any]], figures: set[str], source: str = "template") -> str:
+def _paired(args: list[str], results: dict[str, dict[str, Any]], results_dir: str | os.PathLike, source: str) -> str:
+    """``{{paired:A:B}}``: A − B with a paired bootstrap interval and McNemar's test (imdb_llm.paired)."""
+    if len(args) != 2:
+        raise UserError(f"{source}: {{{{paired:A:B}}}} needs two result names")
+    files = [Path(results_dir) / f"{name}{PROBS_SUFFIX}" for name in args]
+    if not all(name in results for name in args) or not all(f.is_file() for f in files):
+        return f"{MISSING} (needs `results/{args[0]}{PROBS_SUFFIX}` and `results/{args[1]}{PROBS_SUFFIX}`)"
+    r = compare_runs(args[0], args[1], results_dir)
+    return (f"{100 * r.difference:+.2f} points, 95 % interval [{100 * r.ci_low:+.2f}, {100 * r.ci_high:+.2f}] "
+            f"(paired bootstrap over the same {r.n:,} test reviews); McNemar's exact test p = {r.mcnemar_p:.2g} "
+            f"({args[0]} right and {args[1]} wrong on {r.only_a_right:,} reviews, the reverse on {r.only_b_right:,})")
+
+
+def render_template(template: str, results: dict[str, dict[str, Any]], figures: set[str], source: str = "template",
+                    results_dir: str | os.PathLike = "results") -> str:
     """Fill ``{{kind:args}}`` placeholders from result files.
 
     ``{{acc:NAME}}``, ``{{params:NAME}}``, ``{{time:NAME}}``, ``{{throughput:NAME}}``,
     ``{{memory:NAME}}``, ``{{metric:NAME:KEY}}``, ``{{diff:A:B}}`` (accuracy A − B in points),
+    ``{{paired:A:B}}`` (the same with its interval and significance, from the saved probabilities),
     ``{{table:NAME,NAME,...}}`` and ``{{figure:KEY}}``. An unknown placeholder is an error in the
     template, not something to print.
     """
@@ -67,6 +84,8 @@ def render_template(template: str, results: dict[str, dict[str, Any]], figures: 
             if acc_a is None or acc_b is None:
                 return f"{MISSING} (needs both `results/{args[0]}.json` and `results/{args[1]}.json`)"
             return f"{100 * (acc_a - acc_b):+.2f} points"
+        if kind == "paired":
+            return _paired(args, results, results_dir, source)
         if kind in ("acc", "params", "time", "throughput", "memory", "metric", "device"):
             if not args:
                 raise UserError(f"{source}: {{{{{kind}:NAME}}}} needs a result name")
@@ -130,7 +149,7 @@ def make_report(
         for path in templates:
             template_texts[path] = path.read_text(encoding="utf-8")
             # Dry-run every template with every figure present so a template error stops us before any write.
-            render_template(template_texts[path], results, set(FIGURES), str(path))
+            render_template(template_texts[path], results, set(FIGURES), str(path), results_dir)
 
     qlora_doc, new_qlora_doc = docs_dir / "qlora.md", None
     predictions = Path(results_dir) / f"{SFT_EXAMPLES_RUN}.predictions.jsonl"
@@ -147,7 +166,7 @@ def make_report(
         figures = write_figures(results, docs_dir / "figures")
         for path, text in template_texts.items():
             doc = docs_dir / path.name.removesuffix(".in")
-            body = render_template(text, results, set(figures), str(path))
+            body = render_template(text, results, set(figures), str(path), results_dir)
             atomic_write_text(doc, f"{GENERATED_NOTE.format(template=path.name)}\n{body}")
             summary["docs"].append(str(doc))
         summary["figures"] = [str(p) for p in figures.values()]

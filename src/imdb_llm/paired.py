@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from imdb_llm.cli import UserError
-from imdb_llm.imdb.probs import PROBS_SUFFIX, read_probs
+from imdb_llm.probs import PROBS_SUFFIX, read_probs
 
 
 @dataclass(frozen=True)

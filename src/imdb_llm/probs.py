@@ -12,7 +12,7 @@ classifier run keeps, next to its result file:
 * ``logit``     -- log P(pos)/P(neg), float32: averaging these is the ensemble's "product of experts",
                    and it keeps the precision that a probability near 0 or 1 loses.
 
-The Parquet schema metadata holds the provenance (``imdb_llm.imdb.probs`` key, JSON): the run name and
+The Parquet schema metadata holds the provenance (``imdb_llm.probs`` key, JSON): the run name and
 everything that decides which reviews are in validation and test (``validation_ratio``,
 ``split_seed``, ``max_*_samples``). Two files whose validation splits differ cannot be ensembled:
 weights fit on one validation set would be scored against reviews the other model trained on.
@@ -31,7 +31,7 @@ from imdb_llm.cli import UserError
 from imdb_llm.results import atomic_write
 
 PROBS_SUFFIX = ".probs.parquet"
-META_KEY = b"imdb_llm.probs"  # a file-format constant in every saved probs file: never rename it with the module
+META_KEY = b"imdb_llm.probs"  # a file-format constant in every saved probs file: keep it if this module moves
 COLUMNS = ("split", "id", "label", "prob_pos", "logit")
 # What decides the membership of validation/test; the data folder's path is recorded but not compared
 # (the same data may be mounted at two paths).
