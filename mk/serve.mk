@@ -5,7 +5,7 @@
 HOST  ?= 127.0.0.1
 PORT  ?= 8000
 
-.PHONY: chatglm-serve chatglm-web bench-decode bench-serve browser
+.PHONY: chatglm-serve chatglm-web bench-decode bench-serve bench-cpu-decode peer-setup browser
 
 chatglm-serve:  ## OpenAI-compatible API on http://$(HOST):$(PORT)/v1 for MODEL (default outputs/chatglm2-6b-native; ARGS: --adapter DIR --api_key KEY --compile)
 	RUN_COMMAND="make chatglm-serve$(ARGS_SUFFIX)" $(PY) scripts/serve.py --model $(call chatglm_model,outputs/chatglm2-6b-native) --host $(HOST) --port $(PORT) $(ARGS)
@@ -22,3 +22,9 @@ bench-serve:  ## serve.py on 127.0.0.1 driven by the openai client at 1/4/16/64 
 
 browser:  ## install Debian chromium for the headless web-page test (root/sudo)
 	bash scripts/ci_install_browser.sh
+
+bench-cpu-decode:  ## fp32 vs bf16 vs int4 decoding weights on a CPU: tokens/s for 1 and 16 requests, greedy tokens kept (MODEL default packaged:smollm2) -> results/decode-weights-smollm2-cpu.json
+	RUN_COMMAND="make bench-cpu-decode$(if $(filter command line environment,$(origin MODEL)), MODEL=$(MODEL))$(ARGS_SUFFIX)" $(PY) scripts/bench_cpu_decode.py --model $(call chatglm_model,packaged:smollm2) $(ARGS)
+
+peer-setup:  ## the optional llama.cpp peer for bench-serve ARGS="--peer llama.cpp": llama-cpp-python + its server, built from source (~10 min on 2 cores)
+	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(PY) -m pip install -c $(LOCK) -e '.[peer]'

@@ -13,11 +13,16 @@ Per level it records aggregate completion tokens/s (all tokens received / wall t
 p50/p95 latency and time to first token, failed requests and incomplete streams (a stream is
 complete when it carried a finish reason and the usage chunk before ``[DONE]``). Writes
 ``results/serve-<model>-<device>.json`` + ``.log`` through ``imdb_llm.results.write_result``.
+
+With ``--peer llama.cpp`` the same levels then run against llama-cpp-python's server (``python -m
+llama_cpp.server``) on the same GGUF file and thread count, so the ratio of the two is measured on
+one machine in one run (issue 34); its figures are the ``peer_*`` metrics.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import math
 import os
 import re
@@ -53,6 +58,8 @@ class BenchServeArguments:
     server_dtype: str | None = field(default=None, metadata={"help": "serve.py --dtype (auto, bfloat16, float16, float32). bfloat16 is much faster on CPUs with native bf16."})
     server_threads: int | None = field(default=None, metadata={"help": "serve.py --threads: torch threads of the server (CPU). 1 is faster when other jobs share the cores."})
     server_args: str = field(default="", metadata={"help": "Extra serve.py flags, e.g. '--max_running 32 --batch_window_ms 5'."})
+    peer: str | None = field(default=None, metadata={"help": "llama.cpp: run the same client load, in the same run, against llama-cpp-python's OpenAI server on the same .gguf "
+                                                            "with --server_threads threads, and record both sides and their ratio (needs the optional extra: make peer-setup)."})
     results_name: str | None = field(default=None, metadata={"help": "Result file name. Default: serve-<model>-<device>."})
     results_dir: str = field(default="results", metadata={"help": "Where the result JSON + log go."})
 
@@ -88,7 +95,7 @@ def percentile(values: list[float], p: float) -> float | None:
     return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
 
 
-def start_server(args, port: int, log_file) -> tuple[subprocess.Popen, list[str]]:
+def server_command(args, port: int) -> list[str]:
     cmd = [sys.executable, "scripts/serve.py", "--model", args.model, "--host", "127.0.0.1", "--port", str(port),
            "--served_model_name", SERVED_NAME, "--web", "false", "--log_level", "warning",
            "--max_tokens_cap", str(max(args.max_tokens, 1))]
@@ -100,13 +107,38 @@ def start_server(args, port: int, log_file) -> tuple[subprocess.Popen, list[str]
         cmd += ["--threads", str(args.server_threads)]
     if args.server_dtype:
         cmd += ["--dtype", args.server_dtype]
-    cmd += shlex.split(args.server_args)
+    return cmd + shlex.split(args.server_args)
+
+
+PEER_INSTALL = ("pip install -e '.[peer]' (make peer-setup): llama-cpp-python builds from source, about 10 minutes on 2 cores; "
+                "see docs/serving.md")
+
+
+def peer_command(args, port: int) -> list[str]:
+    """llama-cpp-python's OpenAI-compatible server on the same GGUF file, thread count and max_tokens."""
+    import importlib.util
+
+    from imdb_llm.llm.loading import resolve_model
+
+    if args.peer != "llama.cpp":
+        raise UserError(f"--peer {args.peer!r}: the one peer is llama.cpp")
+    if importlib.util.find_spec("llama_cpp") is None or importlib.util.find_spec("pydantic_settings") is None:
+        raise UserError(f"--peer llama.cpp needs llama-cpp-python with its server extra: {PEER_INSTALL}")
+    folder, gguf = resolve_model(args.model)
+    if not gguf:
+        raise UserError(f"--peer llama.cpp runs a .gguf file, and {args.model} is not one (packaged:smollm2 is)")
+    threads = str(args.server_threads or os.cpu_count())
+    return [sys.executable, "-m", "llama_cpp.server", "--model", str(Path(folder) / gguf), "--model_alias", SERVED_NAME,
+            "--host", "127.0.0.1", "--port", str(port), "--n_threads", threads, "--n_threads_batch", threads, "--n_ctx", "2048"]
+
+
+def start(cmd: list[str], log_file) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("RUN_COMMAND", None)
-    return subprocess.Popen(cmd, cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT, env=env), cmd
+    return subprocess.Popen(cmd, cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT, env=env)
 
 
-def wait_healthy(proc, url: str, timeout: float, log_path: Path) -> None:
+def wait_healthy(proc, url: str, timeout: float, log_path: Path, health: str = "/health") -> None:
     import httpx
 
     deadline = time.monotonic() + timeout
@@ -115,7 +147,7 @@ def wait_healthy(proc, url: str, timeout: float, log_path: Path) -> None:
             tail = log_path.read_text(errors="replace").strip().splitlines()[-1:] or ["(no output)"]
             raise UserError(f"the server exited with code {proc.returncode}: {tail[0]}")
         try:
-            if httpx.get(url + "/health", timeout=2).status_code == 200:
+            if httpx.get(url + health, timeout=2).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
@@ -220,6 +252,59 @@ def level_metrics(levels: list[dict]) -> dict:
     return metrics
 
 
+def measure_server(label: str, cmd: list[str], url: str, args, prompts, *, health: str = "/health", stats: bool = True) -> tuple[list[dict], float]:
+    """Start one server, warm it up, run every client level against it, stop it: ``(levels, seconds)``."""
+    levels: list[dict] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        server_log = Path(tmp) / "server.log"
+        with open(server_log, "w") as log_file:
+            proc = start(cmd, log_file)
+        began = time.perf_counter()
+        try:
+            print(f"{label}: {shlex.join(cmd)}")
+            print(f"load average before: {os.getloadavg()[0]:.2f} (1 min, {os.cpu_count()} cores)")
+            wait_healthy(proc, url, args.startup_timeout_s, server_log, health)
+            print(f"{label} healthy after {time.perf_counter() - began:.1f} s; warming up")
+            asyncio.run(run_level(url, 1, 2, prompts, args))  # first requests pay one-off costs
+            print(f"{'clients':>7} {'requests':>8} {'failed':>6} {'incompl':>7} {'tok/s':>8} {'lat p50':>8} {'lat p95':>8} {'ttft p50':>8} {'ttft p95':>8}")
+            for clients in args.clients:
+                before = engine_stats(url) if stats else {}
+                level = asyncio.run(run_level(url, clients, max(args.min_requests, args.rounds * clients), prompts, args))
+                if stats:
+                    after = engine_stats(url)
+                    level["engine"] = {k: after[k] - before.get(k, 0) for k in ("steps", "prefills", "prefix_hits") if k in after}
+                    level["engine"]["peak_running"] = after.get("peak_running")
+                levels.append(level)
+                print(f"{clients:>7} {level['requests']:>8} {level['failed_requests']:>6} {level['incomplete_streams']:>7} {fmt(level['tokens_per_second'], 1):>8} "
+                      f"{fmt(level['latency_p50_s'])}s {fmt(level['latency_p95_s'])}s {fmt(level['ttft_p50_s'])}s {fmt(level['ttft_p95_s'])}s", flush=True)
+                if stats:
+                    print(f"        engine: {level['engine']}")
+                for err in level["errors"]:
+                    print(f"        error: {err}")
+            print(f"load average after: {os.getloadavg()[0]:.2f}")
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        seconds = time.perf_counter() - began
+        print(f"{label} wall time {seconds:.0f} s")
+        server_text = trim_log(server_log.read_text(errors="replace"))
+        print(f"--- {label} log ---\n" + "\n".join(server_text.splitlines()[-40:]))
+    return levels, seconds
+
+
+def peer_metrics(ours: list[dict], peer: list[dict]) -> dict:
+    """The peer's tokens/s per level as ``peer_*`` metrics, and ours over the peer's at each level."""
+    metrics = {f"peer_{k}": v for k, v in level_metrics(peer).items() if k.startswith(("clients_", "tokens_per_second", "failed"))}
+    theirs = {lv["clients"]: lv["tokens_per_second"] for lv in peer}
+    for lv in ours:
+        if lv["tokens_per_second"] and theirs.get(lv["clients"]):
+            metrics[f"clients_{lv['clients']}_vs_peer"] = round(lv["tokens_per_second"] / theirs[lv["clients"]], 3)
+    return metrics
+
+
 @run_main
 def main(argv=None):
     (args, config) = parse_args([BenchServeArguments], argv)
@@ -234,6 +319,8 @@ def main(argv=None):
     missing = [m for m in ("openai", "httpx") if importlib.util.find_spec(m) is None]
     if missing:
         raise UserError(f"the benchmark client needs {' and '.join(missing)}: pip install -e '.[test]' (make setup installs them)")
+    peer_port = free_port()
+    peer_cmd = peer_command(args, peer_port) if args.peer else None  # a missing extra fails here, before any server starts
 
     import torch
 
@@ -241,45 +328,18 @@ def main(argv=None):
     name = args.results_name or default_name(args.model, device)
     prompts = imdb_prompts()
     port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    levels: list[dict] = []
-    with tempfile.TemporaryDirectory() as tmp, capture_log(None) as log:
-        server_log = Path(tmp) / "server.log"
-        with open(server_log, "w") as log_file:
-            proc, server_cmd = start_server(args, port, log_file)
-        bench_start = time.perf_counter()
-        try:
-            print(f"server: {shlex.join(server_cmd)}")
-            print(f"load average before: {os.getloadavg()[0]:.2f} (1 min, {os.cpu_count()} cores)")
-            wait_healthy(proc, url, args.startup_timeout_s, server_log)
-            print(f"server healthy after {time.perf_counter() - bench_start:.1f} s; warming up")
-            asyncio.run(run_level(url, 1, 2, prompts, args))  # first requests pay one-off costs
-            print(f"{'clients':>7} {'requests':>8} {'failed':>6} {'incompl':>7} {'tok/s':>8} {'lat p50':>8} {'lat p95':>8} {'ttft p50':>8} {'ttft p95':>8}")
-            for clients in args.clients:
-                before = engine_stats(url)
-                level = asyncio.run(run_level(url, clients, max(args.min_requests, args.rounds * clients), prompts, args))
-                after = engine_stats(url)
-                level["engine"] = {k: after[k] - before.get(k, 0) for k in ("steps", "prefills", "prefix_hits") if k in after}
-                level["engine"]["peak_running"] = after.get("peak_running")
-                levels.append(level)
-                print(f"{clients:>7} {level['requests']:>8} {level['failed_requests']:>6} {level['incomplete_streams']:>7} {fmt(level['tokens_per_second'], 1):>8} "
-                      f"{fmt(level['latency_p50_s'])}s {fmt(level['latency_p95_s'])}s {fmt(level['ttft_p50_s'])}s {fmt(level['ttft_p95_s'])}s", flush=True)
-                print(f"        engine: {level['engine']}")
-                for err in level["errors"]:
-                    print(f"        error: {err}")
-            print(f"load average after: {os.getloadavg()[0]:.2f}")
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        total = time.perf_counter() - bench_start
-        print(f"bench wall time {total:.0f} s")
-        server_text = trim_log(server_log.read_text(errors="replace"))
-        print("--- server log ---\n" + "\n".join(server_text.splitlines()[-40:]))
+    server_cmd = server_command(args, port)
+    with capture_log(None) as log:
+        levels, total = measure_server("server", server_cmd, f"http://127.0.0.1:{port}", args, prompts)
+        metrics = level_metrics(levels)
+        extra = {"levels": levels, "server_command": shlex.join(server_cmd), "bench_seconds": round(total, 1)}
+        if peer_cmd:
+            peer_levels, peer_seconds = measure_server("peer", peer_cmd, f"http://127.0.0.1:{peer_port}", args, prompts, health="/v1/models", stats=False)
+            metrics.update(peer_metrics(levels, peer_levels))
+            extra.update(peer_levels=peer_levels, peer_command=shlex.join(peer_cmd), peer_bench_seconds=round(peer_seconds, 1),
+                         peer_version=importlib.metadata.version("llama-cpp-python"))
+            print("ours / peer: " + ", ".join(f"{k.split('_')[1]} clients {v:.2f}" for k, v in metrics.items() if k.endswith("_vs_peer")))
 
-    metrics = level_metrics(levels)
     path = write_result(
         name,
         metrics,
@@ -287,8 +347,7 @@ def main(argv=None):
         train_seconds=None,
         log_text=log.getvalue(),
         results_dir=args.results_dir,
-        extra={"levels": levels, "server_command": shlex.join(server_cmd), "bench_seconds": round(total, 1),
-               "torch": torch.__version__, "transformers": __import__("transformers").__version__},
+        extra={**extra, "torch": torch.__version__, "transformers": __import__("transformers").__version__},
     )
     print(f"wrote {path}")
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from imdb_llm.cli import UserError, parse_args, run_main
 from imdb_llm.llm.chat import ChatSession
-from imdb_llm.llm.loading import load_causal_lm, load_tokenizer
+from imdb_llm.llm.loading import QUANTIZE_CHOICES, QUANTIZE_HELP, load_for_decoding, load_tokenizer
 from imdb_llm.llm.sft.decoding import GenerationDefaults, GenerationOverrides, resolve_generation_defaults
 
 
@@ -34,9 +34,14 @@ class ChatArguments:
     load_in_4bit: bool = field(default=False, metadata={"help": "Quantise to NF4 with bitsandbytes while loading (GPU)."})
     load_in_8bit: bool = field(default=False, metadata={"help": "Quantise to int8 with bitsandbytes while loading (GPU)."})
     dtype: str = field(default="auto", metadata={"help": "auto, float16, bfloat16 or float32."})
+    quantize: str = field(default="auto", metadata={"help": QUANTIZE_HELP})
     device_map: str = field(default="auto", metadata={"help": "'auto' spreads layers over all visible GPUs (ignored without CUDA)."})
     system: str = field(default=None, metadata={"help": "Optional system message placed before the conversation."})
     max_context_tokens: int = field(default=None, metadata={"help": "Context window to fit the history into (default: the model's)."})
+
+    def __post_init__(self):
+        if self.quantize not in QUANTIZE_CHOICES:
+            raise UserError(f"--quantize {self.quantize!r}: choose one of {', '.join(QUANTIZE_CHOICES)}")
 
 
 def generation_settings(args: ChatArguments, overrides: GenerationOverrides) -> GenerationDefaults:
@@ -55,11 +60,12 @@ def main(argv=None):
     tokenizer = load_tokenizer(args.model)
     # device_map="auto" needs accelerators to spread over; on a CPU-only machine load normally.
     device_map = args.device_map if (torch.cuda.is_available() or args.device_map not in ("auto", "")) else None
-    model = load_causal_lm(args.model, adapter=args.adapter, load_in_4bit=args.load_in_4bit,
-                           load_in_8bit=args.load_in_8bit, dtype=args.dtype, device_map=device_map).eval()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model, weights = load_for_decoding(args.model, device=device, quantize=args.quantize, adapter=args.adapter, dtype=args.dtype,
+                                       load_in_4bit=args.load_in_4bit, load_in_8bit=args.load_in_8bit, device_map=device_map)
     session = ChatSession(model, tokenizer, system=args.system, max_context_tokens=args.max_context_tokens, settings=settings)
     streamer = TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
-    print(f"model {args.model} ready (context {session.context} tokens; decoding {settings.spec()}, from {settings.source}). "
+    print(f"model {args.model} ready (context {session.context} tokens; {weights}; decoding {settings.spec()}, from {settings.source}). "
           "'clear' resets, 'exit' quits.", flush=True)
     while True:
         print("\nyou> ", end="", flush=True)

@@ -29,6 +29,7 @@ from pathlib import Path
 
 
 from imdb_llm.cli import UserError, parse_args, run_main
+from imdb_llm.llm.loading import QUANTIZE_CHOICES, QUANTIZE_HELP
 from imdb_llm.serve.engine import EngineArgs
 from imdb_llm.llm.sft.decoding import GenerationDefaults, GenerationOverrides, resolve_generation_defaults
 
@@ -46,6 +47,7 @@ class ServeArguments:
     dtype: str = field(default="auto", metadata={"help": "auto, bfloat16, float16 or float32."})
     device: str | None = field(default=None, metadata={"help": "cuda, cpu, ... Default: cuda when available."})
     load_in_4bit: bool = field(default=False, metadata={"help": "Load NF4-quantised (bitsandbytes, GPU only)."})
+    quantize: str = field(default="auto", metadata={"help": QUANTIZE_HELP})
     max_tokens_cap: int = field(default=2048, metadata={"help": "Largest max_tokens a request may ask for."})
     max_body_bytes: int = field(default=1_000_000, metadata={"help": "Reject request bodies larger than this (HTTP 413)."})
     threads: int | None = field(default=None, metadata={"help": "CPU only: torch threads for the model. Default: torch's (one per core); 1 is faster when other jobs share the cores."})
@@ -62,6 +64,8 @@ class ServeArguments:
             raise UserError(f"--log_level {self.log_level!r}: choose critical, error, warning, info, debug or trace")
         if self.threads is not None and self.threads < 1:
             raise UserError("--threads must be >= 1")
+        if self.quantize not in QUANTIZE_CHOICES:
+            raise UserError(f"--quantize {self.quantize!r}: choose one of {', '.join(QUANTIZE_CHOICES)}")
 
 
 def generation_settings(args: ServeArguments, overrides: GenerationOverrides) -> GenerationDefaults:
@@ -77,7 +81,7 @@ def main(argv=None):
     import torch
     import uvicorn
 
-    from imdb_llm.llm.loading import load_causal_lm, load_tokenizer
+    from imdb_llm.llm.loading import context_length_of, load_for_decoding, load_tokenizer
     from imdb_llm.llm.prompts import require_chat_template
     from imdb_llm.serve.api_server import create_app
     from imdb_llm.serve.engine import GenerationEngine
@@ -87,23 +91,21 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     tokenizer = load_tokenizer(args.model)
     require_chat_template(tokenizer, f"serve a chat/instruct model, not {args.model}")
-    model = load_causal_lm(
-        args.model,
-        adapter=args.adapter,
-        load_in_4bit=args.load_in_4bit,
-        dtype=args.dtype,
-        device_map=device if args.load_in_4bit else None,
-    )
-    if not args.load_in_4bit:
-        model.to(device)
-    model.eval()
+    model, weights = load_for_decoding(args.model, device=device, quantize=args.quantize, adapter=args.adapter, dtype=args.dtype,
+                                       load_in_4bit=args.load_in_4bit, device_map=device if args.load_in_4bit else None)
 
+    if engine_args.compile:
+        from imdb_llm.serve.compile_check import require_compile_pays
+
+        timing = require_compile_pays(model, tokenizer, context_length=min(engine_args.max_model_len or 10**9, context_length_of(model, tokenizer)))
+        if timing:
+            print(f"--compile: {timing[0]:.1f} tokens/s compiled against {timing[1]:.1f} without (timed at startup)", flush=True)
     name = args.served_model_name or Path(args.model.rstrip("/")).name.removesuffix(".gguf").removeprefix("packaged:")
     decode = engine_args.decode
     app = create_app(GenerationEngine.from_args(model, tokenizer, engine_args), model_name=name, api_key=args.api_key, max_tokens_cap=args.max_tokens_cap,
                      generation_defaults=settings, max_body_bytes=args.max_body_bytes, web=args.web)
     batching = f"continuous batching up to {engine_args.max_running} requests" if decode == "dynamic" else "one request at a time"
-    print(f"serving '{name}' on http://{args.host}:{args.port}  (API: /v1, web page: /, decode: {decode}, {batching}, {torch.get_num_threads()} torch threads, auth: {'on' if args.api_key else 'off'}; "
+    print(f"serving '{name}' on http://{args.host}:{args.port}  (API: /v1, web page: /, decode: {decode}, {batching}, {torch.get_num_threads()} torch threads, {weights}, auth: {'on' if args.api_key else 'off'}; "
           f"decoding defaults {settings.spec()} from {settings.source})", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
 

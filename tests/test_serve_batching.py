@@ -85,6 +85,19 @@ def tiny_llama(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def tiny_llama_int4(tiny_llama):
+    """The tiny Llama with 4-bit decoding weights (serve.py --quantize int4), a copy of its own."""
+    import copy
+
+    from imdb_llm.llm.quantize import quantize_for_decode
+
+    model, tok, path = tiny_llama
+    quantized = copy.deepcopy(model)
+    quantize_for_decode(quantized)
+    return quantized.eval(), tok, path
+
+
+@pytest.fixture(scope="module")
 def tiny_glm(tmp_path_factory):
     from tiny_models import make_tiny_glm
 
@@ -212,10 +225,11 @@ def test_engine_reuses_the_shared_prefix(tiny_llama):
     assert alone == reference and [(j.token_ids, j.emit.final) for j in jobs] == reference
 
 
-@pytest.mark.parametrize("which", ["tiny_llama", "tiny_glm", "tiny_lora"])
+@pytest.mark.parametrize("which", ["tiny_llama", "tiny_glm", "tiny_lora", "tiny_llama_int4"])
 def test_batched_greedy_equals_alone(which, request):
-    """Prompts of different lengths in one left-padded batch give the same tokens as alone, also
-    for a seeded sampled request (it draws from its own generator, whoever shares the batch)."""
+    """Prompts of different lengths in one left-padded batch give the same tokens as alone (the
+    single-stream fast path: one row, no attention mask), also for a seeded sampled request (it
+    draws from its own generator, whoever shares the batch), and with 4-bit decoding weights."""
     model, tok, _ = request.getfixturevalue(which)
     specs = [(text, 12, {}) for text in PROMPTS] + [(PROMPTS[1], 12, {"temperature": 0.9, "top_p": 0.8, "seed": 7})]
     # A window long enough that all jobs submitted back to back start in one prefill.

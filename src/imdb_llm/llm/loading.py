@@ -190,3 +190,56 @@ def context_length_of(model, tokenizer=None) -> int:
         return value
     limit = getattr(tokenizer, "model_max_length", None)
     return limit if isinstance(limit, int) and 0 < limit < 10**7 else 2048
+
+
+# -- weights for decoding on a CPU (issue 34; the kernels: imdb_llm.llm.quantize) -----------------
+QUANTIZE_CHOICES = ("auto", "int4", "none")
+QUANTIZE_HELP = ("CPU decoding weights. int4: the linear layers in 4-bit groups of 32 (4x fewer bytes per token than bf16, "
+                 "several times faster for one user), output layer in bf16; auto: int4 for a GGUF file stored as Q4_1, where it "
+                 "is lossless (packaged:smollm2), on a CPU with no adapter, else none; none: the weights as loaded, in --dtype.")
+
+
+def gguf_is_q4_1(folder: str, gguf_file: str) -> bool:
+    """Whether a GGUF file keeps its transformer weights as Q4_1 (then int4 decoding weights are lossless)."""
+    from gguf import GGUFReader
+
+    reader = GGUFReader(Path(folder) / gguf_file)
+    types = {t.tensor_type.name for t in reader.tensors if t.name.startswith("blk.") and t.name.endswith(".weight") and len(t.shape) == 2}
+    return types == {"Q4_1"}
+
+
+def choose_quantization(requested: str, model: str, *, device: str, adapter: str | None = None, bitsandbytes: bool = False) -> str:
+    """``"int4"`` or ``"none"`` for what the user asked (``auto``, ``int4`` or ``none``); a bad combination is a UserError."""
+    if requested not in QUANTIZE_CHOICES:
+        raise UserError(f"--quantize {requested!r}: choose one of {', '.join(QUANTIZE_CHOICES)}")
+    if requested == "none":
+        return "none"
+    blocker = ("it is a CPU kernel; on a GPU use --load_in_4bit" if not str(device).startswith("cpu")
+               else "it cannot carry a LoRA adapter: merge it first (scripts/merge_adapter.py)" if adapter
+               else "bitsandbytes already quantises (--load_in_4bit / --load_in_8bit)" if bitsandbytes else None)
+    if requested == "int4":
+        if blocker:
+            raise UserError(f"--quantize int4: {blocker}")
+        return "int4"
+    if blocker:
+        return "none"
+    path, gguf = resolve_model(model)
+    return "int4" if gguf and gguf_is_q4_1(path, gguf) else "none"
+
+
+def load_for_decoding(model: str, *, device: str, quantize: str = "auto", adapter: str | None = None, dtype: str = "auto",
+                      load_in_4bit: bool = False, load_in_8bit: bool = False, device_map: str | None = None):
+    """The chat CLI's and the server's load path: ``(model in eval mode on its device, what was done to the weights)``.
+    With int4 the weights load in fp32 (so a Q4_1 file's codes are recovered exactly), then the linear
+    layers are packed to 4 bits and the rest cast to bf16."""
+    chosen = choose_quantization(quantize, model, device=device, adapter=adapter, bitsandbytes=load_in_4bit or load_in_8bit)
+    lm = load_causal_lm(model, adapter=adapter, load_in_4bit=load_in_4bit, load_in_8bit=load_in_8bit,
+                        dtype="float32" if chosen == "int4" else dtype, device_map=device_map)
+    if not (load_in_4bit or load_in_8bit or device_map):
+        lm.to(device)
+    lm.eval()
+    if chosen == "none":
+        return lm, f"weights as loaded ({next(lm.parameters()).dtype})"
+    from imdb_llm.llm.quantize import quantize_for_decode
+
+    return lm, quantize_for_decode(lm).describe()

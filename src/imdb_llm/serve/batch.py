@@ -122,7 +122,10 @@ class PaddedBatch:
         kwargs = {self._cache_kw: self.cache, "use_cache": True}
         if self._logits_to_keep:
             kwargs["logits_to_keep"] = 1  # the LM head on the last position only: [rows, vocab], not [rows, W, vocab]
-        out = self.model(input_ids=ids, attention_mask=self.mask, position_ids=positions, **kwargs)
+        # One row with no padding (one user, the chat CLI's and the web page's case): the causal mask
+        # is all the model needs, and leaving ours out spares building a 4-D mask every token.
+        alone = self.rows == 1 and bool(self.mask.all())
+        out = self.model(input_ids=ids, attention_mask=None if alone else self.mask, position_ids=positions, **kwargs)
         return out.logits[:, -1, :].float()
 
     def _layers(self):

@@ -54,7 +54,7 @@ class EngineArgs:
     max_batch_tokens: int = field(default=65536, metadata={"help": "Memory cap of the batch in KV-cache token slots: a request joins only while rows x (padded length + longest answer still to come) stays within it. KV bytes per slot = 2 x layers x kv_heads x head_dim x dtype bytes."})
     batch_window_ms: float = field(default=0.0, metadata={"help": "When idle, wait this long after the first request so a burst starts as one batch (requests arriving later join at the next step anyway)."})
     prefix_cache: bool = field(default=True, metadata={"help": "Compute the prompt prefix requests share (e.g. the chat template's system prompt) once and reuse its KV cache."})
-    compile: bool = field(default=False, metadata={"help": "Fast batch-1 decoding: static KV cache + torch.compile (CUDA graphs on GPU), one request at a time (no batching). First requests are slow while it compiles."})
+    compile: bool = field(default=False, metadata={"help": "GPU: static KV cache + torch.compile with CUDA graphs, one request at a time (no batching); the first requests wait while it compiles. On a CPU both ways are timed at startup and the flag is refused when compiling is not faster."})
     static_cache: bool = field(default=False, metadata={"help": "Static KV cache without compiling, one request at a time (fixed shapes; mainly for testing)."})
 
     def __post_init__(self):
