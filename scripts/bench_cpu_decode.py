@@ -113,7 +113,7 @@ def main(argv=None):
         metrics["int4_vs_bf16_1_row"] = round(metrics["int4_1_row_tokens_per_second"] / metrics["bf16_1_row_tokens_per_second"], 2)
         metrics["int4_vs_bf16_16_rows"] = round(metrics["int4_16_rows_tokens_per_second"] / metrics["bf16_16_rows_tokens_per_second"], 2)
     answers_text = {w: [tokenizer.decode(a) for a in answers[w]] for w in WEIGHTS}
-    path = write_result(args.results_name, metrics, config=config, log_text=log.getvalue(), results_dir=args.results_dir,
+    path = write_result(args.results_name, metrics, headline="decode_weights", config=config, log_text=log.getvalue(), results_dir=args.results_dir,
                         extra={"answers": answers_text, "questions": QUESTIONS})
     print(f"wrote {path}")
 

@@ -220,6 +220,7 @@ def main(argv=None):
     path = write_result(
         args.results_name,
         metrics,
+        headline="throughput",
         config={**config, **{k: v for k, v in vars(args).items() if k not in ("results_dir",)}},
         train_seconds=None,
         log_text=log.getvalue(),

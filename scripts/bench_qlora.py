@@ -187,7 +187,7 @@ def main(argv=None):
             metrics[f"{v}_peak_gib"] = m["peak_gib"]
         print(metrics)
         if result_args.results_name:
-            write_result(result_args.results_name, metrics, config=config, log_text=log.getvalue(), results_dir=result_args.results_dir,
+            write_result(result_args.results_name, metrics, headline="throughput", config=config, log_text=log.getvalue(), results_dir=result_args.results_dir,
                          extra={"variants": per_variant, "shape": shape, "torch": torch.__version__,
                                 "targets": {"tokens_per_s_min": 6500, "peak_gib_max": 10, "textbook_reference": "4332 tok/s at 9.77 GiB"}})
     return metrics

@@ -343,6 +343,7 @@ def main(argv=None):
     path = write_result(
         name,
         metrics,
+        headline="serving",
         config={**config, **{k: v for k, v in vars(args).items() if k != "results_dir"}, "device": device},
         train_seconds=None,
         log_text=log.getvalue(),

@@ -111,7 +111,7 @@ def _main(args, overrides, result_args, config, log):
         print(f"{k}: {v}")
     if result_args.results_name:
         write_predictions(Path(result_args.results_dir) / f"{result_args.results_name}.predictions.jsonl", convs, predictions)
-        write_result(result_args.results_name, metrics, config=config, train_seconds=None, log_text=log.getvalue(),
+        write_result(result_args.results_name, metrics, headline="generation", config=config, train_seconds=None, log_text=log.getvalue(),
                      results_dir=result_args.results_dir,
                      extra={"generation_seconds": round(seconds, 1), "metric_tokens": args.metric_tokens, "data": report.summary(),
                             "generation_defaults": {**settings.to_dict(), "source": settings.source}})

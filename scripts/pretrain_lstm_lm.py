@@ -112,7 +112,7 @@ def main(argv=None):
             trainer.save_model(training_args.output_dir)
             tokenizer.save_pretrained(training_args.output_dir)
             if result_args.results_name:
-                write_result(result_args.results_name, metrics, config={**config, "lm": asdict(lm_args)}, train_seconds=seconds, log_text=log.getvalue(),
+                write_result(result_args.results_name, metrics, headline="perplexity", config={**config, "lm": asdict(lm_args)}, train_seconds=seconds, log_text=log.getvalue(),
                              results_dir=result_args.results_dir, extra={"parameters": count_parameters(model), "log_history": trainer.state.log_history})
             print(f"validation perplexity {metrics.get('validation_perplexity')}; LM saved to {training_args.output_dir}")
 

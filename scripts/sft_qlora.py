@@ -412,7 +412,7 @@ def save_outputs(run: Run, metrics, report, chosen, search_table, predictions, j
         extra["lora"] = {k: v for k, v in asdict(m).items() if k.startswith("lora")}
     if search_table:
         extra["decoding_search"] = {"samples": metrics.get("n_search"), "max_loop_rate": run.search.max_loop_rate, "candidates": search_table}
-    write_result(run.result.results_name, metrics, config=run.config, train_seconds=train_seconds, log_text=log.getvalue(),
+    write_result(run.result.results_name, metrics, headline="generation", config=run.config, train_seconds=train_seconds, log_text=log.getvalue(),
                  results_dir=run.result.results_dir, extra=extra)
 
 

@@ -98,7 +98,7 @@ def main(argv=None):
         }
         print(f"best: {best['name']} ({best['args'] or 'the base recipe'}), validation accuracy {best['best_validation_accuracy']:.4f}")
         if result_args.results_name:
-            written = write_result(result_args.results_name, metrics, config=config, train_seconds=sum(r["train_seconds"] for r in rows),
+            written = write_result(result_args.results_name, metrics, headline="validation_search", config=config, train_seconds=sum(r["train_seconds"] for r in rows),
                                    log_text=log.getvalue(), results_dir=result_args.results_dir)
             print(f"result written to {written}")
     return metrics

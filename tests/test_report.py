@@ -176,9 +176,22 @@ def test_padding_benchmark_headline_shows_both_speeds_and_the_ratio():
     from imdb_llm.report.numbers import headline
 
     m = {"bench_dynamic_grouped_samples_per_second": 30.0, "bench_pad_to_max_length_samples_per_second": 0.88, "bench_max_length": 512}
-    assert headline({"metrics": m}) == "dynamic+grouped 30.00 vs pad-to-512 0.88 samples/s (×34.09)"
-    # With an accuracy the accuracy stays the headline: the speeds are a side figure of that run.
-    assert headline({"metrics": {**m, "test_accuracy": 0.9, "n_test": 100}}) == "90.00 % test accuracy (n=100)"
+    assert headline({"headline": "padding_benchmark", "metrics": m}) == "dynamic+grouped 30.00 vs pad-to-512 0.88 samples/s (×34.09)"
+    # The file names its headline: the same metrics under a run that reports accuracy print the accuracy.
+    assert headline({"headline": "test_accuracy", "metrics": {**m, "test_accuracy": 0.9, "n_test": 100}}) == "90.00 % test accuracy (n=100)"
+
+
+def test_a_result_must_name_a_headline_its_metrics_can_give(workspace):
+    from imdb_llm.report.numbers import headline
+
+    with pytest.raises(ValueError, match="headline 'speed' is not one of"):
+        headline({"name": "r", "headline": "speed", "metrics": {"x": 1}})
+    with pytest.raises(ValueError, match="r: its test_accuracy headline cannot be read"):
+        headline({"name": "r", "headline": "test_accuracy", "metrics": {"train_tokens_per_second": 10.0}})
+    (workspace / "results" / "unnamed.json").write_text(json.dumps({"name": "unnamed", "metrics": {"test_accuracy": 0.5}, "command": "c", "config": {},
+                                                                    "git_sha": "x", "device": "cpu", "train_seconds": 1, "date": "2026-12-05"}))
+    with pytest.raises(UserError, match="unnamed.json: missing key\\(s\\) headline"):
+        make_report(workspace / "results", workspace / "README.md", workspace / "docs")
 
 
 def test_sft_examples_are_generated_from_the_predictions_file(workspace):
@@ -191,7 +204,7 @@ def test_sft_examples_are_generated_from_the_predictions_file(workspace):
     from imdb_llm.results import write_result
 
     write_result("lora-smollm2-med", {"n_train": 3998, "n_eval": 498, "base_rouge-l": 8.5, "adapter_rouge-l": 19.25, "eval_loss_base": 2.5,
-                                      "eval_loss": 1.75, "train_tokens_per_second": 300.0}, train_seconds=3000, results_dir=workspace / "results")
+                                      "eval_loss": 1.75, "train_tokens_per_second": 300.0}, headline="generation", train_seconds=3000, results_dir=workspace / "results")
     doc = workspace / "docs" / "qlora.md"
     doc.write_text(f"# QLoRA\n\nbefore\n{EXAMPLES_START}\nstale\n{EXAMPLES_END}\nafter\n", encoding="utf-8")
     make_report(workspace / "results", workspace / "README.md", workspace / "docs")
@@ -217,7 +230,7 @@ def test_corrupt_predictions_file_is_a_one_line_error_and_nothing_is_written(wor
 def test_precision_benchmark_headline_shows_both_speeds_the_ratio_and_the_cpu():
     from imdb_llm.report.numbers import headline
 
-    result = {"metrics": {"bench_fp32_samples_per_second": 7.5, "bench_bf16_samples_per_second": 12.75, "native_bf16": True}}
+    result = {"headline": "precision_benchmark", "metrics": {"bench_fp32_samples_per_second": 7.5, "bench_bf16_samples_per_second": 12.75, "native_bf16": True}}
     assert headline(result) == "bf16 autocast 12.75 vs fp32 7.50 samples/s (×1.70, native bf16)"
 
 
@@ -226,14 +239,16 @@ def test_serving_benchmark_headline_shows_the_batching_gain_and_failures():
 
     m = {"clients_1_tokens_per_second": 20.4, "clients_4_tokens_per_second": 58.0, "clients_16_tokens_per_second": 105.49,
          "clients_64_tokens_per_second": 135.83, "tokens_per_second": 135.83, "failed_requests": 0, "requests": 260}
-    assert headline({"metrics": m}) == "16 clients 105.5 vs 1 client 20.4 tok/s (×5.17); 0 failed of 260 requests up to 64 clients"
+    assert headline({"headline": "serving", "metrics": m}) == "1 client 20.4 tok/s, 16 clients 105.5 (×5.17); 0 failed of 260 requests up to 64 clients"
+    with_peer = {**m, "peer_clients_1_tokens_per_second": 81.6}
+    assert headline({"headline": "serving", "metrics": with_peer}).startswith("1 client 20.4 tok/s, 16 clients 105.5 (×5.17); llama.cpp 1 client 81.6 (ours ×0.25)")
 
 
 def test_language_model_pretraining_headline_is_its_perplexity_not_its_speed():
     from imdb_llm.report.numbers import headline
 
     m = {"pretrain_tokens_per_second": 8421.5, "validation_perplexity": 87.345, "n_validation_tokens": 700416}
-    assert headline({"metrics": m}) == "validation perplexity 87.3 (700,416 tokens)"
+    assert headline({"headline": "perplexity", "metrics": m}) == "validation perplexity 87.3 (700,416 tokens)"
 
 
 def test_every_template_becomes_its_page_and_pretraining_curves_are_drawn(workspace):

@@ -11,7 +11,7 @@ from imdb_llm.results import REQUIRED_KEYS, trim_log, write_result
 def test_write_result_holds_every_required_key_and_the_trimmed_log(tmp_path, monkeypatch):
     monkeypatch.setenv("RUN_COMMAND", "make imdb-textcnn ARGS='--seed 1'")
     log = "step 1\r 10%|#         | 1/10 [00:01<00:09, 1.0it/s]\r100%|##########| 10/10\nloss 0.5\n\n\n\x1b[32mdone\x1b[0m\n"
-    path = write_result("run-1", {"test_accuracy": 0.9, "n_test": 10}, config={"lr": 1e-3, "sizes": (1, 2)},
+    path = write_result("run-1", {"test_accuracy": 0.9, "n_test": 10}, headline="test_accuracy", config={"lr": 1e-3, "sizes": (1, 2)},
                         train_seconds=12.3456, log_text=log, results_dir=tmp_path, extra={"parameters": 7})
     data = json.loads(path.read_text())
     assert set(REQUIRED_KEYS) <= set(data) and data["name"] == "run-1" and data["parameters"] == 7
@@ -24,13 +24,13 @@ def test_write_result_holds_every_required_key_and_the_trimmed_log(tmp_path, mon
 @pytest.mark.parametrize("name", ["", "../escape", "a b", "-leading"])
 def test_bad_names_are_refused_before_anything_is_written(tmp_path, name):
     with pytest.raises(ValueError, match="result name"):
-        write_result(name, {"x": 1}, results_dir=tmp_path / "r")
+        write_result(name, {"x": 1}, headline="throughput", results_dir=tmp_path / "r")
     assert not (tmp_path / "r").exists()
 
 
 def test_empty_metrics_are_refused_and_nothing_is_written(tmp_path):
     with pytest.raises(ValueError, match="'metrics' must be a non-empty mapping"):
-        write_result("empty", {}, results_dir=tmp_path)
+        write_result("empty", {}, headline="throughput", results_dir=tmp_path)
     assert not (tmp_path / "empty.json").exists()
 
 
@@ -60,5 +60,5 @@ def test_git_sha_is_the_commit_the_run_started_from(tmp_path, monkeypatch):
     monkeypatch.setattr(results, "git_sha", lambda cwd=None: "aaaa")
     with results.capture_log(None):
         monkeypatch.setattr(results, "git_sha", lambda cwd=None: "bbbb-dirty")  # committed and edited during the run
-        path = results.write_result("run", {"test_accuracy": 0.5, "n_test": 2}, results_dir=tmp_path)
+        path = results.write_result("run", {"test_accuracy": 0.5, "n_test": 2}, headline="test_accuracy", results_dir=tmp_path)
     assert json.loads(path.read_text())["git_sha"] == "aaaa"

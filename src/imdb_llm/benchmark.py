@@ -116,6 +116,6 @@ def write_benchmark_results(benchmarks: dict[str, dict[str, Any]], *, results_na
     from imdb_llm.results import write_result
 
     for kind, figures in benchmarks.items():
-        written = write_result(f"{results_name or 'run'}-{kind}-bench", {**fields, **figures}, config=config, log_text=log.getvalue(),
+        written = write_result(f"{results_name or 'run'}-{kind}-bench", {**fields, **figures}, headline=f"{kind}_benchmark", config=config, log_text=log.getvalue(),
                                results_dir=result_args.results_dir, extra={"parameters": parameters})
         print(f"{kind} benchmark written to {written}")

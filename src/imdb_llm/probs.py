@@ -103,7 +103,7 @@ def write_result_and_probs(name: str, results_dir: str | os.PathLike, splits: di
     from imdb_llm.results import write_result
 
     probs = write_probs(probs_path(name, results_dir), splits, provenance)
-    result = write_result(name, metrics, config=config, train_seconds=train_seconds, log_text=log_text, results_dir=results_dir, extra=extra)
+    result = write_result(name, metrics, headline="test_accuracy", config=config, train_seconds=train_seconds, log_text=log_text, results_dir=results_dir, extra=extra)
     return result, probs
 
 

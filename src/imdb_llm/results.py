@@ -1,8 +1,11 @@
 """Provenance for every number the project claims: ``results/<name>.json`` plus its run log.
 
-A result file holds ``name``, ``metrics``, ``command`` (exact), ``config``, ``git_sha``,
-``device``, ``train_seconds`` and ``date``. The README table and the report are generated from
-these files only, so a figure without a file cannot appear anywhere.
+A result file holds ``name``, ``metrics``, ``headline``, ``command`` (exact), ``config``,
+``git_sha``, ``device``, ``train_seconds`` and ``date``. The README table and the report are
+generated from these files only, so a figure without a file cannot appear anywhere. ``headline``
+is the kind of figure the run exists to produce (one of :data:`HEADLINES`): the script that wrote
+the file says it, and the report prints that figure in the results table, never guessing it from
+the metric keys.
 """
 
 from __future__ import annotations
@@ -31,7 +34,19 @@ class ResultArguments:
     results_dir: str = field(default="results", metadata={"help": "Folder for result files."})
 
 
-REQUIRED_KEYS = ("name", "metrics", "command", "config", "git_sha", "device", "train_seconds", "date")
+REQUIRED_KEYS = ("name", "metrics", "headline", "command", "config", "git_sha", "device", "train_seconds", "date")
+# The kinds of headline figure, and the metrics each is read from (imdb_llm.report.numbers prints them).
+HEADLINES = {
+    "test_accuracy": "test_accuracy (+ n_test): a classifier scored on the test split",
+    "validation_search": "best_validation_accuracy, best_variant, n_variants: a recipe search that never reads test",
+    "padding_benchmark": "bench_dynamic_grouped_samples_per_second vs bench_pad_to_max_length_samples_per_second",
+    "precision_benchmark": "bench_bf16_samples_per_second vs bench_fp32_samples_per_second (+ native_bf16)",
+    "serving": "clients_N_tokens_per_second: 16 clients against 1 (+ failed_requests, peer_clients_1_tokens_per_second)",
+    "perplexity": "validation_perplexity (+ n_validation_tokens): a language model on held-out text",
+    "generation": "base_/tuned_ rouge-l, bleu-4, loop_rate, eval_loss: a chat model before and after tuning",
+    "throughput": "a speed: the first of the documented tokens/samples-per-second keys the run has",
+    "decode_weights": "int4 vs bf16 tokens/s for one request (+ int4_same_tokens_as_fp32)",
+}
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 # tqdm bars ("45%|####5     | 9/20 [00:01<00:01, 8.1it/s]") and carriage-return redraws.
 _PROGRESS_RE = re.compile(r"\d+%\|.*\||\|\s*\d+/\d+ \[|it/s\]|s/it\]")
@@ -129,12 +144,15 @@ def validate_result(data: dict[str, Any], source: str = "result") -> None:
         raise ValueError(f"{source}: missing key(s) {', '.join(missing)}")
     if not isinstance(data["metrics"], dict) or not data["metrics"]:
         raise ValueError(f"{source}: 'metrics' must be a non-empty mapping")
+    if data["headline"] not in HEADLINES:
+        raise ValueError(f"{source}: headline {data['headline']!r} is not one of {', '.join(HEADLINES)}")
 
 
 def write_result(
     name: str,
     metrics: dict[str, Any],
     *,
+    headline: str,
     config: dict[str, Any] | None = None,
     train_seconds: float | None = None,
     log_text: str | None = None,
@@ -149,6 +167,7 @@ def write_result(
     data: dict[str, Any] = {
         "name": name,
         "metrics": _jsonable(metrics),
+        "headline": headline,
         "command": current_command(),
         "config": _jsonable(config or {}),
         "git_sha": code_sha(),

@@ -181,6 +181,7 @@ def finish_classification_run(
         write_result(
             result_args.results_name,
             metrics,
+            headline="test_accuracy",
             config=config,
             train_seconds=train_seconds,
             log_text=log_buffer.getvalue() if log_buffer is not None else None,

@@ -80,68 +80,112 @@ def peak_memory(result: dict[str, Any]) -> float | None:
     return None
 
 
-def headline(result: dict[str, Any]) -> str:
-    """The one number a reader looks for first; what it is depends on the kind of run."""
-    m = result["metrics"]
-    acc = accuracy(result)
-    if acc is not None:
-        n = _number(m.get("n_test"))
-        return f"{fmt_percent(acc)} test accuracy" + (f" (n={int(n):,})" if n is not None else "")
+def _accuracy_headline(m: dict[str, Any], result: dict[str, Any]) -> str:
+    acc, n = accuracy(result), _number(m.get("n_test"))
+    return f"{fmt_percent(acc)} test accuracy" + (f" (n={int(n):,})" if n is not None else "")
+
+
+def _search_headline(m: dict[str, Any], result: dict[str, Any]) -> str:
     # Recipe search (scripts/tune_classifier.py): the best variant on validation; test is never read.
-    best = _number(m.get("best_validation_accuracy"))
-    if best is not None and m.get("best_variant"):
-        n = _number(m.get("n_validation"))
-        return (f"best of {m.get('n_variants', '?')} variants: {m['best_variant']}, {fmt_percent(best)} validation accuracy"
-                + (f" (n={int(n):,})" if n is not None else ""))
-    # Padding benchmark alone (finetune_classifier.py --benchmark_only): both speeds and the ratio.
-    dyn, pad = _number(m.get("bench_dynamic_grouped_samples_per_second")), _number(m.get("bench_pad_to_max_length_samples_per_second"))
-    if dyn is not None and pad is not None and pad > 0:
-        length = _number(m.get("bench_max_length"))
-        target = f"pad-to-{int(length)}" if length is not None else "pad-to-max"
-        return f"dynamic+grouped {dyn:,.2f} vs {target} {pad:,.2f} samples/s (×{dyn / pad:.2f})"
-    # Precision benchmark (finetune_classifier.py --benchmark_precision_steps): the same batches in both precisions.
-    bf16, fp32 = _number(m.get("bench_bf16_samples_per_second")), _number(m.get("bench_fp32_samples_per_second"))
-    if bf16 is not None and fp32 is not None and fp32 > 0:
-        native = {True: ", native bf16", False: ", no native bf16"}.get(m.get("native_bf16"), "")
-        return f"bf16 autocast {bf16:,.2f} vs fp32 {fp32:,.2f} samples/s (×{bf16 / fp32:.2f}{native})"
-    # Serving benchmark (scripts/bench_serve.py): batching gain at 16 clients, failures at the highest load.
-    one, sixteen = _number(m.get("clients_1_tokens_per_second")), _number(m.get("clients_16_tokens_per_second"))
-    if one is not None and sixteen is not None and one > 0:
-        top = max((int(k.split("_")[1]) for k in m if re.fullmatch(r"clients_\d+_tokens_per_second", k)), default=16)
-        failed = m.get("failed_requests")
-        return (f"16 clients {sixteen:,.1f} vs 1 client {one:,.1f} tok/s (×{sixteen / one:.2f})"
-                + (f"; {failed} failed of {m.get('requests')} requests up to {top} clients" if failed is not None else ""))
+    n = _number(m.get("n_validation"))
+    return (f"best of {m.get('n_variants', '?')} variants: {m['best_variant']}, {fmt_percent(m['best_validation_accuracy'])} validation accuracy"
+            + (f" (n={int(n):,})" if n is not None else ""))
+
+
+def _padding_headline(m: dict[str, Any], result: dict[str, Any]) -> str:
+    # Padding benchmark (finetune_classifier.py --benchmark_only): both speeds and the ratio.
+    dyn, pad = m["bench_dynamic_grouped_samples_per_second"], m["bench_pad_to_max_length_samples_per_second"]
+    length = _number(m.get("bench_max_length"))
+    target = f"pad-to-{int(length)}" if length is not None else "pad-to-max"
+    return f"dynamic+grouped {dyn:,.2f} vs {target} {pad:,.2f} samples/s (×{dyn / pad:.2f})"
+
+
+def _precision_headline(m: dict[str, Any], result: dict[str, Any]) -> str:
+    # Precision benchmark (--benchmark_precision_steps): the same batches in both precisions.
+    bf16, fp32 = m["bench_bf16_samples_per_second"], m["bench_fp32_samples_per_second"]
+    native = {True: ", native bf16", False: ", no native bf16"}.get(m.get("native_bf16"), "")
+    return f"bf16 autocast {bf16:,.2f} vs fp32 {fp32:,.2f} samples/s (×{bf16 / fp32:.2f}{native})"
+
+
+def _serving_headline(m: dict[str, Any], result: dict[str, Any]) -> str:
+    # Serving benchmark (scripts/bench_serve.py): batching gain at 16 clients, the llama.cpp peer, failures.
+    one, sixteen = m["clients_1_tokens_per_second"], m.get("clients_16_tokens_per_second")
+    top = max((int(k.split("_")[1]) for k in m if re.fullmatch(r"clients_\d+_tokens_per_second", k)), default=1)
+    text = f"1 client {one:,.1f} tok/s" + (f", 16 clients {sixteen:,.1f} (×{sixteen / one:.2f})" if sixteen else "")
+    peer = _number(m.get("peer_clients_1_tokens_per_second"))
+    if peer:
+        text += f"; llama.cpp 1 client {peer:,.1f} (ours ×{one / peer:.2f})"
+    failed = m.get("failed_requests")
+    return text + (f"; {failed} failed of {m.get('requests')} requests up to {top} clients" if failed is not None else "")
+
+
+def _perplexity_headline(m: dict[str, Any], result: dict[str, Any]) -> str:
     # Language-model pretraining alone (scripts/pretrain_lstm_lm.py): perplexity on held-out text.
-    ppl = _number(m.get("validation_perplexity"))
-    if ppl is not None:
-        n = _number(m.get("n_validation_tokens"))
-        return f"validation perplexity {ppl:,.1f}" + (f" ({int(n):,} tokens)" if n is not None else "")
-    # Generation runs (scripts/sft_qlora.py): base model vs tuned model on the same prompts
+    n = _number(m.get("n_validation_tokens"))
+    return f"validation perplexity {m['validation_perplexity']:,.1f}" + (f" ({int(n):,} tokens)" if n is not None else "")
+
+
+def _generation_headline(m: dict[str, Any], result: dict[str, Any]) -> str:
+    # Generation runs (scripts/sft_qlora.py, eval_chat.py): base model vs tuned model on the same prompts
     # (results before issue 31 call the tuned model "adapter_").
     parts = []
     for key, label in (("rouge-l", "ROUGE-L"), ("bleu-4", "BLEU-4")):
         base = _number(m.get(f"base_{key}"))
-        adapter = _number(m.get(f"tuned_{key}", m.get(f"adapter_{key}")))
-        if base is not None and adapter is not None:
-            parts.append(f"{label} {base:.2f} → {adapter:.2f}")
-        elif adapter is not None:
-            parts.append(f"{label} {adapter:.2f}")
+        tuned = _number(m.get(f"tuned_{key}", m.get(f"adapter_{key}")))
+        if base is not None and tuned is not None:
+            parts.append(f"{label} {base:.2f} → {tuned:.2f}")
+        elif tuned is not None:
+            parts.append(f"{label} {tuned:.2f}")
     base_loss, loss = _number(m.get("eval_loss_base")), _number(m.get("eval_loss"))
-    if parts and base_loss is not None and loss is not None:
+    if base_loss is not None and loss is not None:
         parts.append(f"val loss {base_loss:.3f} → {loss:.3f}")
-    if parts:
-        base_loops, loops = _number(m.get("base_loop_rate")), _number(m.get("tuned_loop_rate"))
-        if loops is not None:
-            parts.append(f"loops {base_loops:.0%} → {loops:.0%}" if base_loops is not None else f"loops {loops:.0%}")
-        return ", ".join(parts) + (" (base → tuned)" if "→" in parts[0] else "")
+    elif loss is not None:
+        parts.append(f"val loss {loss:.3f}")
+    base_loops, loops = _number(m.get("base_loop_rate")), _number(m.get("tuned_loop_rate"))
+    if loops is not None:
+        parts.append(f"loops {base_loops:.0%} → {loops:.0%}" if base_loops is not None else f"loops {loops:.0%}")
+    if not parts:
+        raise ValueError("a generation result needs tuned_/base_ rouge-l, bleu-4, loop_rate or eval_loss")
+    return ", ".join(parts) + (" (base → tuned)" if "→" in parts[0] else "")
+
+
+def _throughput_headline(m: dict[str, Any], result: dict[str, Any]) -> str:
     tp = throughput(result)
-    if tp is not None:
-        return f"{fmt_number(tp[0])} {tp[1]}"
-    # Fall back to the first numeric metric, named, rather than invent a summary.
-    for key in sorted(m):
-        if _number(m[key]) is not None:
-            return f"{key} {fmt_number(m[key])}"
-    return "(no numeric metric)"
+    if tp is None:
+        raise ValueError("a throughput result needs a tokens_per_second or samples_per_second metric")
+    return f"{fmt_number(tp[0])} {tp[1]}"
+
+
+def _decode_weights_headline(m: dict[str, Any], result: dict[str, Any]) -> str:
+    # scripts/bench_cpu_decode.py: the int4 decoding weights against bf16, and their fidelity to fp32.
+    int4, bf16 = m["int4_1_row_tokens_per_second"], m["bf16_1_row_tokens_per_second"]
+    return (f"one request: int4 {int4:,.1f} vs bf16 {bf16:,.1f} tok/s (×{int4 / bf16:.2f}); greedy tokens as fp32's: "
+            f"int4 {m['int4_same_tokens_as_fp32']:.0%}, bf16 {m['bf16_same_tokens_as_fp32']:.0%}")
+
+
+HEADLINE_FORMATS = {
+    "test_accuracy": _accuracy_headline,
+    "validation_search": _search_headline,
+    "padding_benchmark": _padding_headline,
+    "precision_benchmark": _precision_headline,
+    "serving": _serving_headline,
+    "perplexity": _perplexity_headline,
+    "generation": _generation_headline,
+    "throughput": _throughput_headline,
+    "decode_weights": _decode_weights_headline,
+}
+
+
+def headline(result: dict[str, Any]) -> str:
+    """The one figure a reader looks for first: the kind the result file names (``headline``,
+    written by the script that ran; imdb_llm.results.HEADLINES), printed the way that kind reads."""
+    kind = result.get("headline")
+    if kind not in HEADLINE_FORMATS:
+        raise ValueError(f"{result.get('name', 'result')}: headline {kind!r} is not one of {', '.join(HEADLINE_FORMATS)}")
+    try:
+        return HEADLINE_FORMATS[kind](result["metrics"], result)
+    except (KeyError, TypeError, ZeroDivisionError) as exc:
+        raise ValueError(f"{result.get('name', 'result')}: its {kind} headline cannot be read from its metrics ({exc!r})") from None
 
 
 # --------------------------------------------------------------------------------------------
