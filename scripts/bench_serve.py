@@ -22,7 +22,7 @@ one machine in one run (issue 34); its figures are the ``peer_*`` metrics.
 from __future__ import annotations
 
 import asyncio
-import importlib.metadata
+from importlib.metadata import version as package_version
 import math
 import os
 import re
@@ -337,7 +337,7 @@ def main(argv=None):
             peer_levels, peer_seconds = measure_server("peer", peer_cmd, f"http://127.0.0.1:{peer_port}", args, prompts, health="/v1/models", stats=False)
             metrics.update(peer_metrics(levels, peer_levels))
             extra.update(peer_levels=peer_levels, peer_command=shlex.join(peer_cmd), peer_bench_seconds=round(peer_seconds, 1),
-                         peer_version=importlib.metadata.version("llama-cpp-python"))
+                         peer_version=package_version("llama-cpp-python"))
             print("ours / peer: " + ", ".join(f"{k.split('_')[1]} clients {v:.2f}" for k, v in metrics.items() if k.endswith("_vs_peer")))
 
     path = write_result(

@@ -13,13 +13,13 @@ paper's caveat); the difference is the NF4 rounding error, not a bug.
 
 from __future__ import annotations
 
-import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 
 from imdb_llm.cli import UserError, parse_args, run_main
+from imdb_llm.results import atomic_folder
 
 
 @dataclass
@@ -51,22 +51,17 @@ def main(argv=None):
     tok_source = args.adapter if (Path(args.adapter) / "tokenizer_config.json").is_file() else args.model_name_or_path
     tokenizer = load_tokenizer(tok_source)
 
-    # Write next to the target and rename at the end: a crash never leaves a half-written model.
-    tmp = out.with_name(f".{out.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
     config = merged.config
     if hasattr(config, "quantization_config"):  # a GGUF base is flagged as quantized; the merged weights are plain
         del config.quantization_config
     merged.hf_quantizer = None
-    merged.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    # The decoding the adapter was judged with stays the merged model's default in chat and serve.
-    defaults = Path(args.adapter) / DEFAULTS_FILE
-    if defaults.is_file():
-        shutil.copy2(defaults, tmp / DEFAULTS_FILE)
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
+    with atomic_folder(out) as tmp:  # a crash never leaves a half-written model
+        merged.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        # The decoding the adapter was judged with stays the merged model's default in chat and serve.
+        defaults = Path(args.adapter) / DEFAULTS_FILE
+        if defaults.is_file():
+            shutil.copy2(defaults, tmp / DEFAULTS_FILE)
     print(f"merged {args.adapter} into {args.model_name_or_path} -> {out} ({args.dtype})")
     return str(out)
 

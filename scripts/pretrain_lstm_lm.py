@@ -32,7 +32,7 @@ from imdb_llm.imdb.tokenized_cache import resolve_cache_dir
 from imdb_llm.imdb.training import count_parameters
 from imdb_llm.precision import precision_flags, precision_label
 from imdb_llm.results import ResultArguments, write_result
-from imdb_llm.resume import last_complete_checkpoint, timed_train
+from imdb_llm.resume import SettingsRecord, TrainClock, resolve_resume, run_settings
 from imdb_llm.threads import training_session
 
 
@@ -65,8 +65,10 @@ def argument_types():
 
 
 @run_main
-def main(argv=None):
+def main(argv=None, extra_callbacks=None):
     lm_args, data_args, result_args, training_args, config = parse_args(argument_types(), argv)
+    # The same command continues a run cut short (from its newest checkpoint, if that was saved with these settings).
+    training_args.resume_from_checkpoint = training_args.resume_from_checkpoint or "auto"
     training_args = dataclasses.replace(training_args, **precision_flags(lm_args.mixed_precision))
     with training_session(training_args.output_dir, "pretrain.log", training_args.seed) as log:
 
@@ -96,12 +98,15 @@ def main(argv=None):
 
         # 3. Train, resuming from the last checkpoint if there is one.
         throughput = ThroughputCallback.for_blocks(lm_args.block_size, training_args)
+        settings = run_settings(lm_args, data_args, training_args=training_args)
+        resume = resolve_resume(training_args, settings)
+        clock = TrainClock(resume)  # checkpoints carry the training time, so a resumed run reports all of it
         trainer = Trainer(model=model, args=training_args, train_dataset=train_blocks, eval_dataset=eval_blocks, data_collator=stack_blocks,
-                          callbacks=[throughput])
-        resume = last_complete_checkpoint(training_args.output_dir)
+                          callbacks=[throughput, SettingsRecord(settings), clock, *(extra_callbacks or [])])
         if resume:
             print(f"resuming from {resume}")
-        _, seconds = timed_train(trainer, resume_from_checkpoint=resume)
+        trainer.train(resume_from_checkpoint=resume)
+        seconds = clock.seconds()
 
         # 4. Perplexity on the validation text, the model, the result file.
         metrics = {"precision": precision_label(lm_args.mixed_precision), **throughput.metrics()}

@@ -10,13 +10,12 @@ the TextCNN/BiLSTM and the from-scratch BERT/GPT tracks share.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 
 from imdb_llm.cli import UserError, parse_args, run_main
 from imdb_llm.imdb.data import ImdbArguments, load_imdb, pretraining_texts
 from imdb_llm.imdb.tokenization import train_wordpiece
+from imdb_llm.results import atomic_folder
 
 
 @dataclass
@@ -47,15 +46,8 @@ def main(argv=None):
     texts = pretraining_texts(dsets)["text"]
     tokenizer = train_wordpiece(texts, vocab_size=tok_args.vocab_size, min_frequency=tok_args.min_frequency, lowercase=tok_args.lowercase)
 
-    # Write to a temporary folder and move it in place: an interrupted run leaves no half tokenizer.
-    parent = os.path.dirname(os.path.abspath(tok_args.output_dir))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(dir=parent, prefix=".tokenizer-")
-    tokenizer.save_pretrained(tmp)
-    os.chmod(tmp, 0o755)  # mkdtemp makes it private
-    if os.path.isdir(tok_args.output_dir):
-        shutil.rmtree(tok_args.output_dir)
-    os.replace(tmp, tok_args.output_dir)
+    with atomic_folder(tok_args.output_dir) as tmp:  # an interrupted run leaves no half tokenizer
+        tokenizer.save_pretrained(tmp)
 
     sample = "This movie was surprisingly good, although the ending dragged."
     print(f"trained on {len(texts):,} reviews; vocab {len(tokenizer):,}; saved to {tok_args.output_dir}")

@@ -101,22 +101,32 @@ def test_init_from_lm_needs_a_bilstm(imdb_tokenizer, imdb_dir, tmp_path):
     assert not (tmp_path / "r").exists()
 
 
-def test_pretraining_resumes_from_its_last_checkpoint(imdb_tokenizer, imdb_dir, tmp_path):
-    """A killed run started again with the same command continues where its last checkpoint left off."""
+def test_pretraining_resumes_from_its_last_checkpoint(imdb_tokenizer, imdb_dir, tmp_path, monkeypatch):
+    """A killed run started again with the same command continues where its last checkpoint left off,
+    counts the time of both parts, and refuses a checkpoint saved with other settings."""
+    import pretrain_lstm_lm
+    from transformers import TrainerCallback
+
+    monkeypatch.setenv("RUN_COMMAND", "pytest")
     out, results = tmp_path / "lm", tmp_path / "results"
+    flags = ["configs/imdb_lstm_lm.yaml", "--tokenizer_name", str(imdb_tokenizer), "--dataset_dir", str(imdb_dir), "--output_dir", str(out),
+             "--results_dir", str(results), "--word2vec_cache", "none", "--embedding_dim", "16", "--hidden_size", "16", "--block_size", "32",
+             "--per_device_train_batch_size", "8", "--max_steps", "4", "--save_steps", "2", "--eval_steps", "100", "--logging_steps", "1"]
 
-    def run(max_steps):
-        return subprocess.run(
-            [sys.executable, "scripts/pretrain_lstm_lm.py", "configs/imdb_lstm_lm.yaml", "--tokenizer_name", str(imdb_tokenizer),
-             "--dataset_dir", str(imdb_dir), "--output_dir", str(out), "--results_dir", str(results), "--word2vec_cache", "none",
-             "--embedding_dim", "16", "--hidden_size", "16", "--block_size", "32", "--per_device_train_batch_size", "8",
-             "--max_steps", str(max_steps), "--save_steps", "2", "--eval_steps", "100", "--logging_steps", "1"],
-            cwd=REPO, capture_output=True, text=True, timeout=300,
-        )
+    class Kill(TrainerCallback):  # stands in for a SIGKILL just after step 3 (checkpoint-2 is on disk)
+        def on_step_end(self, args, state, control, **kw):
+            if state.global_step == 3:
+                raise KeyboardInterrupt
 
-    assert run(2).returncode == 0  # stands in for a run killed after its checkpoint at step 2
-    proc = run(4)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert f"resuming from {out / 'checkpoint-2'}" in proc.stdout
-    metrics = json.loads((results / "imdb-lstm-lm.json").read_text())["metrics"]
-    assert metrics["pretrain_resumed_from_step"] == 2 and metrics["pretrain_steps_this_session"] == 2
+    monkeypatch.chdir(REPO)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain_lstm_lm.main(flags, extra_callbacks=[Kill()])
+    before = json.loads((out / "checkpoint-2" / "train_clock.json").read_text())["train_seconds"]
+    with pytest.raises(SystemExit) as exc:  # other settings: continuing would mix two runs into one result
+        pretrain_lstm_lm.main(flags + ["--learning_rate", "1e-2"])
+    assert exc.value.code == 2 and not (results / "imdb-lstm-lm.json").exists()
+    pretrain_lstm_lm.main(flags)
+    result = json.loads((results / "imdb-lstm-lm.json").read_text())
+    assert f"resuming from {out / 'checkpoint-2'}" in (results / "imdb-lstm-lm.log").read_text()
+    assert result["metrics"]["pretrain_resumed_from_step"] == 2 and result["metrics"]["pretrain_steps_this_session"] == 2
+    assert result["train_seconds"] > before > 0

@@ -62,3 +62,21 @@ def test_git_sha_is_the_commit_the_run_started_from(tmp_path, monkeypatch):
         monkeypatch.setattr(results, "git_sha", lambda cwd=None: "bbbb-dirty")  # committed and edited during the run
         path = results.write_result("run", {"test_accuracy": 0.5, "n_test": 2}, headline="test_accuracy", results_dir=tmp_path)
     assert json.loads(path.read_text())["git_sha"] == "aaaa"
+
+
+def test_atomic_folder_replaces_only_when_the_block_succeeds(tmp_path):
+    from imdb_llm.results import atomic_folder
+
+    target = tmp_path / "model"
+    with atomic_folder(target) as tmp:
+        (tmp / "weights.bin").write_text("v1")
+        assert not target.exists()  # nothing where a reader looks until the block is done
+    assert (target / "weights.bin").read_text() == "v1"
+    with pytest.raises(RuntimeError):
+        with atomic_folder(target) as tmp:
+            (tmp / "weights.bin").write_text("half")
+            raise RuntimeError("killed mid-write")
+    assert (target / "weights.bin").read_text() == "v1" and sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+    with atomic_folder(target) as tmp:
+        (tmp / "other.bin").write_text("v2")
+    assert [p.name for p in target.iterdir()] == ["other.bin"]  # replaced whole, not merged

@@ -31,14 +31,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
 from imdb_llm.cli import UserError
 from imdb_llm.llm.chatglm2.config import glm_config_from_official
 from imdb_llm.llm.chatglm2.tokenizer import build_fast_tokenizer, save_tokenizer
+from imdb_llm.results import atomic_folder
 
 MAX_SHARD_BYTES = 2 * 1024**3
 
@@ -281,9 +280,7 @@ def convert_checkpoint(
         raise UserError(f"{out}: exists and is not empty (pass --overwrite to replace it)")
     expected = expected_native_names(config)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    with atomic_folder(out) as tmp:  # a failed or killed conversion leaves no half-written folder
         writer = _ShardWriter(tmp, max_shard_bytes)
         log(f"converting {len(files)} shard(s) from {src}")
         for name, tensor in iter_checkpoint(src):
@@ -311,12 +308,6 @@ def convert_checkpoint(
             log("tokenizer: fast tokenizer + ChatGLM2 chat template written")
         else:
             log("tokenizer: no tokenizer.model in the input, none written")
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     params = sum(torch.Size(s).numel() for s in _shapes(out))
     log(f"wrote {out} ({params:,} parameters, {dtype_name})")
     return out

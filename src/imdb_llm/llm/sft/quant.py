@@ -18,8 +18,9 @@ bf16 when packing), so training from a packed model would start from slightly di
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
+
+from imdb_llm.results import atomic_folder
 
 
 def linear4bit_layers(model) -> list:
@@ -67,7 +68,6 @@ def quantizable_model_path(model: str, cache_dir: str = "outputs/cache") -> str:
     if (target / "config.json").is_file():
         return str(target)
     print(f"de-quantising {gguf} once into {target} (GGUF cannot be loaded in 4-bit directly)", flush=True)
-    tmp = target.with_name(target.name + ".tmp")
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -81,9 +81,9 @@ def quantizable_model_path(model: str, cache_dir: str = "outputs/cache") -> str:
         plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     plain.load_state_dict(lm.state_dict(), assign=True)
     plain.tie_weights()
-    plain.save_pretrained(tmp)
-    load_tokenizer(model).save_pretrained(tmp)
-    os.replace(tmp, target)
+    with atomic_folder(target) as tmp:
+        plain.save_pretrained(tmp)
+        load_tokenizer(model).save_pretrained(tmp)
     return str(target)
 
 
