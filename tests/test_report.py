@@ -195,7 +195,7 @@ def test_a_result_must_name_a_headline_its_metrics_can_give(workspace):
 
 
 def test_sft_examples_are_generated_from_the_predictions_file(workspace):
-    from imdb_llm.report.table import EXAMPLES_END, EXAMPLES_START
+    from imdb_llm.report.answers import EXAMPLES_END, EXAMPLES_START
 
     rows = [{"line": i, "question": f"问题{i}|?", "reference": f"参考{i}", "base": "" if i == 2 else f"基座{i}", "adapter": f"适配{i}" * 40}
             for i in range(1, 8)]
@@ -215,6 +215,25 @@ def test_sft_examples_are_generated_from_the_predictions_file(workspace):
     assert "(empty)" in table[1] and table[0].endswith("… |")  # an empty answer is shown as such; long ones are cut
     assert "first 5 of 7" in text
     assert "ROUGE-L 8.50 → 19.25" in text and "3,998 training records, validation loss on 498 records, 7 answers judged" in text
+
+
+def test_the_expert_run_shows_its_most_stuck_answers_worst_first(workspace):
+    """Once the medical expert has run, its predictions (tuned column, loop measure per answer) take
+    over both blocks of docs/qlora.md; the older run's file is not used."""
+    from imdb_llm.llm.sft.generate import write_predictions
+    from imdb_llm.report.answers import EXAMPLES_END, EXAMPLES_START, WORST_END, WORST_START
+
+    convs = [{"line": i, "messages": [{"role": "user", "content": f"问题{i}"}, {"role": "assistant", "content": f"参考{i}"}]} for i in range(6)]
+    tuned = ["正常回答。", "胸部、胸部、胸部、胸部、胸部", "", "好好好好好好好好好好好好", "注意休息，多喝水。", "氧气管镜、氧气管镜、氧气管镜"]
+    write_predictions(workspace / "results" / "med-expert-smollm2-cpu.predictions.jsonl", convs, {"base": ["基座"] * 6, "tuned": tuned})
+    (workspace / "results" / "lora-smollm2-med.predictions.jsonl").write_text("{broken\n", encoding="utf-8")  # not read any more
+    doc = workspace / "docs" / "qlora.md"
+    doc.write_text(f"{EXAMPLES_START}\n{EXAMPLES_END}\n{WORST_START}\nplaceholder\n{WORST_END}\n", encoding="utf-8")
+    make_report(workspace / "results", workspace / "README.md", workspace / "docs")
+    text = doc.read_text(encoding="utf-8")
+    worst = [line for line in text[text.index(WORST_START):].splitlines() if line.startswith("| ") and line[2].isdigit()]
+    assert "placeholder" not in text and "| tuned model |" in text and "3 of 6 tuned answers loop" in text
+    assert [line.split(" | ")[1] for line in worst] == ["9", "4", "3", "1", "1"]  # "好" x12 holds "好好好好" 9 times
 
 
 def test_corrupt_predictions_file_is_a_one_line_error_and_nothing_is_written(workspace):

@@ -74,3 +74,11 @@ def test_choose_decoding_returns_the_winner_as_generation_defaults():
     chosen, table = choose_decoding(answer, candidates, refs, "char", max_loop_rate=0.05)
     assert chosen == candidates[1] and "decoding search on 2" in chosen.source
     assert [row["chosen"] for row in table] == [False, True, False] and table[0]["loop_rate"] == 1.0
+
+
+def test_repeat_count_is_the_loop_measures_raw_number():
+    from imdb_llm.llm.sft.metrics import has_loop, repeat_count
+
+    assert repeat_count("aaaaaa") == 3 and repeat_count("胸部、胸部、胸部、胸部") == 3  # "胸部、胸" at 0, 3, 6
+    assert repeat_count("abc") == 0 and repeat_count("  \n ") == 0 and repeat_count("abcd") == 1
+    assert all(has_loop(t) == (repeat_count(t) >= 3) for t in ("aaaaaa", "abcdabcd", "胸部、胸部、胸部、胸部", ""))

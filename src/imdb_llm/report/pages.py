@@ -13,8 +13,8 @@ from imdb_llm.paired import compare_runs
 from imdb_llm.probs import PROBS_SUFFIX
 from imdb_llm.report.figures import FIGURES, write_figures
 from imdb_llm.report.numbers import _number, accuracy, fmt_count, fmt_memory, fmt_number, fmt_percent, fmt_seconds, fmt_throughput, parameters
-from imdb_llm.report.table import (EXAMPLES_END, EXAMPLES_START, EXPECTED, MISSING, SFT_EXAMPLES_RUN, load_results, readme_block,
-                                   replace_between_markers, results_table, sft_examples_block)
+from imdb_llm.report.answers import EXAMPLES_END, EXAMPLES_START, WORST_END, WORST_START, examples_run, sft_examples_block, worst_loops_block
+from imdb_llm.report.table import EXPECTED, MISSING, load_results, readme_block, replace_between_markers, results_table
 from imdb_llm.results import atomic_write_text
 
 GENERATED_NOTE = (
@@ -152,11 +152,14 @@ def make_report(
             render_template(template_texts[path], results, set(FIGURES), str(path), results_dir)
 
     qlora_doc, new_qlora_doc = docs_dir / "qlora.md", None
-    predictions = Path(results_dir) / f"{SFT_EXAMPLES_RUN}.predictions.jsonl"
-    if not table_only and predictions.is_file() and qlora_doc.is_file():
-        block = sft_examples_block(predictions, results.get(SFT_EXAMPLES_RUN))
-        new_qlora_doc = replace_between_markers(qlora_doc.read_text(encoding="utf-8"), block, str(qlora_doc),
-                                                EXAMPLES_START, EXAMPLES_END)
+    run = examples_run(results_dir)
+    if not table_only and run is not None and qlora_doc.is_file():
+        name, predictions = run
+        new_qlora_doc = replace_between_markers(qlora_doc.read_text(encoding="utf-8"), sft_examples_block(predictions, results.get(name)),
+                                                str(qlora_doc), EXAMPLES_START, EXAMPLES_END)
+        worst = worst_loops_block(predictions) if WORST_START in new_qlora_doc else None  # None: an older file, no loop column
+        if worst is not None:
+            new_qlora_doc = replace_between_markers(new_qlora_doc, worst, str(qlora_doc), WORST_START, WORST_END)
 
     atomic_write_text(readme, new_readme)
     if new_qlora_doc is not None:

@@ -17,6 +17,7 @@ from typing import Any, Sequence
 
 from imdb_llm.llm.prompts import render_prompt
 from imdb_llm.llm.sft.decoding import GenerationDefaults
+from imdb_llm.llm.sft.metrics import repeat_count
 from imdb_llm.results import atomic_write_text
 
 
@@ -114,10 +115,13 @@ def cached_answers(cache_dir: str | os.PathLike | None, model_id: str, model, to
 
 
 def write_predictions(path: str | os.PathLike, conversations, columns: dict[str, list[str]]) -> None:
-    """JSONL: question, reference and one column per system (``base``, ``tuned``), atomically."""
+    """JSONL: question, reference and one column per system (``base``, ``tuned``), each with its
+    answer's loop measure (``<system>_repeats``: :func:`~imdb_llm.llm.sft.metrics.repeat_count`), so
+    the report can show the most stuck answers without recomputing anything; atomically."""
     lines = []
     for i, conv in enumerate(conversations):
         row = {"line": conv["line"], "question": conv["messages"][-2]["content"], "reference": conv["messages"][-1]["content"]}
-        row.update({name: values[i] for name, values in columns.items()})
+        for name, values in columns.items():
+            row.update({name: values[i], f"{name}_repeats": repeat_count(values[i])})
         lines.append(json.dumps(row, ensure_ascii=False) + "\n")
     atomic_write_text(Path(path), "".join(lines))

@@ -45,13 +45,19 @@ def rouge_f1(hyp: list[str], ref: list[str]) -> dict[str, float]:
 LOOP_WINDOW, LOOP_TIMES = 4, 3
 
 
-def has_loop(text: str, window: int = LOOP_WINDOW, times: int = LOOP_TIMES) -> bool:
-    """True when some ``window``-character substring occurs ``times`` or more times, every
-    overlapping window counted ("aaaaaa" holds "aaaa" 3 times). Whitespace is dropped first, so an
-    empty or whitespace-only answer is loop-free."""
+def repeat_count(text: str, window: int = LOOP_WINDOW) -> int:
+    """How often the most repeated ``window``-character substring occurs, every overlapping window
+    counted ("aaaaaa" holds "aaaa" 3 times); whitespace is dropped first, and a text shorter than
+    the window scores 0. The loop measure's raw number: it ranks answers from most stuck down."""
     chars = "".join(text.split())
     counts = Counter(chars[i:i + window] for i in range(len(chars) - window + 1))
-    return bool(counts) and max(counts.values()) >= times
+    return max(counts.values(), default=0)
+
+
+def has_loop(text: str, window: int = LOOP_WINDOW, times: int = LOOP_TIMES) -> bool:
+    """True when some ``window``-character substring occurs ``times`` or more times
+    (:func:`repeat_count`); an empty or whitespace-only answer is loop-free."""
+    return repeat_count(text, window) >= times
 
 
 def loop_rate(texts: Sequence[str], window: int = LOOP_WINDOW, times: int = LOOP_TIMES) -> float:
