@@ -307,3 +307,17 @@ def test_paired_placeholder_reads_the_saved_probabilities(tmp_path):
     assert "not yet measured" in render_template("{{paired:bert:none}}", results, set(), results_dir=tmp_path)
     with pytest.raises(UserError, match="two result names"):
         render_template("{{paired:bert}}", results, set(), results_dir=tmp_path)
+
+
+def test_serving_placeholder_tabulates_our_levels_and_the_peers(workspace):
+    from imdb_llm.report.pages import render_template
+
+    level = lambda c, tps, steps: {"clients": c, "requests": 8, "failed_requests": 0, "incomplete_streams": 0, "tokens_per_second": tps,  # noqa: E731
+                                   "latency_p50_s": 1.0, "latency_p95_s": 2.0, "ttft_p50_s": 0.1, "ttft_p95_s": 0.2, "engine": {"steps": steps, "prefills": 8}}
+    result = {"name": "serve-x", "metrics": {"clients_1_tokens_per_second": 40.0}, "levels": [level(1, 40.0, 200), level(16, 120.0, 90)],
+              "peer_levels": [{**level(1, 80.0, 0), "engine": None}]}
+    text = render_template("{{serving:serve-x}}", {"serve-x": result}, set(), "t")
+    rows = [line for line in text.splitlines() if line.startswith("| ours") or line.startswith("| llama.cpp")]
+    assert rows[0].startswith("| ours | 1 | 8 | 0 | 0 | 40.0 | 1.00 |") and "| 120.0 | 3.00 |" in rows[1] and rows[1].endswith("| 90 | 8 |")
+    assert rows[2].startswith("| llama.cpp | 1 |") and rows[2].endswith("| — | — |")
+    assert "not yet measured" in render_template("{{serving:serve-y}}", {}, set(), "t")

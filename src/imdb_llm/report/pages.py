@@ -14,7 +14,7 @@ from imdb_llm.probs import PROBS_SUFFIX
 from imdb_llm.report.figures import FIGURES, write_figures
 from imdb_llm.report.numbers import _number, accuracy, fmt_count, fmt_memory, fmt_number, fmt_percent, fmt_seconds, fmt_throughput, parameters
 from imdb_llm.report.answers import EXAMPLES_END, EXAMPLES_START, WORST_END, WORST_START, examples_run, sft_examples_block, worst_loops_block
-from imdb_llm.report.table import EXPECTED, MISSING, load_results, readme_block, replace_between_markers, results_table
+from imdb_llm.report.table import EXPECTED, MISSING, load_results, readme_block, replace_between_markers, results_table, serving_levels_table
 from imdb_llm.results import atomic_write_text
 
 GENERATED_NOTE = (
@@ -57,7 +57,7 @@ def render_template(template: str, results: dict[str, dict[str, Any]], figures: 
     ``{{acc:NAME}}``, ``{{params:NAME}}``, ``{{time:NAME}}``, ``{{throughput:NAME}}``,
     ``{{memory:NAME}}``, ``{{metric:NAME:KEY}}``, ``{{diff:A:B}}`` (accuracy A − B in points),
     ``{{paired:A:B}}`` (the same with its interval and significance, from the saved probabilities),
-    ``{{table:NAME,NAME,...}}`` and ``{{figure:KEY}}``. An unknown placeholder is an error in the
+    ``{{table:NAME,NAME,...}}``, ``{{serving:NAME}}`` (a serving benchmark's client levels) and ``{{figure:KEY}}``. An unknown placeholder is an error in the
     template, not something to print.
     """
 
@@ -86,6 +86,10 @@ def render_template(template: str, results: dict[str, dict[str, Any]], figures: 
             return f"{100 * (acc_a - acc_b):+.2f} points"
         if kind == "paired":
             return _paired(args, results, results_dir, source)
+        if kind == "serving":
+            if len(args) != 1:
+                raise UserError(f"{source}: {{{{serving:NAME}}}} needs one result name")
+            return serving_levels_table(results[args[0]]) if args[0] in results else _missing(args[0])
         if kind in ("acc", "params", "time", "throughput", "memory", "metric", "device"):
             if not args:
                 raise UserError(f"{source}: {{{{{kind}:NAME}}}} needs a result name")

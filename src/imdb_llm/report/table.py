@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 
 from imdb_llm.cli import UserError
-from imdb_llm.report.numbers import _cell, fmt_count, fmt_memory, fmt_seconds, fmt_throughput, headline, parameters
+from imdb_llm.report.numbers import _cell, _number, fmt_count, fmt_memory, fmt_seconds, fmt_throughput, headline, parameters
 from imdb_llm.results import validate_result
 
 TABLE_START = "<!-- results-table:start -->"
@@ -143,3 +143,27 @@ def replace_between_markers(text: str, block: str, source: str = "README", start
         raise UserError(f"{source}: '{end}' comes before '{start}'")
     head, tail = text[: i + len(start)], text[j:]
     return f"{head}\n{block.strip()}\n{tail}"
+
+
+def serving_levels_table(result: dict[str, Any]) -> str:
+    """``{{serving:NAME}}``: one row per client level of a serving benchmark (scripts/bench_serve.py),
+    and the llama.cpp peer's rows under ours when the run measured it."""
+    def seconds(value) -> str:
+        return "—" if _number(value) is None else f"{value:.2f}"
+
+    def rate(value) -> str:
+        return "—" if _number(value) is None else f"{value:,.1f}"
+
+    lines = ["| server | clients | requests | failed | incomplete streams | tokens/s (aggregate) | x 1 client | latency p50 / p95 (s) "
+             "| TTFT p50 / p95 (s) | decode steps | prefills |", "|---|---:|---:|---:|---:|---:|---:|---|---|---:|---:|"]
+    for label, levels in (("ours", result.get("levels") or []), ("llama.cpp", result.get("peer_levels") or [])):
+        one = next((lv["tokens_per_second"] for lv in levels if lv["clients"] == 1), None)
+        for lv in levels:
+            engine = lv.get("engine") or {}
+            gain = f"{lv['tokens_per_second'] / one:.2f}" if one and lv["tokens_per_second"] else "—"
+            lines.append(f"| {label} | {lv['clients']} | {lv['requests']} | {lv['failed_requests']} | {lv['incomplete_streams']} | "
+                         f"{rate(lv['tokens_per_second'])} | {gain} | {seconds(lv['latency_p50_s'])} / {seconds(lv['latency_p95_s'])} | "
+                         f"{seconds(lv['ttft_p50_s'])} / {seconds(lv['ttft_p95_s'])} | {engine.get('steps', '—')} | {engine.get('prefills', '—')} |")
+    if len(lines) == 2:
+        raise ValueError(f"{result.get('name')}: no client levels to tabulate")
+    return "\n".join(lines)
