@@ -129,7 +129,8 @@ def peer_command(args, port: int) -> list[str]:
         raise UserError(f"--peer llama.cpp runs a .gguf file, and {args.model} is not one (packaged:smollm2 is)")
     threads = str(args.server_threads or os.cpu_count())
     return [sys.executable, "-m", "llama_cpp.server", "--model", str(Path(folder) / gguf), "--model_alias", SERVED_NAME,
-            "--host", "127.0.0.1", "--port", str(port), "--n_threads", threads, "--n_threads_batch", threads, "--n_ctx", "2048"]
+            "--host", "127.0.0.1", "--port", str(port), "--n_threads", threads, "--n_threads_batch", threads, "--n_ctx", "2048",
+            "--interrupt_requests", "false"]  # its default cancels a running stream when the next request arrives
 
 
 def start(cmd: list[str], log_file) -> subprocess.Popen:
@@ -155,8 +156,10 @@ def wait_healthy(proc, url: str, timeout: float, log_path: Path, health: str = "
     raise UserError(f"the server was not healthy after {timeout:.0f} s (see its log: {log_path})")
 
 
-async def run_level(base_url: str, clients: int, n_requests: int, prompts, args) -> dict:
-    """``clients`` closed-loop users share a budget of ``n_requests`` requests."""
+async def run_level(base_url: str, clients: int, n_requests: int, prompts, args, count_tokens=None) -> dict:
+    """``clients`` closed-loop users share a budget of ``n_requests`` requests. Completion tokens come
+    from the usage chunk; ``count_tokens(text)`` counts them instead for a server that sends none
+    (llama-cpp-python's), by encoding the streamed text with the model's tokenizer."""
     import openai
 
     client = openai.AsyncOpenAI(base_url=base_url + "/v1", api_key="bench", max_retries=0, timeout=args.request_timeout_s)
@@ -180,17 +183,20 @@ async def run_level(base_url: str, clients: int, n_requests: int, prompts, args)
                     model=SERVED_NAME, messages=prompts[i % len(prompts)], max_tokens=args.max_tokens, temperature=0,
                     stream=True, stream_options={"include_usage": True},
                 )
-                usage = None
+                usage, text = None, []
                 async for chunk in stream:
                     if chunk.choices:
                         choice = chunk.choices[0]
+                        if choice.delta.content:
+                            text.append(choice.delta.content)
                         if choice.delta.content and rec["ttft"] is None:
                             rec["ttft"] = time.perf_counter() - t0
                         rec["finish"] = choice.finish_reason or rec["finish"]
                     if chunk.usage is not None:
                         usage = chunk.usage
-                rec["complete"] = rec["finish"] in ("stop", "length") and usage is not None
-                rec["tokens"] = usage.completion_tokens if usage is not None else 0
+                counted = usage is None and count_tokens is not None
+                rec["complete"] = rec["finish"] in ("stop", "length") and (usage is not None or counted)
+                rec["tokens"] = usage.completion_tokens if usage is not None else count_tokens("".join(text)) if counted else 0
             except Exception as exc:  # counted, never fatal: the point is to see failures
                 rec["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
             rec["end"] = time.perf_counter()
@@ -252,7 +258,8 @@ def level_metrics(levels: list[dict]) -> dict:
     return metrics
 
 
-def measure_server(label: str, cmd: list[str], url: str, args, prompts, *, health: str = "/health", stats: bool = True) -> tuple[list[dict], float]:
+def measure_server(label: str, cmd: list[str], url: str, args, prompts, *, health: str = "/health", stats: bool = True,
+                   count_tokens=None) -> tuple[list[dict], float]:
     """Start one server, warm it up, run every client level against it, stop it: ``(levels, seconds)``."""
     levels: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -265,11 +272,11 @@ def measure_server(label: str, cmd: list[str], url: str, args, prompts, *, healt
             print(f"load average before: {os.getloadavg()[0]:.2f} (1 min, {os.cpu_count()} cores)")
             wait_healthy(proc, url, args.startup_timeout_s, server_log, health)
             print(f"{label} healthy after {time.perf_counter() - began:.1f} s; warming up")
-            asyncio.run(run_level(url, 1, 2, prompts, args))  # first requests pay one-off costs
+            asyncio.run(run_level(url, 1, 2, prompts, args, count_tokens))  # first requests pay one-off costs
             print(f"{'clients':>7} {'requests':>8} {'failed':>6} {'incompl':>7} {'tok/s':>8} {'lat p50':>8} {'lat p95':>8} {'ttft p50':>8} {'ttft p95':>8}")
             for clients in args.clients:
                 before = engine_stats(url) if stats else {}
-                level = asyncio.run(run_level(url, clients, max(args.min_requests, args.rounds * clients), prompts, args))
+                level = asyncio.run(run_level(url, clients, max(args.min_requests, args.rounds * clients), prompts, args, count_tokens))
                 if stats:
                     after = engine_stats(url)
                     level["engine"] = {k: after[k] - before.get(k, 0) for k in ("steps", "prefills", "prefix_hits") if k in after}
@@ -334,7 +341,11 @@ def main(argv=None):
         metrics = level_metrics(levels)
         extra = {"levels": levels, "server_command": shlex.join(server_cmd), "bench_seconds": round(total, 1)}
         if peer_cmd:
-            peer_levels, peer_seconds = measure_server("peer", peer_cmd, f"http://127.0.0.1:{peer_port}", args, prompts, health="/v1/models", stats=False)
+            from imdb_llm.llm.loading import load_tokenizer
+
+            tokenizer = load_tokenizer(args.model)  # llama-cpp-python streams no usage chunk: count the text's tokens
+            peer_levels, peer_seconds = measure_server("peer", peer_cmd, f"http://127.0.0.1:{peer_port}", args, prompts, health="/v1/models",
+                                                       stats=False, count_tokens=lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"]))
             metrics.update(peer_metrics(levels, peer_levels))
             extra.update(peer_levels=peer_levels, peer_command=shlex.join(peer_cmd), peer_bench_seconds=round(peer_seconds, 1),
                          peer_version=package_version("llama-cpp-python"))
