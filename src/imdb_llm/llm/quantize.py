@@ -55,7 +55,7 @@ class QuantizeReport:
         kind = ("lossless: the weights were already on a 4-bit grid (a Q4_1 file)" if self.lossless
                 else f"lossy: weights rounded to 4 bits, up to {self.max_code_error:.2f} of a step")
         return (f"int4 weights ({self.int4_layers} layers, groups of {GROUP}), bf16 output layer: "
-                f"{self.bytes_before / 2**20:,.0f} MiB -> {self.bytes_after / 2**20:,.0f} MiB; {kind}")
+                f"{self.bytes_before / 2**20:,.0f} MiB as loaded -> {self.bytes_after / 2**20:,.0f} MiB; {kind}")
 
 
 def int4_groups(weight: torch.Tensor, group: int = GROUP) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
