@@ -14,40 +14,42 @@ imdb-scratch-bert-ddp: imdb-tokenizer  ## imdb-scratch-bert on all GPUs with acc
 imdb-scratch-gpt-ddp: imdb-tokenizer  ## imdb-scratch-gpt on all GPUs with accelerate launch (DDP)
 	RUN_COMMAND="make imdb-scratch-gpt-ddp$(ARGS_SUFFIX)" $(ACCEL) launch --config_file configs/accelerate/multi_gpu.yaml scripts/run_scratch.py configs/scratch_gpt.yaml $(ARGS)
 
-# On a 2-core CPU, trained on IMDB alone (issue 29): pretraining, a teacher's soft targets, classification.
-# The stages are separate targets so the ablation rows share them; each resumes after a kill.
-#   make imdb-scratch-bert-cpu-pretrain   masked LM, 13.1M tokens (~75 min)      -> outputs/scratch-bert-cpu-pretrain
-#   make imdb-teacher                      the no-pretraining ensemble scores train + unlabelled reviews (~15 min)
-#   make imdb-scratch-bert-cpu             from the pretrained weights, with the teacher (~80 min) -> results/imdb-scratch-bert-cpu.json
-#   make imdb-scratch-bert-cpu-selfsup     from the pretrained weights, gold labels only
-#   make imdb-scratch-bert-cpu-control     random weights, gold labels only
+# On a 2-core CPU, trained on IMDB alone (issue 29): word2vec embeddings, a teacher's soft targets,
+# classification; the ablation rows add or remove one stage. Each resumes after a kill.
+#   make imdb-word2vec                     skip-gram on IMDB train + unlabelled text (~7 min)
+#   make imdb-teacher                      the no-pretraining ensemble scores train + unlabelled reviews (committed)
+#   make imdb-scratch-bert-cpu             word2vec start, distilled from the teacher (~2.5 h) -> results/imdb-scratch-bert-cpu.json
+#   make imdb-scratch-bert-cpu-pretrain    word2vec start, masked LM of the body, 13.1M tokens -> outputs/scratch-bert-cpu-pretrain
+#   make imdb-scratch-bert-cpu-selfsup     from that pretraining, gold labels only (no teacher)
+#   make imdb-scratch-bert-cpu-control     random weights, gold labels only (no word2vec, no pretraining, no teacher)
+SCRATCH_CPU_PRETRAIN_STEPS = 1600
 SCRATCH_CPU_SELFSUP = --teacher none
-SCRATCH_CPU_CONTROL = --teacher none --pretrained_model none --pretrain_max_steps 0
+SCRATCH_CPU_CONTROL = --teacher none --embedding_init none --pretrained_model none --pretrain_max_steps 0
 TEACHER_ARGS ?=
 
 imdb-teacher:  ## after the #15 refits and make imdb-ensemble: the ensemble scores IMDB train + unlabelled reviews -> results/imdb-ensemble-nopretrain.teacher.parquet
 	$(PY) scripts/score_teacher.py $(TEACHER_ARGS)
 
-imdb-scratch-bert-cpu-pretrain: imdb-tokenizer  ## BERT 4x256, masked LM on IMDB train + unlabelled text, 13.1M tokens, CPU, resumable (configs/scratch_bert_cpu.yaml)
-	RUN_COMMAND="make imdb-scratch-bert-cpu-pretrain$(ARGS_SUFFIX)" $(PY) scripts/run_scratch.py configs/scratch_bert_cpu.yaml --pretrain_only true --pretrained_model none --teacher none --output_dir outputs/scratch-bert-cpu-pretrain $(ARGS)
+imdb-scratch-bert-cpu-pretrain: imdb-tokenizer imdb-word2vec  ## BERT 4x256, from IMDB word2vec, masked LM on IMDB train + unlabelled text, 13.1M tokens, CPU, resumable (configs/scratch_bert_cpu.yaml)
+	RUN_COMMAND="make imdb-scratch-bert-cpu-pretrain$(ARGS_SUFFIX)" $(PY) scripts/run_scratch.py configs/scratch_bert_cpu.yaml --pretrain_only true --pretrain_max_steps $(SCRATCH_CPU_PRETRAIN_STEPS) --pretrained_model none --teacher none --output_dir outputs/scratch-bert-cpu-pretrain $(ARGS)
 
-imdb-scratch-bert-cpu: imdb-tokenizer  ## after -pretrain and imdb-teacher: BERT 4x256 distilled from the IMDB-only teacher, all 25k test reviews (CPU)
+imdb-scratch-bert-cpu: imdb-tokenizer imdb-word2vec  ## BERT 4x256 from IMDB word2vec, distilled from the IMDB-only teacher (no MLM stage: see the config), all 25k test reviews (CPU)
 	RUN_COMMAND="make imdb-scratch-bert-cpu$(ARGS_SUFFIX)" $(PY) scripts/run_scratch.py configs/scratch_bert_cpu.yaml $(ARGS)
 
-imdb-scratch-bert-cpu-selfsup: imdb-tokenizer  ## ablation: BERT 4x256 from its IMDB pretraining, gold labels only (no teacher)
-	RUN_COMMAND="make imdb-scratch-bert-cpu-selfsup$(ARGS_SUFFIX)" $(PY) scripts/run_scratch.py configs/scratch_bert_cpu.yaml $(SCRATCH_CPU_SELFSUP) --output_dir outputs/scratch-bert-cpu-selfsup --results_name imdb-scratch-bert-cpu-selfsup $(ARGS)
+imdb-scratch-bert-cpu-selfsup: imdb-tokenizer  ## ablation, after -pretrain: BERT 4x256 from its IMDB pretraining, gold labels only (no teacher)
+	RUN_COMMAND="make imdb-scratch-bert-cpu-selfsup$(ARGS_SUFFIX)" $(PY) scripts/run_scratch.py configs/scratch_bert_cpu.yaml $(SCRATCH_CPU_SELFSUP) --pretrained_model outputs/scratch-bert-cpu-pretrain/pretrain/final --output_dir outputs/scratch-bert-cpu-selfsup --results_name imdb-scratch-bert-cpu-selfsup $(ARGS)
 
 imdb-scratch-bert-cpu-control: imdb-tokenizer  ## ablation: BERT 4x256 from random weights, gold labels only (no pretraining, no teacher)
 	RUN_COMMAND="make imdb-scratch-bert-cpu-control$(ARGS_SUFFIX)" $(PY) scripts/run_scratch.py configs/scratch_bert_cpu.yaml $(SCRATCH_CPU_CONTROL) --output_dir outputs/scratch-bert-cpu-control --results_name imdb-scratch-bert-cpu-control $(ARGS)
 
-imdb-scratch-gpt-cpu-pretrain: imdb-tokenizer  ## GPT-2 4x256, causal LM on IMDB train + unlabelled text, 13.1M tokens, CPU, resumable (configs/scratch_gpt_cpu.yaml)
-	RUN_COMMAND="make imdb-scratch-gpt-cpu-pretrain$(ARGS_SUFFIX)" $(PY) scripts/run_scratch.py configs/scratch_gpt_cpu.yaml --pretrain_only true --pretrained_model none --teacher none --output_dir outputs/scratch-gpt-cpu-pretrain $(ARGS)
+imdb-scratch-gpt-cpu-pretrain: imdb-tokenizer imdb-word2vec  ## GPT-2 4x256, from IMDB word2vec, causal LM on IMDB train + unlabelled text, 13.1M tokens, CPU, resumable (configs/scratch_gpt_cpu.yaml)
+	RUN_COMMAND="make imdb-scratch-gpt-cpu-pretrain$(ARGS_SUFFIX)" $(PY) scripts/run_scratch.py configs/scratch_gpt_cpu.yaml --pretrain_only true --pretrain_max_steps $(SCRATCH_CPU_PRETRAIN_STEPS) --pretrained_model none --teacher none --output_dir outputs/scratch-gpt-cpu-pretrain $(ARGS)
 
-imdb-scratch-gpt-cpu: imdb-tokenizer  ## after -pretrain and imdb-teacher: GPT-2 4x256 distilled from the IMDB-only teacher, all 25k test reviews (CPU)
+imdb-scratch-gpt-cpu: imdb-tokenizer imdb-word2vec  ## GPT-2 4x256 from IMDB word2vec, distilled from the IMDB-only teacher (no LM stage: see the config), all 25k test reviews (CPU)
 	RUN_COMMAND="make imdb-scratch-gpt-cpu$(ARGS_SUFFIX)" $(PY) scripts/run_scratch.py configs/scratch_gpt_cpu.yaml $(ARGS)
 
-imdb-scratch-gpt-cpu-selfsup: imdb-tokenizer  ## ablation: GPT-2 4x256 from its IMDB pretraining, gold labels only (no teacher)
-	RUN_COMMAND="make imdb-scratch-gpt-cpu-selfsup$(ARGS_SUFFIX)" $(PY) scripts/run_scratch.py configs/scratch_gpt_cpu.yaml $(SCRATCH_CPU_SELFSUP) --output_dir outputs/scratch-gpt-cpu-selfsup --results_name imdb-scratch-gpt-cpu-selfsup $(ARGS)
+imdb-scratch-gpt-cpu-selfsup: imdb-tokenizer  ## ablation, after -pretrain: GPT-2 4x256 from its IMDB pretraining, gold labels only (no teacher)
+	RUN_COMMAND="make imdb-scratch-gpt-cpu-selfsup$(ARGS_SUFFIX)" $(PY) scripts/run_scratch.py configs/scratch_gpt_cpu.yaml $(SCRATCH_CPU_SELFSUP) --pretrained_model outputs/scratch-gpt-cpu-pretrain/pretrain/final --output_dir outputs/scratch-gpt-cpu-selfsup --results_name imdb-scratch-gpt-cpu-selfsup $(ARGS)
 
 imdb-scratch-gpt-cpu-control: imdb-tokenizer  ## ablation: GPT-2 4x256 from random weights, gold labels only (no pretraining, no teacher)
 	RUN_COMMAND="make imdb-scratch-gpt-cpu-control$(ARGS_SUFFIX)" $(PY) scripts/run_scratch.py configs/scratch_gpt_cpu.yaml $(SCRATCH_CPU_CONTROL) --output_dir outputs/scratch-gpt-cpu-control --results_name imdb-scratch-gpt-cpu-control $(ARGS)

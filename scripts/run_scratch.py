@@ -103,7 +103,7 @@ def main(argv=None):
             logger.info("Stage 1 done elsewhere: starting from %s (%s)", pretrained, pretrain_metrics.get("pretrain_tokens"))
         elif scratch_args.pretrain_max_steps == 0:
             pretrained, pretrain_metrics = None, {"pretrain_steps": 0, "pretrain_tokens": 0, "pretrain_seconds": 0.0}
-            logger.info("No pretraining (--pretrain_max_steps 0): the classifier starts from random weights")
+            logger.info("No pretraining (--pretrain_max_steps 0): the classifier starts from random weights%s", f" and the embeddings from {model_args.embedding_init}" if model_args.embedding_init else "")
         elif pretrain_metrics is not None:
             pretrained = str(final_dir)
             logger.info("Stage 1 already complete (%s): skipped", final_dir)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
+import time
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -22,7 +23,7 @@ from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainin
 from imdb_llm.benchmark import PrecisionBenchmarkArguments, benchmark_precision, write_benchmark_results
 from imdb_llm.cli import UserError, parse_args, run_main
 from imdb_llm.imdb.data import ImdbArguments, load_imdb, pretraining_texts
-from imdb_llm.imdb.embeddings import copy_into_embeddings, load_vectors_file, train_word2vec
+from imdb_llm.imdb.embeddings import copy_into_embeddings, load_vectors_file, train_word2vec, write_provenance
 from imdb_llm.imdb.models import BiLSTMConfig, BiLSTMForSequenceClassification, TextCNNConfig, TextCNNForSequenceClassification
 from imdb_llm.imdb.models.lstm_lm import load_lm_into_classifier
 from imdb_llm.imdb.tokenization import load_tokenizer
@@ -107,6 +108,7 @@ def initial_vectors(args: ModelArguments, tokenizer, data_args: ImdbArguments, t
     with training_args.main_process_first(desc="word2vec"):
         if not os.path.isfile(cache):
             # The unsupervised split is read only here: with a cached table it is not needed at all.
+            started = time.perf_counter()
             texts = pretraining_texts(load_imdb(data_args, with_unsupervised=True))["text"]
             table, coverage = train_word2vec(tokenizer, texts, dim=args.embedding_dim, epochs=args.word2vec_epochs, seed=training_args.seed)
             def save_table(tmp):
@@ -114,6 +116,8 @@ def initial_vectors(args: ModelArguments, tokenizer, data_args: ImdbArguments, t
                     np.save(f, table)
 
             atomic_write(cache, save_table)
+            # Its seconds count in the training time of every model that starts from it (run_scratch).
+            write_provenance(cache, time.perf_counter() - started, text="IMDB train (validation carved out) + unsupervised", coverage=round(coverage, 4))
             print(f"word2vec trained on IMDB train+unsup: {coverage:.1%} of the vocabulary, saved to {cache}")
     return np.load(cache)
 

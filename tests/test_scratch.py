@@ -271,3 +271,52 @@ def test_precision_benchmark_of_the_pretraining_stage(run_scratch, imdb_dir, imd
     assert m["bench_stage"] == "pretraining" and m["objective"] == "mlm" and m["bench_block_size"] == 64
     assert m["bench_fp32_samples_per_second"] > 0 and m["bench_bf16_samples_per_second"] > 0 and m["native_bf16"] is cpu_has_native_bf16()
     assert not (tmp_path / "run" / "pretrain").exists() and not (tmp_path / "results" / "scratch-bert-tiny.json").exists()
+
+
+def test_embedding_init_keeps_word_neighbours_at_the_transformers_scale(tmp_path):
+    import numpy as np
+
+    from imdb_llm.cli import UserError
+    from imdb_llm.imdb.scratch import embedding_table
+
+    rng = np.random.default_rng(0)
+    # 40 words in 3 tight clusters, in 12 dimensions: a 4-wide model must keep who is near whom.
+    centres = rng.normal(0, 3, size=(3, 12))
+    table = np.repeat(centres, [14, 13, 13], axis=0) + rng.normal(0, 0.05, size=(40, 12))
+    path = tmp_path / "w2v.npy"
+    np.save(path, table)
+    out = embedding_table(str(path), vocab_size=40, hidden_size=4, std=0.02, pad_token_id=39)
+    assert out.shape == (40, 4) and out.dtype == np.float32
+    assert np.all(out[39] == 0)
+    assert abs(out[:39].std() - 0.02) < 0.005
+    unit = out[:39] / np.linalg.norm(out[:39], axis=1, keepdims=True)
+    nearest = np.argsort(-(unit @ unit.T), axis=1)[:, 1]
+    cluster = np.repeat([0, 1, 2], [14, 13, 13])[:39]
+    assert np.all(cluster[nearest] == cluster)
+
+    with pytest.raises(UserError, match=r"shape \(40, 12\), expected \(41, dim\)"):
+        embedding_table(str(path), vocab_size=41, hidden_size=4, std=0.02, pad_token_id=0)
+    with pytest.raises(UserError, match="fewer than hidden_size 16"):
+        embedding_table(str(path), vocab_size=40, hidden_size=16, std=0.02, pad_token_id=0)
+
+
+def test_embedding_init_reaches_the_model_and_its_seconds_count(run_scratch, imdb_dir, imdb_tokenizer, tmp_path):
+    """The word vectors start the tied embeddings, and their training time is part of the run's."""
+    import numpy as np
+    from transformers import AutoTokenizer
+
+    from imdb_llm.imdb.embeddings import write_provenance
+
+    tok = AutoTokenizer.from_pretrained(imdb_tokenizer)
+    path = tmp_path / "w2v.npy"
+    np.save(path, np.random.default_rng(0).normal(0, 0.3, size=(len(tok), 48)).astype(np.float32))
+    write_provenance(path, 1234.5, text="test table")
+    run_scratch.main(tiny_argv("bert", imdb_dir, imdb_tokenizer, tmp_path, "--embedding_init", str(path), "--max_test_samples", "16"))
+    result = read_result(tmp_path, "bert")
+    m = result["metrics"]
+    assert m["embedding_init"] == str(path) and m["embedding_init_seconds"] == 1234.5
+    assert result["train_seconds"] >= 1234.5 + m["pretrain_seconds"] + m["finetune_seconds"] - 0.01
+
+    with pytest.raises(SystemExit) as exc:
+        run_scratch.main(tiny_argv("bert", imdb_dir, imdb_tokenizer, tmp_path / "again", "--embedding_init", str(tmp_path / "missing.npy")))
+    assert exc.value.code == 2 and not (tmp_path / "again" / "results").exists()

@@ -90,6 +90,30 @@ def load_vectors_file(path: str | os.PathLike, tokenizer, dim: int) -> tuple[np.
     return table, hits / len(tokenizer)
 
 
+def provenance_path(table_path: str | os.PathLike) -> Path:
+    """Where a saved table's provenance (how it was made, in how many seconds) lives: beside it."""
+    return Path(str(table_path) + ".json")
+
+
+def write_provenance(table_path: str | os.PathLike, seconds: float, **fields) -> None:
+    from imdb_llm.results import write_json_atomic
+
+    write_json_atomic(provenance_path(table_path), {"seconds": round(seconds, 2), **fields})
+
+
+def table_provenance(table_path: str | os.PathLike) -> dict:
+    """The provenance written beside a table, ``{}`` when there is none (a table from elsewhere)."""
+    import json
+
+    path = provenance_path(table_path)
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except ValueError as exc:
+        raise UserError(f"{path}: not JSON ({exc})") from exc
+
+
 def _random_table(rows: int, dim: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).normal(0.0, 0.1, size=(rows, dim)).astype(np.float32)
 

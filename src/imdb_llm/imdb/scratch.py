@@ -31,6 +31,11 @@ class ScratchModelArguments:
         default=True,
         metadata={"help": "BERT only: run the vocabulary projection on the ~15%% masked positions only (same loss, less compute)."},
     )
+    embedding_init: str | None = field(
+        default=None,
+        metadata={"help": "Start the token embeddings (tied to the LM output layer) from this (vocabulary x dim) .npy table, e.g. the IMDB "
+                          "word2vec of make imdb-word2vec; reduced to hidden_size by PCA when dim differs. none = random."},
+    )
     clm_loss_fraction: float = field(
         default=1.0,
         metadata={"help": "GPT-2 only: predict the next token at this random fraction of positions (1 = all). The 30k-word output layer "
@@ -44,6 +49,10 @@ class ScratchModelArguments:
             raise UserError(f"--hidden_size {self.hidden_size} is not divisible by --num_attention_heads {self.num_attention_heads}")
         if not 0.0 < self.clm_loss_fraction <= 1.0:
             raise UserError(f"--clm_loss_fraction must be in (0, 1], got {self.clm_loss_fraction}")
+        if str(self.embedding_init).strip().lower() in ("", "none"):
+            self.embedding_init = None
+        elif not os.path.isfile(self.embedding_init):
+            raise UserError(f"--embedding_init {self.embedding_init}: no such file (make imdb-word2vec writes outputs/imdb-word2vec-300.npy)")
 
 
 @dataclass
@@ -202,8 +211,35 @@ def _sparse_clm_class():
     return GPT2ForSparseCausalLM
 
 
+def embedding_table(path: str, vocab_size: int, hidden_size: int, std: float, pad_token_id: int | None):
+    """The word-vector table at ``path`` shaped for a transformer's input embeddings.
+
+    Word2vec rows are ~10x larger than a transformer's initial embeddings (std ``initializer_range``);
+    position embeddings are added before the LayerNorm, so a table kept at its own scale would drown
+    them. Hence: centre, keep the ``hidden_size`` leading principal directions when the table is wider,
+    then rescale to ``std``. Neighbours (cosine similarity) survive all three steps."""
+    import numpy as np
+
+    try:
+        table = np.load(path).astype(np.float64)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"--embedding_init {path}: not a .npy table ({exc})") from exc
+    if table.ndim != 2 or table.shape[0] != vocab_size:
+        raise UserError(f"--embedding_init {path}: shape {table.shape}, expected ({vocab_size}, dim) for the tokenizer's {vocab_size} tokens")
+    table = table - table.mean(axis=0)
+    if table.shape[1] > hidden_size:
+        _, _, components = np.linalg.svd(table, full_matrices=False)
+        table = table @ components[:hidden_size].T
+    elif table.shape[1] < hidden_size:
+        raise UserError(f"--embedding_init {path}: {table.shape[1]} dimensions, fewer than hidden_size {hidden_size}")
+    table *= std / table.std()
+    if pad_token_id is not None:
+        table[pad_token_id] = 0.0
+    return table.astype(np.float32)
+
+
 def build_pretraining_model(model_args: ScratchModelArguments, tokenizer):
-    """Randomly initialised ``BertForMaskedLM`` / ``GPT2LMHeadModel``."""
+    """``BertForMaskedLM`` / ``GPT2LMHeadModel``, randomly initialised apart from ``--embedding_init``."""
     from transformers import BertForMaskedLM, GPT2LMHeadModel
 
     config = build_config(model_args, tokenizer)
@@ -214,7 +250,16 @@ def build_pretraining_model(model_args: ScratchModelArguments, tokenizer):
     model = cls._from_config(config, attn_implementation=model_args.attn_implementation)
     if model_args.model_type == "gpt2" and model_args.clm_loss_fraction < 1.0:
         model.loss_fraction = model_args.clm_loss_fraction
+    _init_embeddings(model, model_args, tokenizer)
     return model
+
+
+def _init_embeddings(model, model_args: ScratchModelArguments, tokenizer) -> None:
+    if model_args.embedding_init:
+        from imdb_llm.imdb.embeddings import copy_into_embeddings
+
+        table = embedding_table(model_args.embedding_init, len(tokenizer), model_args.hidden_size, model.config.initializer_range, tokenizer.pad_token_id)
+        copy_into_embeddings(model, table)  # the LM output layer is tied to it, so it starts there too
 
 
 def stock_architecture(model_type: str) -> str:
@@ -235,6 +280,7 @@ def build_classifier(model_args: ScratchModelArguments, tokenizer, pretrained_di
         config.num_labels = 2
         config.update(labels)
         model = cls._from_config(config, attn_implementation=model_args.attn_implementation)
+        _init_embeddings(model, model_args, tokenizer)
     model.config.pad_token_id = tokenizer.pad_token_id  # GPT-2: find the last real token
     return model
 

@@ -23,6 +23,7 @@ from imdb_llm.benchmark import benchmark_precision, write_benchmark_results
 from imdb_llm.cli import UserError
 from imdb_llm.imdb.data import pretraining_texts
 from imdb_llm.imdb.distill import HELD_OUT, SoftLabelCollator, attach_teacher, distillation_sets, distillation_trainer_class, soft_targets
+from imdb_llm.imdb.embeddings import table_provenance
 from imdb_llm.imdb.scratch import ThroughputCallback, build_classifier, build_pretraining_model, pack_dataset, stock_architecture
 from imdb_llm.imdb.text import encode_head_tail
 from imdb_llm.imdb.tokenized_cache import tokenize_cached
@@ -54,7 +55,17 @@ def finished_pretraining(folder: str, model_args) -> dict:
              "num_hidden_layers": saved.get("num_hidden_layers", saved.get("n_layer"))}
     if found != expected:
         raise UserError(f"--pretrained_model {folder} is {found}, but this config describes {expected}")
+    if "embedding_init" in metrics and metrics["embedding_init"] != model_args.embedding_init:
+        raise UserError(f"--pretrained_model {folder} started from embeddings {metrics['embedding_init']}, but this config says --embedding_init {model_args.embedding_init}")
     return metrics
+
+
+def embedding_init_metrics(model_args) -> dict:
+    """Which word vectors the embeddings started from, and the seconds it took to train them (part
+    of every run that starts there). A stage-1 folder carries these on to the runs it starts."""
+    if not model_args.embedding_init:
+        return {"embedding_init": None, "embedding_init_seconds": 0.0}
+    return {"embedding_init": model_args.embedding_init, "embedding_init_seconds": float(table_provenance(model_args.embedding_init).get("seconds") or 0.0)}
 
 
 def pretraining_args(training_args, scratch_args, stage_dir: Path):
@@ -135,7 +146,7 @@ def pretrain(model_args, scratch_args, training_args, tokenizer, dsets, output_d
     trainer.train(resume_from_checkpoint=resume)
 
     metrics = {"pretrain_objective": "mlm" if bert else "clm", "pretrain_steps": trainer.state.global_step, "pretrain_block_size": scratch_args.block_size,
-               **meter.metrics("pretrain")}
+               **embedding_init_metrics(model_args), **meter.metrics("pretrain")}
     # Whole-stage figures, over every session that worked on it (meter's are this session's).
     seconds = clock.before + meter.seconds
     metrics.update({"pretrain_seconds": round(seconds, 2), "pretrain_tokens": trainer.state.global_step * meter.tokens_per_step,
@@ -226,14 +237,15 @@ def classify(model_args, scratch_args, training_args, result_args, tokenizer, ds
         "teacher": teacher_meta.get("teacher"),
         "teacher_test_accuracy": teacher_meta.get("teacher_test_accuracy"),
         "teacher_scoring_seconds": teacher_seconds if teacher is not None else None,
+        **(embedding_init_metrics(model_args) if pretrained is None else {}),  # else stage 1 says where its embeddings started
         **(pretrain_metrics or {}),
     }
     if len(encoded["validation"]):  # every process takes part in evaluate/predict
         final_eval = trainer.evaluate()
         extra.update({f"validation_{k[5:]}": v for k, v in final_eval.items() if k in ("eval_accuracy", "eval_f1", "eval_loss")})
     extra["run_seconds_before_test"] = round(time.time() - (started or _IMPORTED), 2)  # this process: start-up, data, both stages
-    # All stages, every session: pretraining + teacher scoring + fine-tuning.
-    total_seconds = finetune_seconds + teacher_seconds + float((pretrain_metrics or {}).get("pretrain_seconds") or 0.0)
+    # All stages, every session: word vectors + pretraining + teacher scoring + fine-tuning.
+    total_seconds = finetune_seconds + teacher_seconds + float((pretrain_metrics or {}).get("pretrain_seconds") or 0.0) + float(extra.get("embedding_init_seconds") or 0.0)
     metrics = finish_classification_run(
         trainer, encoded["test"], train_seconds=total_seconds, config=config, result_args=result_args, log_buffer=log_buffer, extra_metrics=extra,
         # the encoding drops every source column, ids included: hand them over from the unencoded splits
