@@ -33,7 +33,7 @@ from imdb_llm.benchmark import PrecisionBenchmarkArguments
 from imdb_llm.cli import UserError, parse_args, run_main
 from imdb_llm.imdb.data import ImdbArguments, load_imdb
 from imdb_llm.imdb.distill import read_teacher
-from imdb_llm.imdb.scratch import ScratchArguments, ScratchModelArguments, check_arguments, embedding_table
+from imdb_llm.imdb.scratch import ScratchArguments, ScratchModelArguments, check_arguments, read_word_vectors
 from imdb_llm.imdb.scratch_run import (PRETRAIN_DONE, RUN_IDENTITY, STAGES, barrier, benchmark_pretraining_precision, classify, finished_pretraining,
                                        precision_from_flags, pretrain, setup_logging)
 from imdb_llm.imdb.tokenization import load_tokenizer
@@ -77,7 +77,7 @@ def main(argv=None):
         raise UserError(f"{model_args.tokenizer_name}: the tokenizer needs [PAD] and [SEP] tokens (train it with `make imdb-tokenizer`)")
     teacher = read_teacher(scratch_args.teacher) if scratch_args.teacher else None  # a bad teacher file fails before any work
     if model_args.embedding_init:  # so does a missing or misshapen word-vector table
-        embedding_table(model_args.embedding_init, len(tokenizer), model_args.hidden_size, std=0.02, pad_token_id=None)
+        read_word_vectors(model_args.embedding_init, len(tokenizer), model_args.hidden_size, mmap=True)
     with training_args.main_process_first(desc="load IMDB"):
         dsets = load_imdb(data_args, with_unsupervised=True)
     # Minus bookkeeping (where caches live, ...): it changes nothing a stage computes.

@@ -23,6 +23,12 @@ class UserError(Exception):
     """A problem with what the user gave us (paths, data, flags). Printed as one line, exit 2."""
 
 
+def none_if_off(value: str | None) -> str | None:
+    """A path-like setting, or None where it is switched off: unset, empty or "none" (how a command
+    line or a config file turns off a stage another config sets)."""
+    return None if value is None or str(value).strip().lower() in ("", "none") else value
+
+
 def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
     """Read a flat YAML/JSON mapping of argument names to values."""
     path = Path(path)

@@ -103,13 +103,11 @@ def write_provenance(table_path: str | os.PathLike, seconds: float, **fields) ->
 
 def table_provenance(table_path: str | os.PathLike) -> dict:
     """The provenance written beside a table, ``{}`` when there is none (a table from elsewhere)."""
-    import json
+    from imdb_llm.results import read_json
 
     path = provenance_path(table_path)
-    if not path.is_file():
-        return {}
     try:
-        return json.loads(path.read_text())
+        return read_json(path) or {}
     except ValueError as exc:
         raise UserError(f"{path}: not JSON ({exc})") from exc
 

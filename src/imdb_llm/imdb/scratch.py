@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from imdb_llm.cli import UserError
+from imdb_llm.cli import UserError, none_if_off
 from imdb_llm.imdb.text import group_texts
 
 MODEL_TYPES = ("bert", "gpt2")
@@ -49,8 +49,7 @@ class ScratchModelArguments:
             raise UserError(f"--hidden_size {self.hidden_size} is not divisible by --num_attention_heads {self.num_attention_heads}")
         if not 0.0 < self.clm_loss_fraction <= 1.0:
             raise UserError(f"--clm_loss_fraction must be in (0, 1], got {self.clm_loss_fraction}")
-        if str(self.embedding_init).strip().lower() in ("", "none"):
-            self.embedding_init = None
+        self.embedding_init = none_if_off(self.embedding_init)
 
 
 @dataclass
@@ -92,8 +91,7 @@ class ScratchArguments:
     def __post_init__(self):
         # "none" on the command line switches off a stage a config file sets (the ablation targets).
         for name in ("pretrained_model", "teacher"):
-            if str(getattr(self, name)).strip().lower() in ("", "none"):
-                setattr(self, name, None)
+            setattr(self, name, none_if_off(getattr(self, name)))
         if self.pretrain_max_steps < 0:
             raise UserError("--pretrain_max_steps must be >= 0")
         if not 0.0 < self.mlm_probability < 1.0:
@@ -209,6 +207,24 @@ def _sparse_clm_class():
     return GPT2ForSparseCausalLM
 
 
+def read_word_vectors(path: str, vocab_size: int, hidden_size: int, mmap: bool = False):
+    """The (vocabulary x dim) table at ``path``, after checking it fits the tokenizer and the model
+    (one-line errors). ``mmap=True`` reads only the header: the start-up check, before any work."""
+    import numpy as np
+
+    if not os.path.isfile(path):
+        raise UserError(f"--embedding_init {path}: no such file (make imdb-word2vec writes outputs/imdb-word2vec-300.npy)")
+    try:
+        table = np.load(path, mmap_mode="r" if mmap else None)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"--embedding_init {path}: not a .npy table ({exc})") from exc
+    if table.ndim != 2 or table.shape[0] != vocab_size:
+        raise UserError(f"--embedding_init {path}: shape {table.shape}, expected ({vocab_size}, dim) for the tokenizer's {vocab_size} tokens")
+    if table.shape[1] < hidden_size:
+        raise UserError(f"--embedding_init {path}: {table.shape[1]} dimensions, fewer than hidden_size {hidden_size}")
+    return table
+
+
 def embedding_table(path: str, vocab_size: int, hidden_size: int, std: float, pad_token_id: int | None):
     """The word-vector table at ``path`` shaped for a transformer's input embeddings.
 
@@ -219,20 +235,11 @@ def embedding_table(path: str, vocab_size: int, hidden_size: int, std: float, pa
     change some, but nearest neighbours mostly survive (a test checks them on clustered vectors)."""
     import numpy as np
 
-    if not os.path.isfile(path):
-        raise UserError(f"--embedding_init {path}: no such file (make imdb-word2vec writes outputs/imdb-word2vec-300.npy)")
-    try:
-        table = np.load(path).astype(np.float64)
-    except (OSError, ValueError) as exc:
-        raise UserError(f"--embedding_init {path}: not a .npy table ({exc})") from exc
-    if table.ndim != 2 or table.shape[0] != vocab_size:
-        raise UserError(f"--embedding_init {path}: shape {table.shape}, expected ({vocab_size}, dim) for the tokenizer's {vocab_size} tokens")
+    table = read_word_vectors(path, vocab_size, hidden_size).astype(np.float64)
     table = table - table.mean(axis=0)
     if table.shape[1] > hidden_size:
         _, _, components = np.linalg.svd(table, full_matrices=False)
         table = table @ components[:hidden_size].T
-    elif table.shape[1] < hidden_size:
-        raise UserError(f"--embedding_init {path}: {table.shape[1]} dimensions, fewer than hidden_size {hidden_size}")
     table *= std / table.std()
     if pad_token_id is not None:
         table[pad_token_id] = 0.0

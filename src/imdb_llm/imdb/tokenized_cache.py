@@ -18,6 +18,8 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from imdb_llm.cli import none_if_off
+
 DEFAULT_DIR_NAME = "tokenized"  # beside the other caches: <output_dir>/../cache/tokenized
 
 
@@ -26,7 +28,7 @@ def resolve_cache_dir(setting: str | None, output_dir: str | os.PathLike) -> str
     shared by every run under ``outputs/``); ``none`` -> no cache; else the folder given."""
     if setting is None:
         return str(Path(output_dir).resolve().parent / "cache" / DEFAULT_DIR_NAME)
-    return None if setting.strip().lower() in ("", "none") else setting
+    return none_if_off(setting)
 
 
 def tokenizer_fingerprint(tokenizer) -> str:
