@@ -37,7 +37,8 @@ class EnsembleArguments:
                                                                    "accuracy (every subset is scored; the table goes into the result)."})
     refits: list[str] = field(default_factory=list, metadata={"help": "member=refit pairs: test is scored with <refit>, the member's recipe retrained on "
                                                               "all of train (validation_ratio 0); the weights still come from the member's validation "
-                                                              "scores (scikit-learn StackingClassifier's recipe). Every kept member needs one."})
+                                                              "scores (scikit-learn StackingClassifier's recipe). Every kept member needs one; "
+                                                              "member=member keeps a member that is not refit (it scores test itself)."})
 
     def __post_init__(self):
         if not self.runs:
@@ -80,6 +81,9 @@ def main(argv=None):
         start = time.perf_counter()
         y_val, y_test = data.labels["validation"], data.labels["test"]
         subsets = None
+        # Each candidate alone, by its own scores (reported, not used: selection reads validation only).
+        alone = [{"name": n, "validation_accuracy": float(((data.logits["validation"][:, j] > 0) == y_val).mean()),
+                  "test_accuracy": float(((data.logits["test"][:, j] > 0) == y_test).mean())} for j, n in enumerate(data.names)]
         if args.select_members:
             # Which members to keep is decided on validation alone, before test is looked at.
             keep, subsets = select_members(data.logits["validation"], y_val, data.names, args.C, args.cv_folds)
@@ -104,7 +108,11 @@ def main(argv=None):
             per_member.append({"name": m.name, "validation_accuracy": val_acc, "test_accuracy": test_acc})
             if refits:
                 per_member[-1].update(refit=refits[m.name], heldout_test_accuracy=float(((heldout_test[:, j] > 0) == y_test).mean()))
-            print(f"  {m.name}: validation {val_acc:.4f}, test {test_acc:.4f}" + (f" (refit {refits[m.name]}; held-out model {per_member[-1]['heldout_test_accuracy']:.4f})" if refits else ""))
+            refit_note = ""
+            if refits:
+                refit_note = (" (not refit: scores test itself)" if refits[m.name] == m.name else
+                              f" (refit {refits[m.name]}; held-out model {per_member[-1]['heldout_test_accuracy']:.4f})")
+            print(f"  {m.name}: validation {val_acc:.4f}, test {test_acc:.4f}{refit_note}")
 
         # Weights from validation only; cross-validation on validation tells how well they transfer.
         stacker = fit_stacker(data.logits["validation"], y_val, args.C)
@@ -128,7 +136,7 @@ def main(argv=None):
             "best_member_test_accuracy": max(m["test_accuracy"] for m in per_member),
         })
         if subsets is not None:
-            metrics.update({"candidates": args.runs, "subsets": subsets})
+            metrics.update({"candidates": args.runs, "candidates_alone": alone, "subsets": subsets})
         if refits:  # what refitting added: the same weights on the held-out members' test scores
             metrics["test_accuracy_heldout_members"] = float(((stacker.decision_function(heldout_test) > 0) == y_test).mean())
             print(f"with the members that never saw validation instead of the refits: test {metrics['test_accuracy_heldout_members']:.4f}")

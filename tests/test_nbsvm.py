@@ -52,7 +52,10 @@ def _synthetic(tmp_path, name, signal, seed, n_val=600, n_test=400, splits=("val
 
 
 def _ensemble(tmp_path, *runs, name="ens"):
-    return _run("ensemble.py", "--runs", *runs, "--results_dir", tmp_path, "--results_name", name)
+    """``runs``: member names, then any extra flags (from the first one starting with --)."""
+    first_flag = next((i for i, r in enumerate(runs) if str(r).startswith("--")), len(runs))
+    members, flags = runs[:first_flag], runs[first_flag:]
+    return _run("ensemble.py", "--runs", *members, "--results_dir", tmp_path, "--results_name", name, *flags)
 
 
 def test_ensemble_weights_recover_the_better_member(tmp_path):
@@ -206,6 +209,12 @@ def test_member_selection_drops_a_member_that_does_not_help_on_validation(tmp_pa
     assert [s["validation_accuracy_cv"] for s in m["subsets"] if s["members"] == result["members"]] == [best]
     # The headline cross-validated accuracy is the table's figure for the kept subset, not a second estimate.
     assert m["validation_accuracy_cv"] == best and sorted(result["weights"]) == sorted(result["members"])
+    # Every candidate's accuracy alone, the dropped one too, from its own scores.
+    noise = read_probs(probs_path("noise", tmp_path))[0]
+    alone = {c["name"]: c for c in m["candidates_alone"]}
+    assert list(alone) == ["good", "noise", "fair"]
+    assert alone["noise"]["validation_accuracy"] == pytest.approx(((noise["validation"]["logit"] > 0) == noise["validation"]["label"]).mean())
+    assert alone["good"]["test_accuracy"] > alone["fair"]["test_accuracy"] > alone["noise"]["test_accuracy"]
 
 
 def _synthetic_refit(tmp_path, name, signal, seed, **kwargs):
@@ -237,6 +246,48 @@ def test_refits_score_test_with_the_weights_fit_on_the_held_out_members(tmp_path
     assert m["members"][0]["test_accuracy"] == pytest.approx(((test["good-full"]["logit"] > 0) == y).mean())
     _, meta = read_probs(probs_path("rf", tmp_path))
     assert meta["refits"] == {"good": "good-full", "fair": "fair-full"}
+
+
+def test_a_member_mapped_to_itself_scores_test_itself(tmp_path):
+    """member=member: a fine-tuned pretrained member that is not refit keeps its own test scores."""
+    from sklearn.linear_model import LogisticRegression
+
+    _synthetic(tmp_path, "good", signal=2.0, seed=1)
+    _synthetic(tmp_path, "pretrained", signal=1.0, seed=3)
+    _synthetic_refit(tmp_path, "good-full", signal=3.0, seed=4)
+    proc = _run("ensemble.py", "--runs", "good", "pretrained", "--refits", "good=good-full", "pretrained=pretrained",
+                "--results_dir", tmp_path, "--results_name", "mixed")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "pretrained: validation" in proc.stdout and "not refit: scores test itself" in proc.stdout
+    m = json.loads((tmp_path / "mixed.json").read_text())["metrics"]
+    val = {n: read_probs(probs_path(n, tmp_path))[0]["validation"] for n in ("good", "pretrained")}
+    test = {n: read_probs(probs_path(n, tmp_path))[0]["test"] for n in ("pretrained", "good-full")}
+    stacker = LogisticRegression(C=1.0, max_iter=1000).fit(np.column_stack([val["good"]["logit"], val["pretrained"]["logit"]]), val["good"]["label"])
+    expected = (stacker.predict(np.column_stack([test["good-full"]["logit"], test["pretrained"]["logit"]])) == test["good-full"]["label"]).mean()
+    assert m["test_accuracy"] == pytest.approx(expected)
+    assert [(r["name"], r["refit"]) for r in m["members"]] == [("good", "good-full"), ("pretrained", "pretrained")]
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("fewer test reviews", "scored different test reviews (400 vs 300 ids)"),
+    ("other test labels", "disagree on test labels for the same ids"),
+])
+def test_a_candidate_with_other_test_reviews_or_labels_is_refused(tmp_path, damage, message):
+    _synthetic(tmp_path, "good", signal=2.0, seed=1)
+    if damage == "fewer test reviews":
+        _synthetic(tmp_path, "odd", signal=1.0, seed=3, n_test=300)
+    else:
+        _synthetic(tmp_path, "odd", signal=1.0, seed=3)
+        splits, meta = read_probs(probs_path("odd", tmp_path))
+        test = splits["test"]
+        labels = test["label"].copy()
+        labels[:5] = 1 - labels[:5]
+        scores = {"validation": tuple(splits["validation"][k] for k in ("id", "label", "logit")), "test": (test["id"], labels, test["logit"])}
+        write_probs(probs_path("odd", tmp_path), scores, {"name": "odd", **SPLIT})
+    proc = _ensemble(tmp_path, "good", "odd", "--select_members", "true")
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and message in lines[0], proc.stderr[-1000:]
+    assert not (tmp_path / "ens.json").exists() and not probs_path("ens", tmp_path).exists()
 
 
 @pytest.mark.parametrize("refits, message", [

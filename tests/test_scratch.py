@@ -49,6 +49,10 @@ def test_bert_track_end_to_end_then_skips_finished_stages(run_scratch, imdb_dir,
     # 10 steps x 8 blocks x 64 tokens, one process
     assert m["pretrain_tokens"] == 10 * 8 * 64 and m["pretrain_tokens_per_second"] > 0
     assert m["pretrain_eval_perplexity"] > 1 and m["finetune_seconds"] > 0
+    # Classification tokens: one epoch of the labelled reviews, each at most 128 tokens.
+    assert 0 < m["finetune_tokens"] <= m["n_train_labelled"] * 128
+    # (finetune_seconds is rounded to 0.01 s, and this stage takes a fraction of a second)
+    assert m["finetune_tokens_per_second"] == pytest.approx(m["finetune_tokens"] / m["finetune_seconds"], rel=0.05)
     assert result["parameters"] > 0 and result["train_seconds"] >= m["finetune_seconds"]
     run = tmp_path / "run"
     assert json.loads((run / "pretrain" / "final" / "config.json").read_text())["architectures"] == ["BertForMaskedLM"]
@@ -71,6 +75,17 @@ def test_bert_track_end_to_end_then_skips_finished_stages(run_scratch, imdb_dir,
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: ") and "model_args.hidden_size" in err[-1]
     assert (run / "pretrain" / "final" / "pretrain_metrics.json").is_file()
+
+
+def test_trained_tokens_is_samples_times_the_mean_review_length():
+    from datasets import Dataset
+
+    from imdb_llm.imdb.training import trained_tokens
+
+    reviews = Dataset.from_dict({"input_ids": [[1, 2], [1, 2, 3, 4], [5, 6, 7, 8, 9, 10]]})  # mean length 4
+    assert trained_tokens(reviews, 3) == 12  # one epoch: every review once
+    assert trained_tokens(reviews, 7.5) == 30  # two and a half epochs
+    assert trained_tokens(reviews.select([]), 5) == 0
 
 
 def test_gpt_track_end_to_end(run_scratch, imdb_dir, imdb_tokenizer, tmp_path):

@@ -137,7 +137,8 @@ def parse_refits(pairs: list[str]) -> dict[str, str]:
     for pair in pairs:
         member, sep, refit = pair.partition("=")
         if not sep or not member or not refit or member in out:
-            raise UserError(f"--refits {pair!r}: give each member once, as member=refit (e.g. imdb-nbsvm=imdb-nbsvm-full)")
+            raise UserError(f"--refits {pair!r}: give each member once, as member=refit (e.g. imdb-nbsvm=imdb-nbsvm-full; "
+                            f"member=member: it scores test itself)")
         out[member] = refit
     return out
 
@@ -148,7 +149,12 @@ def refit_test_logits(member: Member, refit: str, results_dir: str = "results") 
     Why refit: the weights must be fit on scores of models that never saw the validation reviews,
     but the models that score test need not have been kept from them. scikit-learn's
     ``StackingClassifier`` does the same: the final estimator learns from held-out predictions, the
-    base estimators are then refit on all the data."""
+    base estimators are then refit on all the data.
+
+    ``refit == member.name`` says the member scores test itself: a recipe too long to retrain on
+    the CPU (a fine-tuned pretrained model) is kept as it is, and the mapping says so explicitly."""
+    if refit == member.name:
+        return member.splits["test"]["logit"].astype(np.float64)
     path = probs_path(refit, results_dir)
     splits, meta = read_probs(path)
     if meta.get("validation_ratio") != 0 or len(splits["validation"]["id"]):

@@ -14,13 +14,14 @@ Four things the fine-tuning script needs that the plain ``Trainer`` recipe does 
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from imdb_llm.benchmark import global_batch, samples_per_second
 from imdb_llm.cli import UserError
@@ -139,10 +140,44 @@ def setup_padding(tokenizer, model=None, padding_side: str = "right"):
 
 def last_token_index(attention_mask):
     """Index of each row's last real token, for right *and* left padding (reference pooling)."""
-    import torch
-
     positions = torch.arange(attention_mask.shape[-1], device=attention_mask.device)
     return (positions * attention_mask.long()).argmax(-1)
+
+
+POOLINGS = ("last", "mean")
+
+
+def set_decoder_pooling(model, pooling: str, padding_side: str = "right"):
+    """``last``: the head reads the last real token (what transformers' decoder classifiers ship with).
+    ``mean``: it reads the mean of every real position's logits, i.e. the head applied to the mean
+    hidden state (the head is linear).
+
+    How: the head runs at every position, and at position t it returns the running mean over
+    positions 1..t; the model's own last-real-token selection then picks the mean over the whole
+    review. That needs right padding (pads after the text, never counted) and changes no weight
+    name, so checkpoints, LoRA and ``load_best_model_at_end`` work unchanged. The choice is kept in
+    ``config.classifier_pooling`` and re-applied by ``load_sequence_classifier``."""
+    if pooling not in POOLINGS:
+        raise UserError(f"--pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
+    if pooling == "last":
+        return model
+    head = getattr(model, "score", None)
+    if not is_decoder_only(model.config) or type(head) not in (torch.nn.Linear, MeanOfPositionsHead):
+        raise UserError("--pooling mean is for decoder classifiers with a linear `score` head (encoders read [CLS] through their pooler)")
+    if padding_side != "right":
+        raise UserError("--pooling mean needs --padding_side right (left pads would be counted in the mean)")
+    head.__class__ = MeanOfPositionsHead
+    model.config.classifier_pooling = pooling
+    return model
+
+
+class MeanOfPositionsHead(torch.nn.Linear):
+    """A linear head whose output at position t is the mean of its outputs at positions 1..t (float32)."""
+
+    def forward(self, hidden):
+        logits = super().forward(hidden).float()
+        steps = torch.arange(1, logits.shape[-2] + 1, device=logits.device, dtype=logits.dtype).unsqueeze(-1)
+        return logits.cumsum(-2) / steps
 
 
 @dataclass
@@ -213,16 +248,28 @@ def load_sequence_classifier(path: str, gguf_file: str | None = None, *, dtype: 
     the only freshly initialised weight. A bare encoder checkpoint (``BertModel``, as MiniLM ships)
     gets a fresh classifier the same way.
     """
-    import torch
     from transformers import AutoModelForSequenceClassification
 
     extra: dict[str, Any] = dict(num_labels=2, id2label={0: "neg", 1: "pos"}, label2id={"neg": 0, "pos": 1}, trust_remote_code=trust_remote_code)
     extra["dtype"] = torch.float32 if (gguf_file or dtype == "auto") else getattr(torch, dtype)
     extra.update(kwargs)
     try:
-        return from_pretrained_dense(AutoModelForSequenceClassification, path, gguf_file, **extra)
+        model = from_pretrained_dense(AutoModelForSequenceClassification, path, gguf_file, **extra)
     except (OSError, ValueError) as exc:
         raise UserError(f"{path}: cannot load as a sequence classifier ({str(exc).splitlines()[0]})") from exc
+    return set_decoder_pooling(model, getattr(model.config, "classifier_pooling", None) or "last")
+
+
+def add_lora(model, r: int, alpha: int | None = None, dropout: float = 0.05):
+    """LoRA adapters on every linear layer of the body; the new classification head trains in full.
+
+    Why the head trains in full: it starts random, so a low-rank update of a frozen random matrix
+    could not learn it. peft's sequence-classification task marks the head (``score`` /
+    ``classifier``) as a module to save and train; ``all-linear`` excludes the head from the adapters."""
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    config = LoraConfig(task_type=TaskType.SEQ_CLS, r=r, lora_alpha=alpha or 2 * r, lora_dropout=dropout, target_modules="all-linear")
+    return get_peft_model(model, config)
 
 
 # ------------------------------------------------------------------------------------------ ITPT

@@ -19,7 +19,7 @@ import numpy as np
 from datasets import concatenate_datasets
 from transformers import DataCollatorForLanguageModeling, Trainer
 
-from imdb_llm.benchmark import benchmark_precision, write_benchmark_results
+from imdb_llm.benchmark import benchmark_precision, global_batch, write_benchmark_results
 from imdb_llm.cli import UserError
 from imdb_llm.imdb.data import pretraining_texts
 from imdb_llm.imdb.distill import HELD_OUT, SoftLabelCollator, attach_teacher, distillation_sets, distillation_trainer_class, soft_targets
@@ -27,7 +27,7 @@ from imdb_llm.imdb.embeddings import table_provenance
 from imdb_llm.imdb.scratch import ThroughputCallback, build_classifier, build_pretraining_model, pack_dataset, stock_architecture
 from imdb_llm.imdb.text import encode_head_tail
 from imdb_llm.imdb.tokenized_cache import tokenize_cached
-from imdb_llm.imdb.training import compute_metrics, count_parameters, finish_classification_run
+from imdb_llm.imdb.training import compute_metrics, count_parameters, finish_classification_run, trained_tokens
 from imdb_llm.results import read_json, write_json_atomic
 from imdb_llm.resume import TrainClock, finished_stage, last_complete_checkpoint, mark_stage_finished, timed_train
 
@@ -230,6 +230,9 @@ def classify(model_args, scratch_args, training_args, result_args, tokenizer, ds
         "model_type": model_args.model_type,
         "precision": precision,
         "finetune_seconds": round(finetune_seconds, 2),
+        # Real tokens the classifier trained on over all sessions, and per second of the stage.
+        "finetune_tokens": (tokens := trained_tokens(encoded["train"], trainer.state.global_step * global_batch(args))),
+        "finetune_tokens_per_second": round(tokens / finetune_seconds, 1) if finetune_seconds > 0 else None,
         "classify_max_seq_length": scratch_args.max_seq_length,
         "classify_head_tokens": scratch_args.head_tokens,
         "n_train_labelled": len(parts["train"]),

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -96,8 +95,15 @@ def plot_confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, labels: list[s
     plt.close(fig)
 
 
-def count_parameters(model) -> int:
-    return sum(p.numel() for p in model.parameters())
+def count_parameters(model, trainable_only: bool = False) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def trained_tokens(train_dataset, samples: float) -> int:
+    """Real (unpadded) tokens in ``samples`` reviews drawn from ``train_dataset``: the sampler draws
+    every review once per epoch, so ``samples`` x the mean review length (exact for whole epochs)."""
+    lengths = [len(ids) for ids in train_dataset["input_ids"]]
+    return int(round(samples * sum(lengths) / len(lengths))) if lengths else 0
 
 
 VALIDATION_SUMMARY = "validation_summary.json"
