@@ -63,6 +63,12 @@ def uses_pretrained_weights(name: str, results_dir: str) -> bool:
     return bool(config.get("model_name_or_path") or model.get("model_name_or_path"))
 
 
+def accuracy_alone(data, names: list[str]) -> list[dict]:
+    """Each member alone, thresholding its own log-odds at 0 (its validation and test scores)."""
+    return [{"name": n, **{f"{split}_accuracy": float(((data.logits[split][:, j] > 0) == data.labels[split]).mean()) for split in ("validation", "test")}}
+            for j, n in enumerate(names)]
+
+
 @run_main
 def main(argv=None):
     args, result_args, config = parse_args(argument_types(), argv)
@@ -82,8 +88,7 @@ def main(argv=None):
         y_val, y_test = data.labels["validation"], data.labels["test"]
         subsets = None
         # Each candidate alone, by its own scores (reported, not used: selection reads validation only).
-        alone = [{"name": n, "validation_accuracy": float(((data.logits["validation"][:, j] > 0) == y_val).mean()),
-                  "test_accuracy": float(((data.logits["test"][:, j] > 0) == y_test).mean())} for j, n in enumerate(data.names)]
+        alone = accuracy_alone(data, data.names)
         if args.select_members:
             # Which members to keep is decided on validation alone, before test is looked at.
             keep, subsets = select_members(data.logits["validation"], y_val, data.names, args.C, args.cv_folds)
@@ -101,18 +106,14 @@ def main(argv=None):
                 raise UserError(f"--refits: no refit for {', '.join(missing)} (every member that scores test must be refit, or none)")
             heldout_test = data.logits["test"]
             data.logits["test"] = np.stack([refit_test_logits(m, refits[m.name], result_args.results_dir) for m in members], axis=1)
-        per_member = []
-        for j, m in enumerate(members):
-            val_acc = float(((data.logits["validation"][:, j] > 0) == y_val).mean())
-            test_acc = float(((data.logits["test"][:, j] > 0) == y_test).mean())
-            per_member.append({"name": m.name, "validation_accuracy": val_acc, "test_accuracy": test_acc})
-            if refits:
-                per_member[-1].update(refit=refits[m.name], heldout_test_accuracy=float(((heldout_test[:, j] > 0) == y_test).mean()))
-            refit_note = ""
-            if refits:
-                refit_note = (" (not refit: scores test itself)" if refits[m.name] == m.name else
-                              f" (refit {refits[m.name]}; held-out model {per_member[-1]['heldout_test_accuracy']:.4f})")
-            print(f"  {m.name}: validation {val_acc:.4f}, test {test_acc:.4f}{refit_note}")
+        per_member = accuracy_alone(data, [m.name for m in members])
+        for j, row in enumerate(per_member):
+            refit = refits.get(row["name"])
+            note = ""
+            if refit:
+                row.update(refit=refit, heldout_test_accuracy=float(((heldout_test[:, j] > 0) == y_test).mean()))
+                note = " (not refit: scores test itself)" if refit == row["name"] else f" (refit {refit}; held-out model {row['heldout_test_accuracy']:.4f})"
+            print(f"  {row['name']}: validation {row['validation_accuracy']:.4f}, test {row['test_accuracy']:.4f}{note}")
 
         # Weights from validation only; cross-validation on validation tells how well they transfer.
         stacker = fit_stacker(data.logits["validation"], y_val, args.C)
