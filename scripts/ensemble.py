@@ -87,9 +87,9 @@ def main(argv=None):
         start = time.perf_counter()
         y_val, y_test = data.labels["validation"], data.labels["test"]
         subsets = None
-        # Each candidate alone, by its own scores (reported, not used: selection reads validation only).
-        alone = accuracy_alone(data, data.names)
         if args.select_members:
+            # Each candidate alone, by its own scores (reported, not used: selection reads validation only).
+            alone = accuracy_alone(data, data.names)
             # Which members to keep is decided on validation alone, before test is looked at.
             keep, subsets = select_members(data.logits["validation"], y_val, data.names, args.C, args.cv_folds)
             for row in sorted(subsets, key=lambda r: -r["validation_accuracy_cv"])[:5]:

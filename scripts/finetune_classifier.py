@@ -30,11 +30,11 @@ from imdb_llm.benchmark import PrecisionBenchmarkArguments, benchmark_precision,
 from imdb_llm.cli import UserError, parse_args, run_main
 from imdb_llm.imdb.data import ImdbArguments, load_imdb, pretraining_texts
 from imdb_llm.imdb.finetune import (
-    POOLINGS,
     ClassificationCollator,
     add_lora,
     benchmark_padding,
     check_not_imdb_finetuned,
+    check_pooling,
     is_decoder_only,
     load_sequence_classifier,
     run_itpt,
@@ -99,10 +99,7 @@ class ModelArguments:
             raise UserError(f"--head_tokens must not be negative, got {self.head_tokens}")
         if self.padding_side not in ("right", "left"):
             raise UserError(f"--padding_side must be right or left, got {self.padding_side!r}")
-        if self.pooling not in POOLINGS:
-            raise UserError(f"--pooling must be one of {', '.join(POOLINGS)}, got {self.pooling!r}")
-        if self.pooling == "mean" and self.padding_side != "right":
-            raise UserError("--pooling mean needs --padding_side right (left pads would be counted in the mean)")
+        check_pooling(self.pooling, self.padding_side)
         if self.mixed_precision not in CHOICES:
             raise UserError(f"--mixed_precision must be one of {', '.join(CHOICES)}, got {self.mixed_precision!r}")
         if self.itpt_only and self.itpt_steps <= 0:

@@ -147,6 +147,14 @@ def last_token_index(attention_mask):
 POOLINGS = ("last", "mean")
 
 
+def check_pooling(pooling: str, padding_side: str) -> None:
+    """The pooling flags on their own (the model is checked by ``set_decoder_pooling``)."""
+    if pooling not in POOLINGS:
+        raise UserError(f"--pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
+    if pooling == "mean" and padding_side != "right":
+        raise UserError("--pooling mean needs --padding_side right (left pads would be counted in the mean)")
+
+
 def set_decoder_pooling(model, pooling: str, padding_side: str = "right"):
     """``last``: the head reads the last real token (what transformers' decoder classifiers ship with).
     ``mean``: it reads the mean of every real position's logits, i.e. the head applied to the mean
@@ -157,15 +165,12 @@ def set_decoder_pooling(model, pooling: str, padding_side: str = "right"):
     review. That needs right padding (pads after the text, never counted) and changes no weight
     name, so checkpoints, LoRA and ``load_best_model_at_end`` work unchanged. The choice is kept in
     ``config.classifier_pooling`` and re-applied by ``load_sequence_classifier``."""
-    if pooling not in POOLINGS:
-        raise UserError(f"--pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
+    check_pooling(pooling, padding_side)
     if pooling == "last":
         return model
     head = getattr(model, "score", None)
     if not is_decoder_only(model.config) or type(head) not in (torch.nn.Linear, MeanOfPositionsHead):
         raise UserError("--pooling mean is for decoder classifiers with a linear `score` head (encoders read [CLS] through their pooler)")
-    if padding_side != "right":
-        raise UserError("--pooling mean needs --padding_side right (left pads would be counted in the mean)")
     head.__class__ = MeanOfPositionsHead
     model.config.classifier_pooling = pooling
     return model

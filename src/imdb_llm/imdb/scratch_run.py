@@ -226,12 +226,13 @@ def classify(model_args, scratch_args, training_args, result_args, tokenizer, ds
     _, session_seconds = timed_train(trainer, resume_from_checkpoint=resume)
     finetune_seconds = clock.before + session_seconds
     teacher_seconds = float(teacher_meta.get("scoring_seconds") or 0.0)
+    # Real tokens the classifier trained on over all sessions of the stage.
+    tokens = trained_tokens(encoded["train"], trainer.state.global_step * global_batch(args))
     extra = {
         "model_type": model_args.model_type,
         "precision": precision,
         "finetune_seconds": round(finetune_seconds, 2),
-        # Real tokens the classifier trained on over all sessions, and per second of the stage.
-        "finetune_tokens": (tokens := trained_tokens(encoded["train"], trainer.state.global_step * global_batch(args))),
+        "finetune_tokens": tokens,
         "finetune_tokens_per_second": round(tokens / finetune_seconds, 1) if finetune_seconds > 0 else None,
         "classify_max_seq_length": scratch_args.max_seq_length,
         "classify_head_tokens": scratch_args.head_tokens,
