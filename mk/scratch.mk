@@ -19,10 +19,13 @@ imdb-scratch-gpt-ddp: imdb-tokenizer  ## imdb-scratch-gpt on all GPUs with accel
 #   make imdb-word2vec                     skip-gram on IMDB train + unlabelled text (~7 min)
 #   make imdb-teacher                      the no-pretraining ensemble scores train + unlabelled reviews (committed)
 #   make imdb-scratch-bert-cpu             word2vec start, distilled from the teacher (~2.5 h) -> results/imdb-scratch-bert-cpu.json
-#   make imdb-scratch-bert-cpu-pretrain    word2vec start, masked LM of the body, 13.1M tokens -> outputs/scratch-bert-cpu-pretrain
+#   make imdb-scratch-bert-cpu-pretrain    word2vec start, masked LM of the body, 5.7M tokens -> outputs/scratch-bert-cpu-pretrain
 #   make imdb-scratch-bert-cpu-selfsup     from that pretraining, gold labels only (no teacher)
 #   make imdb-scratch-bert-cpu-control     random weights, gold labels only (no word2vec, no pretraining, no teacher)
-SCRATCH_CPU_PRETRAIN_STEPS = 1600
+# 700 x 16 blocks x 512 = 5.7M tokens (~30 min): sized so that -pretrain and -selfsup (~2 h of classification) run
+# in one 3-hour sitting, since outputs/ does not always survive to the next. The init search's 13.1M tokens
+# (results/imdb-scratch-bert-cpu-init-search.json) were still near the unigram plateau, so little is lost.
+SCRATCH_CPU_PRETRAIN_STEPS = 700
 SCRATCH_CPU_SELFSUP = --teacher none
 SCRATCH_CPU_CONTROL = --teacher none --embedding_init none --pretrained_model none --pretrain_max_steps 0
 TEACHER_ARGS ?=
@@ -30,7 +33,7 @@ TEACHER_ARGS ?=
 imdb-teacher:  ## after the #15 refits and make imdb-ensemble: the ensemble scores IMDB train + unlabelled reviews -> results/imdb-ensemble-nopretrain.teacher.parquet
 	$(PY) scripts/score_teacher.py $(TEACHER_ARGS)
 
-imdb-scratch-bert-cpu-pretrain: imdb-tokenizer imdb-word2vec  ## BERT 4x256, from IMDB word2vec, masked LM on IMDB train + unlabelled text, 13.1M tokens, CPU, resumable (configs/scratch_bert_cpu.yaml)
+imdb-scratch-bert-cpu-pretrain: imdb-tokenizer imdb-word2vec  ## BERT 4x256, from IMDB word2vec, masked LM on IMDB train + unlabelled text, 5.7M tokens, CPU, resumable (configs/scratch_bert_cpu.yaml)
 	RUN_COMMAND="make imdb-scratch-bert-cpu-pretrain$(ARGS_SUFFIX)" $(PY) scripts/run_scratch.py configs/scratch_bert_cpu.yaml --pretrain_only true --pretrain_max_steps $(SCRATCH_CPU_PRETRAIN_STEPS) --pretrained_model none --teacher none --output_dir outputs/scratch-bert-cpu-pretrain $(ARGS)
 
 imdb-scratch-bert-cpu: imdb-tokenizer imdb-word2vec  ## BERT 4x256 from IMDB word2vec, distilled from the IMDB-only teacher (no MLM stage: see the config), all 25k test reviews (CPU)
@@ -42,7 +45,7 @@ imdb-scratch-bert-cpu-selfsup: imdb-tokenizer  ## ablation, after -pretrain: BER
 imdb-scratch-bert-cpu-control: imdb-tokenizer  ## ablation: BERT 4x256 from random weights, gold labels only (no pretraining, no teacher)
 	RUN_COMMAND="make imdb-scratch-bert-cpu-control$(ARGS_SUFFIX)" $(PY) scripts/run_scratch.py configs/scratch_bert_cpu.yaml $(SCRATCH_CPU_CONTROL) --output_dir outputs/scratch-bert-cpu-control --results_name imdb-scratch-bert-cpu-control $(ARGS)
 
-imdb-scratch-gpt-cpu-pretrain: imdb-tokenizer imdb-word2vec  ## GPT-2 4x256, from IMDB word2vec, causal LM on IMDB train + unlabelled text, 13.1M tokens, CPU, resumable (configs/scratch_gpt_cpu.yaml)
+imdb-scratch-gpt-cpu-pretrain: imdb-tokenizer imdb-word2vec  ## GPT-2 4x256, from IMDB word2vec, causal LM on IMDB train + unlabelled text, 5.7M tokens, CPU, resumable (configs/scratch_gpt_cpu.yaml)
 	RUN_COMMAND="make imdb-scratch-gpt-cpu-pretrain$(ARGS_SUFFIX)" $(PY) scripts/run_scratch.py configs/scratch_gpt_cpu.yaml --pretrain_only true --pretrain_max_steps $(SCRATCH_CPU_PRETRAIN_STEPS) --pretrained_model none --teacher none --output_dir outputs/scratch-gpt-cpu-pretrain $(ARGS)
 
 imdb-scratch-gpt-cpu: imdb-tokenizer imdb-word2vec  ## GPT-2 4x256 from IMDB word2vec, distilled from the IMDB-only teacher (no LM stage: see the config), all 25k test reviews (CPU)

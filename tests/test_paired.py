@@ -5,7 +5,7 @@ import pytest
 from scipy.stats import binomtest
 
 from imdb_llm.cli import UserError
-from imdb_llm.paired import compare_runs, paired_comparison
+from imdb_llm.paired import agreement_by_confidence, compare_runs, paired_comparison
 from imdb_llm.probs import write_probs
 
 
@@ -64,3 +64,26 @@ def test_compare_runs_refuses_different_reviews(tmp_path):
     _probs(tmp_path / "b.probs.parquet", [0, 2], [0, 1], [-1.0, 1.0])
     with pytest.raises(UserError, match="different test reviews"):
         compare_runs("a", "b", tmp_path)
+
+
+def test_agreement_by_confidence_bands_the_teachers_confidence(tmp_path):
+    # Teacher log-odds chosen so that |p - 0.5| falls in known bands: logit 0.2 -> 0.05, 1.0 -> 0.23, 5.0 -> 0.49.
+    ids, labels = [0, 1, 2, 3, 4], [1, 0, 1, 1, 0]
+    _probs(tmp_path / "teacher.probs.parquet", ids, labels, [0.2, -1.0, 5.0, -5.0, -5.0])  # wrong on id 3
+    _probs(tmp_path / "student.probs.parquet", ids[::-1], labels[::-1], [1.0, 2.0, 3.0, 1.0, 1.0][::-1])  # wrong on ids 1 and 4
+    rows = agreement_by_confidence("student", "teacher", tmp_path)
+    by_band = {(r["low"], r["high"]): r for r in rows}
+    assert [r["n"] for r in rows] == [1, 0, 1, 0, 3, 5]
+    assert by_band[(0.0, 0.1)] == {"low": 0.0, "high": 0.1, "n": 1, "teacher_accuracy": 1.0, "student_accuracy": 1.0, "agreement": 1.0}
+    assert by_band[(0.1, 0.2)]["agreement"] is None  # an empty band has no rates
+    assert by_band[(0.2, 0.3)] == {"low": 0.2, "high": 0.3, "n": 1, "teacher_accuracy": 1.0, "student_accuracy": 0.0, "agreement": 0.0}
+    top = by_band[(0.4, 0.5)]  # ids 2, 3, 4: teacher right, wrong, right; student right, right, wrong
+    assert top["teacher_accuracy"] == top["student_accuracy"] == pytest.approx(2 / 3) and top["agreement"] == pytest.approx(1 / 3)
+    assert by_band[(0.0, 0.5)]["agreement"] == pytest.approx(2 / 5)
+
+
+def test_agreement_refuses_different_labels(tmp_path):
+    _probs(tmp_path / "a.probs.parquet", [0, 1], [0, 1], [-1.0, 1.0])
+    _probs(tmp_path / "b.probs.parquet", [0, 1], [0, 0], [-1.0, 1.0])
+    with pytest.raises(UserError, match="disagree on the labels"):
+        agreement_by_confidence("a", "b", tmp_path)

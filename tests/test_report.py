@@ -307,6 +307,11 @@ def test_paired_placeholder_reads_the_saved_probabilities(tmp_path):
     assert "not yet measured" in render_template("{{paired:bert:none}}", results, set(), results_dir=tmp_path)
     with pytest.raises(UserError, match="two result names"):
         render_template("{{paired:bert}}", results, set(), results_dir=tmp_path)
+    # The same files, read as student (gpt) and teacher (bert): every teacher logit is +-2 (|p - 0.5| = 0.38).
+    table = render_template("{{agreement:gpt:bert}}", results, set(), results_dir=tmp_path).splitlines()
+    assert table[0] == "| teacher's confidence \\|p − 0.5\\| | reviews | bert | gpt | agreement |"
+    assert "| 0.3–0.4 | 8 | 87.50 % | 62.50 % | 50.00 % |" in table and table[-1] == "| all | 8 | 87.50 % | 62.50 % | 50.00 % |"
+    assert "| 0.0–0.1 | 0 | — | — | — |" in table
 
 
 def test_serving_placeholder_tabulates_our_levels_and_the_peers(workspace):

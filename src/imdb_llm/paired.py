@@ -66,22 +66,47 @@ def paired_comparison(correct_a, correct_b, *, bootstrap: int = 2000, seed: int 
                             ci_low=float(low), ci_high=float(high), only_a_right=only_a, only_b_right=only_b, mcnemar_p=p)
 
 
-def correctness_on_test(name: str, results_dir: str | Path = "results") -> tuple[np.ndarray, np.ndarray]:
-    """``(ids, correct)`` on the test split of a saved run, sorted by review id."""
+def _test_scores(name: str, results_dir: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(ids, labels, log_odds)`` on the test split of a saved run, sorted by review id."""
     splits, _meta = read_probs(Path(results_dir) / f"{name}{PROBS_SUFFIX}")
     test = splits["test"]
+    if test["id"].size == 0:
+        raise UserError(f"{name}: no test scores in its probabilities file")
     order = np.argsort(test["id"], kind="stable")
-    predicted = (test["logit"][order] > 0).astype(np.int64)
-    return test["id"][order], predicted == test["label"][order].astype(np.int64)
+    return test["id"][order], test["label"][order].astype(np.int64), test["logit"][order]
+
+
+def _same_reviews(name_a: str, name_b: str, results_dir: str | Path):
+    a, b = _test_scores(name_a, results_dir), _test_scores(name_b, results_dir)
+    if a[0].shape != b[0].shape or not np.array_equal(a[0], b[0]):
+        raise UserError(f"{name_a} and {name_b} scored different test reviews ({a[0].size} vs {b[0].size}): a paired comparison needs the same ones")
+    if not np.array_equal(a[1], b[1]):
+        raise UserError(f"{name_a} and {name_b} disagree on the labels of the same test reviews")
+    return a, b
 
 
 def compare_runs(name_a: str, name_b: str, results_dir: str | Path = "results", **kwargs) -> PairedComparison:
     """Paired comparison of two saved runs; they must have scored exactly the same test reviews."""
-    ids_a, correct_a = correctness_on_test(name_a, results_dir)
-    ids_b, correct_b = correctness_on_test(name_b, results_dir)
-    for name, ids in ((name_a, ids_a), (name_b, ids_b)):
-        if ids.size == 0:
-            raise UserError(f"{name}: no test scores in its probabilities file")
-    if ids_a.shape != ids_b.shape or not np.array_equal(ids_a, ids_b):
-        raise UserError(f"{name_a} and {name_b} scored different test reviews ({ids_a.size} vs {ids_b.size}): a paired comparison needs the same ones")
-    return paired_comparison(correct_a, correct_b, **kwargs)
+    (_ids, labels, logit_a), (_, _, logit_b) = _same_reviews(name_a, name_b, results_dir)
+    return paired_comparison((logit_a > 0) == labels, (logit_b > 0) == labels, **kwargs)
+
+
+# Bands of the teacher's confidence |p - 0.5|, from a coin flip to certain.
+CONFIDENCE_BANDS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
+
+
+def agreement_by_confidence(student: str, teacher: str, results_dir: str | Path = "results") -> list[dict]:
+    """Where a distilled student falls short of its teacher: per band of the teacher's confidence on
+    the same test reviews, how many reviews, each model's accuracy, and how often they agree.
+    The last row is all reviews."""
+    (_ids, labels, s_logit), (_, _, t_logit) = _same_reviews(student, teacher, results_dir)
+    t_conf = np.abs(1.0 / (1.0 + np.exp(-t_logit)) - 0.5)
+    s_pred, t_pred = s_logit > 0, t_logit > 0
+    rows = []
+    for low, high in [*zip(CONFIDENCE_BANDS[:-1], CONFIDENCE_BANDS[1:], strict=True), (CONFIDENCE_BANDS[0], CONFIDENCE_BANDS[-1])]:
+        band = (t_conf >= low) & ((t_conf < high) | (high == CONFIDENCE_BANDS[-1]))  # the top band includes 0.5
+        n = int(band.sum())
+        rows.append({"low": low, "high": high, "n": n,
+                     **{key: float(flags[band].mean()) if n else None
+                        for key, flags in (("teacher_accuracy", t_pred == labels), ("student_accuracy", s_pred == labels), ("agreement", s_pred == t_pred))}})
+    return rows

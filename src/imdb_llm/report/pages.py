@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from imdb_llm.cli import UserError
-from imdb_llm.paired import compare_runs
+from imdb_llm.paired import CONFIDENCE_BANDS, agreement_by_confidence, compare_runs
 from imdb_llm.probs import PROBS_SUFFIX
 from imdb_llm.report.figures import FIGURES, write_figures
 from imdb_llm.report.numbers import _number, accuracy, fmt_count, fmt_memory, fmt_number, fmt_percent, fmt_seconds, fmt_throughput, parameters
@@ -50,6 +50,21 @@ def _paired(args: list[str], results: dict[str, dict[str, Any]], results_dir: st
             f"({args[0]} right and {args[1]} wrong on {r.only_a_right:,} reviews, the reverse on {r.only_b_right:,})")
 
 
+def _agreement(args: list[str], results: dict[str, dict[str, Any]], results_dir: str | os.PathLike, source: str) -> str:
+    """``{{agreement:STUDENT:TEACHER}}``: both models' accuracy and their agreement per band of the teacher's confidence."""
+    if len(args) != 2:
+        raise UserError(f"{source}: {{{{agreement:STUDENT:TEACHER}}}} needs two result names")
+    if not all(name in results and (Path(results_dir) / f"{name}{PROBS_SUFFIX}").is_file() for name in args):
+        return f"{MISSING} (needs `results/{args[0]}{PROBS_SUFFIX}` and `results/{args[1]}{PROBS_SUFFIX}`)"
+    student, teacher = args
+    lines = [f"| teacher's confidence \\|p − 0.5\\| | reviews | {teacher} | {student} | agreement |", "|---|---|---|---|---|"]
+    for row in agreement_by_confidence(student, teacher, results_dir):
+        band = "all" if (row["low"], row["high"]) == (CONFIDENCE_BANDS[0], CONFIDENCE_BANDS[-1]) else f"{row['low']:.1f}–{row['high']:.1f}"
+        cells = [fmt_percent(row[k]) if row[k] is not None else "—" for k in ("teacher_accuracy", "student_accuracy", "agreement")]
+        lines.append(f"| {band} | {row['n']:,} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def render_template(template: str, results: dict[str, dict[str, Any]], figures: set[str], source: str = "template",
                     results_dir: str | os.PathLike = "results") -> str:
     """Fill ``{{kind:args}}`` placeholders from result files.
@@ -57,6 +72,7 @@ def render_template(template: str, results: dict[str, dict[str, Any]], figures: 
     ``{{acc:NAME}}``, ``{{params:NAME}}``, ``{{time:NAME}}``, ``{{throughput:NAME}}``,
     ``{{memory:NAME}}``, ``{{metric:NAME:KEY}}``, ``{{diff:A:B}}`` (accuracy A − B in points),
     ``{{paired:A:B}}`` (the same with its interval and significance, from the saved probabilities),
+    ``{{agreement:STUDENT:TEACHER}}`` (accuracy and agreement per band of the teacher's confidence),
     ``{{table:NAME,NAME,...}}``, ``{{serving:NAME}}`` (a serving benchmark's client levels) and ``{{figure:KEY}}``. An unknown placeholder is an error in the
     template, not something to print.
     """
@@ -86,6 +102,8 @@ def render_template(template: str, results: dict[str, dict[str, Any]], figures: 
             return f"{100 * (acc_a - acc_b):+.2f} points"
         if kind == "paired":
             return _paired(args, results, results_dir, source)
+        if kind == "agreement":
+            return _agreement(args, results, results_dir, source)
         if kind == "serving":
             if len(args) != 1:
                 raise UserError(f"{source}: {{{{serving:NAME}}}} needs one result name")
