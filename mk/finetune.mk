@@ -2,7 +2,7 @@
 # docs/finetune.md). MODEL= on the command line swaps the model of any target below, e.g.
 #   make imdb-bert MODEL=bert-large-uncased      make imdb-finetune MODEL=packaged:smollm2 CONFIG=configs/finetune_gpt2.yaml
 # (the result file is then named imdb-finetune-<MODEL>). Extra flags go through ARGS.
-.PHONY: imdb-bert imdb-bert-itpt imdb-gpt2 imdb-gpt2-itpt imdb-roberta-large imdb-finetune imdb-finetune-minilm imdb-finetune-minilm-cpu imdb-finetune-minilm-cpu-pilot imdb-finetune-minilm-cpu-tune imdb-finetune-minilm-cpu-precision-bench imdb-finetune-smollm2 imdb-finetune-smollm2-cpu imdb-finetune-smollm2-cpu-tune imdb-finetune-smollm2-cpu-full imdb-ensemble-pretrained imdb-bert-ddp gpu-finetune-prep
+.PHONY: imdb-bert imdb-bert-itpt imdb-gpt2 imdb-gpt2-itpt imdb-roberta-large imdb-finetune imdb-finetune-minilm imdb-finetune-minilm-cpu imdb-finetune-minilm-cpu-pilot imdb-finetune-minilm-cpu-tune imdb-finetune-minilm-cpu-precision-bench imdb-finetune-smollm2 imdb-finetune-smollm2-cpu imdb-finetune-smollm2-cpu-tune imdb-finetune-smollm2-cpu-full imdb-ensemble-pretrained imdb-ensemble-pretrained-minilm imdb-bert-ddp gpu-finetune-prep
 
 CONFIG ?= configs/finetune_bert_base.yaml
 # MODEL only counts when given on the command line or in the environment (mk/serve.mk has its own default).
@@ -62,10 +62,16 @@ imdb-finetune-smollm2-cpu-full:  ## SmolLM2-135M fine-tuned on all 22,500 train 
 # Members with a refit on all of train (mk/nbsvm.mk REFITS) score test through it; the others score
 # test themselves (member=member: retraining a 135M model on 25,000 reviews is another 3 h on 2 cores).
 PRETRAINED_RUNS = imdb-finetune-minilm-cpu imdb-finetune-smollm2-cpu-full $(RUNS)
-PRETRAINED_REFITS = $(REFITS) $(foreach r,$(filter-out $(foreach p,$(REFITS),$(firstword $(subst =, ,$(p)))),$(PRETRAINED_RUNS)),$(r)=$(r))
+# $(call pretrained_refits,RUNS): REFITS, plus member=member for every run REFITS does not name.
+pretrained_refits = $(REFITS) $(foreach r,$(filter-out $(foreach p,$(REFITS),$(firstword $(subst =, ,$(p)))),$(1)),$(r)=$(r))
+# $(call pretrained_ensemble,RESULT_NAME,RUNS)
+pretrained_ensemble = RUN_COMMAND="make $(1)$(ARGS_SUFFIX)" $(PY) scripts/ensemble.py --runs $(2) --select_members true \
+	--refits $(call pretrained_refits,$(2)) --results_name $(1) $(ARGS)
 imdb-ensemble-pretrained:  ## after imdb-finetune-smollm2-cpu-full: stacking of pretrained + IMDB-only members, chosen on validation -> results/imdb-ensemble-pretrained.json
-	RUN_COMMAND="make imdb-ensemble-pretrained$(ARGS_SUFFIX)" $(PY) scripts/ensemble.py --runs $(PRETRAINED_RUNS) --select_members true \
-		--refits $(PRETRAINED_REFITS) --results_name imdb-ensemble-pretrained $(ARGS)
+	$(call pretrained_ensemble,imdb-ensemble-pretrained,$(PRETRAINED_RUNS))
+
+imdb-ensemble-pretrained-minilm:  ## the same without SmolLM2 (its full run does not fit a 3-hour CPU sitting): MiniLM + the IMDB-only candidates -> results/imdb-ensemble-pretrained-minilm.json
+	$(call pretrained_ensemble,imdb-ensemble-pretrained-minilm,$(filter-out imdb-finetune-smollm2-cpu-full,$(PRETRAINED_RUNS)))
 
 imdb-finetune-minilm-cpu-precision-bench:  ## fp32 vs bf16 autocast, MiniLM training, same batches of 16 x 256 tokens (minutes) -> results/imdb-finetune-minilm-cpu-precision-bench.json
 	RUN_COMMAND="make imdb-finetune-minilm-cpu-precision-bench$(ARGS_SUFFIX)" $(FT) configs/finetune_minilm_cpu_pilot.yaml \
