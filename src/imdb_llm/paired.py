@@ -100,7 +100,9 @@ def agreement_by_confidence(student: str, teacher: str, results_dir: str | Path 
     the same test reviews, how many reviews, each model's accuracy, and how often they agree.
     The last row is all reviews."""
     (_ids, labels, s_logit), (_, _, t_logit) = _same_reviews(student, teacher, results_dir)
-    t_conf = np.abs(1.0 / (1.0 + np.exp(-t_logit)) - 0.5)
+    from scipy.special import expit  # the sigmoid that cannot overflow, as imdb_llm.probs writes prob_pos
+
+    t_conf = np.abs(expit(t_logit) - 0.5)
     s_pred, t_pred = s_logit > 0, t_logit > 0
     rows = []
     for low, high in [*zip(CONFIDENCE_BANDS[:-1], CONFIDENCE_BANDS[1:], strict=True), (CONFIDENCE_BANDS[0], CONFIDENCE_BANDS[-1])]:

@@ -37,13 +37,19 @@ def _missing(name: str) -> str:
     return f"{MISSING} (`results/{name}.json`)"
 
 
+def _missing_probs(args: list[str], results: dict[str, dict[str, Any]], results_dir: str | os.PathLike) -> str | None:
+    """What a placeholder reading two runs' saved probabilities prints while either is missing (else None)."""
+    if all(name in results and (Path(results_dir) / f"{name}{PROBS_SUFFIX}").is_file() for name in args):
+        return None
+    return f"{MISSING} (needs `results/{args[0]}{PROBS_SUFFIX}` and `results/{args[1]}{PROBS_SUFFIX}`)"
+
+
 def _paired(args: list[str], results: dict[str, dict[str, Any]], results_dir: str | os.PathLike, source: str) -> str:
     """``{{paired:A:B}}``: A − B with a paired bootstrap interval and McNemar's test (imdb_llm.paired)."""
     if len(args) != 2:
         raise UserError(f"{source}: {{{{paired:A:B}}}} needs two result names")
-    files = [Path(results_dir) / f"{name}{PROBS_SUFFIX}" for name in args]
-    if not all(name in results for name in args) or not all(f.is_file() for f in files):
-        return f"{MISSING} (needs `results/{args[0]}{PROBS_SUFFIX}` and `results/{args[1]}{PROBS_SUFFIX}`)"
+    if missing := _missing_probs(args, results, results_dir):
+        return missing
     r = compare_runs(args[0], args[1], results_dir)
     return (f"{100 * r.difference:+.2f} points, 95 % interval [{100 * r.ci_low:+.2f}, {100 * r.ci_high:+.2f}] "
             f"(paired bootstrap over the same {r.n:,} test reviews); McNemar's exact test p = {r.mcnemar_p:.2g} "
@@ -54,8 +60,8 @@ def _agreement(args: list[str], results: dict[str, dict[str, Any]], results_dir:
     """``{{agreement:STUDENT:TEACHER}}``: both models' accuracy and their agreement per band of the teacher's confidence."""
     if len(args) != 2:
         raise UserError(f"{source}: {{{{agreement:STUDENT:TEACHER}}}} needs two result names")
-    if not all(name in results and (Path(results_dir) / f"{name}{PROBS_SUFFIX}").is_file() for name in args):
-        return f"{MISSING} (needs `results/{args[0]}{PROBS_SUFFIX}` and `results/{args[1]}{PROBS_SUFFIX}`)"
+    if missing := _missing_probs(args, results, results_dir):
+        return missing
     student, teacher = args
     lines = [f"| teacher's confidence \\|p − 0.5\\| | reviews | {teacher} | {student} | agreement |", "|---|---|---|---|---|"]
     for row in agreement_by_confidence(student, teacher, results_dir):
