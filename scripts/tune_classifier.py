@@ -28,7 +28,7 @@ from pathlib import Path
 
 from imdb_llm.cli import UserError, parse_args, run_main
 from imdb_llm.imdb.training import VALIDATION_SUMMARY
-from imdb_llm.results import ResultArguments, atomic_write_text, capture_log, code_sha, write_result
+from imdb_llm.results import ResultArguments, atomic_write_text, capture_log, code_sha, device_description, write_result
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -82,7 +82,9 @@ class VariantRecord:
         return row if row and row.get("recipe_key") == key else None
 
     def add(self, name: str, key: str, row: dict) -> dict:
-        row = self.rows[name] = {**row, "recipe_key": key, "git_sha": code_sha()}
+        # Each row keeps its own machine: a search spread over sittings may land on different CPUs, and
+        # its tokens/s then compare machines, not recipes.
+        row = self.rows[name] = {**row, "recipe_key": key, "git_sha": code_sha(), "device": device_description()}
         if self.path:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_text(self.path, json.dumps(self.rows, indent=2) + "\n")

@@ -446,6 +446,7 @@ def test_a_recorded_variant_is_reused_only_with_the_same_config_and_flags(tmp_pa
     record.add("lora", key, {"name": "lora", "best_validation_accuracy": 0.9})
     reread = tune_classifier.VariantRecord(str(tmp_path / "results"), "tune")
     assert reread.get("lora", key)["best_validation_accuracy"] == 0.9
+    assert reread.get("lora", key)["device"].startswith("cpu")  # the machine each row ran on
     assert reread.get("lora", tune_classifier.variant_key(str(base), ["--num_train_epochs", "1"], ["--lora_r", "8"])) is None
     assert reread.get("lora", tune_classifier.variant_key(str(base), ["--num_train_epochs", "2"], ["--lora_r", "16"])) is None
     base.write_text("learning_rate: 3e-4\n")
