@@ -13,7 +13,7 @@ TOKENIZER_ARGS ?=
 args_suffix = $(if $(strip $($(1))), $(1)='$($(1))')
 ARGS_SUFFIX = $(call args_suffix,ARGS)
 
-.PHONY: setup lock test demo imdb-tokenizer imdb-word2vec imdb-textcnn imdb-lstm results-table report help
+.PHONY: setup lock test demo imdb-tokenizer imdb-word2vec imdb-textcnn imdb-lstm imdb-movie-overlap results-table report help
 
 help:  ## list targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s "$$(printf '\t')"
@@ -60,6 +60,9 @@ imdb-textcnn: imdb-tokenizer  ## TextCNN (Kim 2014) with IMDB word2vec, full IMD
 
 imdb-lstm: imdb-tokenizer  ## BiLSTM with IMDB word2vec, full IMDB
 	RUN_COMMAND="make imdb-lstm$(ARGS_SUFFIX)" $(PY) scripts/train_textclf.py configs/imdb_lstm.yaml $(ARGS)
+
+imdb-movie-overlap:  ## which validation reviews share a movie with train (the row order keeps movies together), ~1 min -> results/imdb-movie-overlap.json
+	RUN_COMMAND="make imdb-movie-overlap$(ARGS_SUFFIX)" $(PY) scripts/movie_overlap.py $(ARGS)
 
 results-table:  ## regenerate the README results table from results/*.json
 	$(PY) scripts/make_report.py --table-only

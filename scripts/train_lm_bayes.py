@@ -25,9 +25,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path

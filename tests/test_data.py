@@ -1,6 +1,5 @@
 """The IMDB data layer: every source gives the same data, bad input fails with one clear line."""
 
-import io
 import subprocess
 import sys
 import tarfile

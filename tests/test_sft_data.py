@@ -10,7 +10,7 @@ import torch
 
 from imdb_llm.cli import UserError
 from imdb_llm.llm.sft.collate import PackingCollator, PadCollator
-from imdb_llm.llm.sft.data import DataReport, load_conversations, record_to_messages
+from imdb_llm.llm.sft.data import load_conversations, record_to_messages
 from imdb_llm.llm.sft.loss import chunked_lm_loss
 from imdb_llm.llm.sft.metrics import generation_metrics
 from imdb_llm.llm.sft.template import IGNORE_INDEX, choose_max_length, encode_conversation, encode_dataset

@@ -46,6 +46,7 @@ HEADLINES = {
     "generation": "base_/tuned_ rouge-l, bleu-4, loop_rate, eval_loss: a chat model before and after tuning",
     "throughput": "a speed: the first of the documented tokens/samples-per-second keys the run has",
     "decode_weights": "int4 vs bf16 tokens/s for one request (+ int4_same_tokens_as_fp32)",
+    "data_split": "n_validation_with_sibling of n_validation: validation reviews that share a movie with train",
 }
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 # tqdm bars ("45%|####5     | 9/20 [00:01<00:01, 8.1it/s]") and carriage-return redraws.

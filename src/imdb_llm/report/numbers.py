@@ -163,6 +163,12 @@ def _decode_weights_headline(m: dict[str, Any], result: dict[str, Any]) -> str:
             f"int4 {m['int4_same_tokens_as_fp32']:.0%}, bf16 {m['bf16_same_tokens_as_fp32']:.0%}")
 
 
+def _data_split_headline(m: dict[str, Any], result: dict[str, Any]) -> str:
+    # scripts/movie_overlap.py: how much of validation shares a movie with the training reviews.
+    n, k = m["n_validation"], m["n_validation_with_sibling"]
+    return f"{k:,} of {n:,} validation reviews ({k / n:.0%}) have a review of the same movie in train"
+
+
 HEADLINE_FORMATS = {
     "test_accuracy": _accuracy_headline,
     "validation_search": _search_headline,
@@ -173,6 +179,7 @@ HEADLINE_FORMATS = {
     "generation": _generation_headline,
     "throughput": _throughput_headline,
     "decode_weights": _decode_weights_headline,
+    "data_split": _data_split_headline,
 }
 
 

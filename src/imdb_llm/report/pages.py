@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from imdb_llm.cli import UserError
+from imdb_llm.overlap import RESULT_NAME as OVERLAP_RESULT, SCORES_SUFFIX as OVERLAP_SUFFIX, read_scores, run_by_sibling
 from imdb_llm.paired import CONFIDENCE_BANDS, agreement_by_confidence, compare_runs
 from imdb_llm.probs import PROBS_SUFFIX
 from imdb_llm.report.figures import FIGURES, write_figures
@@ -71,6 +72,28 @@ def _agreement(args: list[str], results: dict[str, dict[str, Any]], results_dir:
     return "\n".join(lines)
 
 
+def _overlap(names: list[str], results: dict[str, dict[str, Any]], results_dir: str | os.PathLike, source: str) -> str:
+    """``{{overlap:RUN,RUN,...}}``: each run's validation accuracy on the reviews that share a movie with
+    train and on those that do not, beside its test accuracy (imdb_llm.imdb.movie_overlap)."""
+    if not names:
+        raise UserError(f"{source}: {{{{overlap:RUN,...}}}} needs result names")
+    scores_path = Path(results_dir) / f"{OVERLAP_RESULT}{OVERLAP_SUFFIX}"
+    if not scores_path.is_file():
+        return f"{MISSING} (needs `results/{OVERLAP_RESULT}{OVERLAP_SUFFIX}`: make imdb-movie-overlap)"
+    siblings = read_scores(scores_path)
+    rows = [name for name in names if name in results and (Path(results_dir) / f"{name}{PROBS_SUFFIX}").is_file()]
+    if not rows:
+        return f"{MISSING} (none of {', '.join(names)} has saved probabilities yet)"
+    lines = ["| run | validation | same movie in train | no same-movie review found | test | validation − test |", "|---|---:|---:|---:|---:|---:|"]
+    for name in rows:
+        r = run_by_sibling(name, siblings, results_dir)
+        gap = f"{100 * (r['accuracy'] - r['test_accuracy']):+.2f} points" if r["test_accuracy"] is not None else "—"
+        lines.append(f"| {_result_link(name)} | {fmt_percent(r['accuracy'])} | {fmt_percent(r['with_sibling'])} (n={r['n_with_sibling']:,}) | "
+                     f"{fmt_percent(r['without_sibling'])} (n={r['n_without_sibling']:,}) | "
+                     + (fmt_percent(r["test_accuracy"]) if r["test_accuracy"] is not None else "—") + f" | {gap} |")
+    return "\n".join(lines)
+
+
 def render_template(template: str, results: dict[str, dict[str, Any]], figures: set[str], source: str = "template",
                     results_dir: str | os.PathLike = "results") -> str:
     """Fill ``{{kind:args}}`` placeholders from result files.
@@ -79,6 +102,7 @@ def render_template(template: str, results: dict[str, dict[str, Any]], figures: 
     ``{{memory:NAME}}``, ``{{metric:NAME:KEY}}``, ``{{diff:A:B}}`` (accuracy A − B in points),
     ``{{paired:A:B}}`` (the same with its interval and significance, from the saved probabilities),
     ``{{agreement:STUDENT:TEACHER}}`` (accuracy and agreement per band of the teacher's confidence),
+    ``{{overlap:RUN,RUN,...}}`` (validation accuracy split by whether the review's movie is also in train),
     ``{{table:NAME,NAME,...}}``, ``{{serving:NAME}}`` (a serving benchmark's client levels) and ``{{figure:KEY}}``. An unknown placeholder is an error in the
     template, not something to print.
     """
@@ -110,6 +134,8 @@ def render_template(template: str, results: dict[str, dict[str, Any]], figures: 
             return _paired(args, results, results_dir, source)
         if kind == "agreement":
             return _agreement(args, results, results_dir, source)
+        if kind == "overlap":
+            return _overlap([n.strip() for n in arg.split(",") if n.strip()], results, results_dir, source)
         if kind == "serving":
             if len(args) != 1:
                 raise UserError(f"{source}: {{{{serving:NAME}}}} needs one result name")
