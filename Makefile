@@ -13,7 +13,7 @@ TOKENIZER_ARGS ?=
 args_suffix = $(if $(strip $($(1))), $(1)='$($(1))')
 ARGS_SUFFIX = $(call args_suffix,ARGS)
 
-.PHONY: setup lock test demo imdb-tokenizer imdb-word2vec imdb-textcnn imdb-lstm imdb-movie-overlap results-table report help
+.PHONY: setup lock test demo imdb-tokenizer imdb-word2vec imdb-textcnn imdb-lstm imdb-movie-overlap imdb-teacher-leak results-table report help
 
 help:  ## list targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s "$$(printf '\t')"
@@ -63,6 +63,9 @@ imdb-lstm: imdb-tokenizer  ## BiLSTM with IMDB word2vec, full IMDB
 
 imdb-movie-overlap:  ## which validation reviews share a movie with train (the row order keeps movies together), ~1 min -> results/imdb-movie-overlap.json
 	RUN_COMMAND="make imdb-movie-overlap$(ARGS_SUFFIX)" $(PY) scripts/movie_overlap.py $(ARGS)
+
+imdb-teacher-leak:  ## does a teacher fit on the validation reviews raise its student's validation score? NBSVM teachers, linear students, ~4 min -> results/imdb-teacher-leak.json
+	RUN_COMMAND="make imdb-teacher-leak$(ARGS_SUFFIX)" $(PY) scripts/teacher_leak.py $(ARGS)
 
 results-table:  ## regenerate the README results table from results/*.json
 	$(PY) scripts/make_report.py --table-only

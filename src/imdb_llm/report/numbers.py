@@ -169,6 +169,13 @@ def _data_split_headline(m: dict[str, Any], result: dict[str, Any]) -> str:
     return f"{k:,} of {n:,} validation reviews ({k / n:.0%}) have a review of the same movie in train"
 
 
+def _leak_headline(m: dict[str, Any], result: dict[str, Any]) -> str:
+    # scripts/teacher_leak.py: a student of a teacher that saw validation, against one whose teacher did not.
+    low, high = m["student_validation_difference_ci95_points"]
+    return (f"student's validation {m['student_validation_difference_points']:+.2f} points (95 % [{low:+.2f}, {high:+.2f}]) "
+            f"when its teacher saw validation; test {m['student_test_difference_points']:+.2f}")
+
+
 HEADLINE_FORMATS = {
     "test_accuracy": _accuracy_headline,
     "validation_search": _search_headline,
@@ -180,6 +187,7 @@ HEADLINE_FORMATS = {
     "throughput": _throughput_headline,
     "decode_weights": _decode_weights_headline,
     "data_split": _data_split_headline,
+    "leak_check": _leak_headline,
 }
 
 
