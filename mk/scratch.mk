@@ -1,6 +1,6 @@
 # BERT and GPT-2 built from config and pretrained on IMDB alone (scripts/run_scratch.py, docs/scratch.md).
 # Each target runs both stages (pretrain -> classify); rerun it after an interruption and it resumes.
-.PHONY: imdb-teacher imdb-scratch-bert imdb-scratch-gpt $(foreach m,bert gpt,$(foreach v,-pretrain  -selfsup -control,imdb-scratch-$(m)-cpu$(v))) imdb-scratch-bert-tiny imdb-scratch-gpt-tiny imdb-scratch-bert-ddp imdb-scratch-gpt-ddp
+.PHONY: imdb-teacher imdb-teacher-heldout imdb-scratch-bert imdb-scratch-gpt $(foreach m,bert gpt,$(foreach v,-pretrain  -selfsup -control,imdb-scratch-$(m)-cpu$(v))) imdb-scratch-bert-tiny imdb-scratch-gpt-tiny imdb-scratch-bert-ddp imdb-scratch-gpt-ddp
 
 imdb-scratch-bert: imdb-tokenizer  ## BERT from config: MLM on IMDB train+unsup, then classify (one GPU; resumable)
 	RUN_COMMAND="make imdb-scratch-bert$(ARGS_SUFFIX)" $(PY) scripts/run_scratch.py configs/scratch_bert.yaml $(ARGS)
@@ -18,6 +18,9 @@ imdb-scratch-gpt-ddp: imdb-tokenizer  ## imdb-scratch-gpt on all GPUs with accel
 # classification; the ablation rows add or remove one stage. Each resumes after a kill.
 #   make imdb-word2vec                     skip-gram on IMDB train + unlabelled text (~7 min)
 #   make imdb-teacher                      the no-pretraining ensemble scores train + unlabelled reviews (committed)
+#   make imdb-teacher-heldout              the same from the members before their refits, which never saw a validation
+#                                          review: a student's validation is then honest (results/imdb-teacher-leak.json);
+#                                          distil from it with ARGS="--teacher results/imdb-ensemble-nopretrain.teacher-heldout.parquet ..."
 #   make imdb-scratch-bert-cpu             word2vec start, distilled from the teacher (~2.5 h) -> results/imdb-scratch-bert-cpu.json
 #   make imdb-scratch-bert-cpu-pretrain    word2vec start, masked LM of the body, 5.7M tokens -> outputs/scratch-bert-cpu-pretrain
 #   make imdb-scratch-bert-cpu-selfsup     from that pretraining, gold labels only (no teacher)
@@ -32,6 +35,9 @@ TEACHER_ARGS ?=
 
 imdb-teacher:  ## after the #15 refits and make imdb-ensemble: the ensemble scores IMDB train + unlabelled reviews -> results/imdb-ensemble-nopretrain.teacher.parquet
 	$(PY) scripts/score_teacher.py $(TEACHER_ARGS)
+
+imdb-teacher-heldout:  ## the teacher from the ensemble's members as fit (train minus validation), after make imdb-nbsvm imdb-textcnn imdb-lstm imdb-lstm-s43 here (~2 h) -> results/imdb-ensemble-nopretrain.teacher-heldout.parquet
+	$(PY) scripts/score_teacher.py --members as_fit --output results/imdb-ensemble-nopretrain.teacher-heldout.parquet $(TEACHER_ARGS)
 
 imdb-scratch-bert-cpu-pretrain: imdb-tokenizer imdb-word2vec  ## BERT 4x256, from IMDB word2vec, masked LM on IMDB train + unlabelled text, 5.7M tokens, CPU, resumable (configs/scratch_bert_cpu.yaml)
 	RUN_COMMAND="make imdb-scratch-bert-cpu-pretrain$(ARGS_SUFFIX)" $(PY) scripts/run_scratch.py configs/scratch_bert_cpu.yaml --pretrain_only true --pretrain_max_steps $(SCRATCH_CPU_PRETRAIN_STEPS) --pretrained_model none --teacher none --output_dir outputs/scratch-bert-cpu-pretrain $(ARGS)

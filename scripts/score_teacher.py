@@ -5,7 +5,10 @@
 
 The teacher is a saved ensemble (scripts/ensemble.py): its members' refits (trained on IMDB train
 only, no external weights or text) each score the reviews, and the ensemble's weights, fit on
-validation, combine their log-odds. Test reviews are never scored here; the teacher's test
+validation, combine their log-odds. The refits were fit on all of train, validation included, and a
+student learns that function: its validation score then reads high (results/imdb-teacher-leak.json).
+``--members as_fit`` scores with the members as they were before their refits (fit on train minus
+validation), so a student's validation stays honest, for a slightly weaker teacher. Test reviews are never scored here; the teacher's test
 accuracy is computed from the refits' saved test scores, to be named in the student's result.
 
 Each refit model is checked to be the one its result describes: it rescores a few of the test
@@ -31,6 +34,7 @@ from imdb_llm.threads import set_torch_threads
 
 CHECK_REVIEWS = 64  # test reviews rescored per member to check the loaded model is the one that was measured
 CHECK_TOLERANCE = 0.1  # log-odds; bf16 autocast in different batches moves the last bits
+MEMBER_CHOICES = ("refits", "as_fit")
 
 
 @dataclass
@@ -40,31 +44,43 @@ class TeacherArguments:
     output: str = field(default="results/imdb-ensemble-nopretrain.teacher.parquet", metadata={"help": "The teacher file to write (committed beside its ensemble: soft targets on train + unlabelled reviews, no test review)."})
     batch_size: int = field(default=128, metadata={"help": "Reviews per forward pass for the neural members."})
     with_unlabelled: bool = field(default=True, metadata={"help": "Score the 50,000 unlabelled reviews too (the student learns from them)."})
+    members: str = field(default="refits", metadata={"help": "refits: the members refit on all of train (validation included); "
+                                                              "as_fit: the members as validation chose them, never fit on a validation review."})
 
     def __post_init__(self):
         if self.batch_size < 1:
             raise UserError(f"--batch_size must be >= 1, got {self.batch_size}")
+        if self.members not in MEMBER_CHOICES:
+            raise UserError(f"--members must be one of {', '.join(MEMBER_CHOICES)}, got {self.members!r}")
 
 
 def argument_types():
     return (TeacherArguments, ImdbArguments)
 
 
-def read_ensemble(path: str) -> dict:
+def read_ensemble(path: str, members: str = "refits") -> dict:
     file = Path(path)
     if not file.is_file():
         raise UserError(f"{file}: no ensemble result (run make imdb-ensemble first)")
     result = json.loads(file.read_text(encoding="utf-8"))
-    members = result.get("metrics", {}).get("members") or []
-    if not members or any(not m.get("refit") for m in members):
-        raise UserError(f"{file}: every member needs a refit (trained on all of train) to be a teacher; rerun make imdb-ensemble with REFITS")
+    listed = result.get("metrics", {}).get("members") or []
+    if not listed:
+        raise UserError(f"{file}: no members listed")
+    if members == "refits" and any(not m.get("refit") for m in listed):
+        raise UserError(f"{file}: every member needs a refit (trained on all of train) to be a teacher; rerun make imdb-ensemble with REFITS, "
+                        "or score with --members as_fit")
     return result
 
 
-def member_config(refit: str, results_dir: Path) -> dict:
-    file = results_dir / f"{refit}.json"
+def scoring_run(member: dict, members: str) -> str:
+    """The run whose saved model scores for ``member``: its refit, or the member run itself."""
+    return member["refit"] if members == "refits" else member["name"]
+
+
+def member_config(run: str, results_dir: Path) -> dict:
+    file = results_dir / f"{run}.json"
     if not file.is_file():
-        raise UserError(f"{file}: no result for the refit {refit} (run make {refit})")
+        raise UserError(f"{file}: no result for {run} (run make {run})")
     return json.loads(file.read_text(encoding="utf-8"))["config"]
 
 
@@ -130,11 +146,11 @@ def check_reproduces(name: str, score, dsets, results_dir: Path) -> None:
     print(f"  {name}: reproduces its recorded scores on {len(ids)} test reviews (max gap {gap:.4f})")
 
 
-def teacher_test_accuracy(ensemble: dict, results_dir: Path) -> float:
-    """The combined teacher's test accuracy, from the refits' saved test scores."""
+def teacher_test_accuracy(ensemble: dict, results_dir: Path, members: str = "refits") -> float:
+    """The combined teacher's test accuracy, from the scoring runs' saved test scores."""
     total, labels = None, None
     for member in ensemble["metrics"]["members"]:
-        test = sorted_by_id(read_probs(probs_path(member["refit"], results_dir))[0]["test"])
+        test = sorted_by_id(read_probs(probs_path(scoring_run(member, members), results_dir))[0]["test"])
         total = member["weight"] * test["logit"].astype(np.float64) + (0 if total is None else total)
         labels = test["label"]
     return float((((total + ensemble["metrics"]["intercept"]) > 0).astype(int) == labels).mean())
@@ -143,7 +159,7 @@ def teacher_test_accuracy(ensemble: dict, results_dir: Path) -> float:
 @run_main
 def main(argv=None):
     args, data_args, _config = parse_args(argument_types(), argv)
-    ensemble = read_ensemble(args.ensemble)
+    ensemble = read_ensemble(args.ensemble, args.members)
     results_dir = Path(args.ensemble).parent
     members = ensemble["metrics"]["members"]
     print(f"torch threads: {set_torch_threads()}")
@@ -154,19 +170,20 @@ def main(argv=None):
     start = time.perf_counter()
     combined = {split: np.full(len(ds), float(ensemble["metrics"]["intercept"])) for split, ds in reviews.items()}
     for member in members:
-        config = member_config(member["refit"], results_dir)
-        score = load_scorer(config, args.batch_size)
-        check_reproduces(member["refit"], score, dsets, results_dir)
+        run = scoring_run(member, args.members)
+        score = load_scorer(member_config(run, results_dir), args.batch_size)
+        check_reproduces(run, score, dsets, results_dir)
         for split, ds in reviews.items():
             t0 = time.perf_counter()
             combined[split] += member["weight"] * score(ds["text"])
-            print(f"  {member['refit']} x {member['weight']:.3f}: {split} scored in {time.perf_counter() - t0:.0f}s")
+            print(f"  {run} x {member['weight']:.3f}: {split} scored in {time.perf_counter() - t0:.0f}s")
     seconds = time.perf_counter() - start
 
     meta = {
-        "teacher": ensemble["name"],
-        "teacher_test_accuracy": teacher_test_accuracy(ensemble, results_dir),
-        "members": [{"name": m["name"], "refit": m["refit"], "weight": m["weight"]} for m in members],
+        # The name says which: a student's result names its teacher.
+        "teacher": ensemble["name"] if args.members == "refits" else f"{ensemble['name']} (members as fit, no validation review)",
+        "teacher_test_accuracy": teacher_test_accuracy(ensemble, results_dir, args.members),
+        "members": [{"name": m["name"], "refit": m["refit"], "scored_by": scoring_run(m, args.members), "weight": m["weight"]} for m in members],
         "intercept": ensemble["metrics"]["intercept"],
         "scoring_seconds": round(seconds, 2),
         "n": {split: len(ds) for split, ds in reviews.items()},

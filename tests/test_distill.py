@@ -243,3 +243,25 @@ def test_score_teacher_refuses_an_ensemble_without_refits(tmp_path):
     proc = _py("score_teacher.py", "--ensemble", tmp_path / "e.json", "--output", tmp_path / "t.parquet")
     assert proc.returncode == 2 and "every member needs a refit" in proc.stderr.strip().splitlines()[-1]
     assert not (tmp_path / "t.parquet").exists()
+
+
+def test_score_teacher_as_fit_scores_with_members_that_never_saw_validation(imdb_dir, tmp_path):
+    """--members as_fit: the member run itself (fit on train minus validation) scores, not a refit."""
+    import joblib
+
+    results = tmp_path / "results"
+    proc = _py("train_nbsvm.py", REPO / "configs" / "imdb_nbsvm.yaml", "--dataset_dir", imdb_dir, "--ngram_max", "2", "--min_df", "1", "--C", "1",
+               "--output_dir", tmp_path / "nb", "--results_dir", results, "--results_name", "nb")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ensemble = {"name": "tiny-ensemble", "metrics": {"members": [{"name": "nb", "refit": None, "weight": 1.0}], "intercept": 0.0}}
+    (results / "tiny-ensemble.json").write_text(json.dumps(ensemble))
+    out = tmp_path / "teacher.parquet"
+    refused = _py("score_teacher.py", "--ensemble", results / "tiny-ensemble.json", "--output", out, "--dataset_dir", imdb_dir)
+    assert refused.returncode == 2 and refused.stderr.strip().splitlines()[-1].endswith("or score with --members as_fit") and not out.exists()
+    proc = _py("score_teacher.py", "--ensemble", results / "tiny-ensemble.json", "--output", out, "--dataset_dir", imdb_dir, "--members", "as_fit")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    scores, meta = read_teacher(out)
+    assert meta["teacher"] == "tiny-ensemble (members as fit, no validation review)" and meta["members"][0]["scored_by"] == "nb"
+    train = distillation_sets(load_imdb(dataset_dir=str(imdb_dir), with_unsupervised=True))["train"]
+    expected = joblib.load(tmp_path / "nb" / "model.joblib").decision_function(train["text"])
+    np.testing.assert_allclose([scores["train"][i] for i in train["id"]], expected, rtol=1e-5, atol=1e-5)
