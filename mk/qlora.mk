@@ -3,7 +3,7 @@ CHATGLM_BASE    ?= outputs/chatglm2-6b-native
 CHATGLM_ADAPTER ?= outputs/chatglm2-6b-qlora-med
 CHATGLM_MERGED  ?= outputs/chatglm2-6b-med-merged
 
-.PHONY: chatglm-qlora chatglm-eval chatglm-merge qlora-smollm2 lora-smollm2-med med-expert-smollm2-cpu bench-qlora
+.PHONY: chatglm-qlora chatglm-eval chatglm-merge qlora-smollm2 lora-smollm2-med med-expert-smollm2-cpu med-expert-smollm2-cpu-tune bench-qlora
 
 # What chatglm-qlora needs, said before anything loads (ALLOW_CPU=1 skips the GPU check).
 CHATGLM_NEEDS = chatglm-qlora trains ChatGLM2-6B in 4 bits: it needs a CUDA GPU and the converted weights in $(CHATGLM_BASE) (make chatglm-convert).
@@ -29,6 +29,9 @@ qlora-smollm2:  ## same QLoRA script on SmolLM2-135M (offline, CPU ~20 min) -> r
 
 lora-smollm2-med:  ## LoRA SmolLM2-135M on 4,000+ medical records, CPU bf16, 300 judged answers (~1-1.5 h on 2 cores; resumable) -> results/lora-smollm2-med.json
 	RUN_COMMAND="make lora-smollm2-med$(ARGS_SUFFIX)" $(PY) scripts/sft_qlora.py configs/smollm2_lora_med_cpu.yaml $(ARGS)
+
+med-expert-smollm2-cpu-tune:  ## issue 31: LoRA r=32 vs every weight on 2,000 records, the carved validation loss decides (~80 min; the 500 judged never read) -> results/med-expert-smollm2-cpu-tune.json
+	RUN_COMMAND="make med-expert-smollm2-cpu-tune$(ARGS_SUFFIX)" $(PY) scripts/tune_classifier.py configs/smollm2_med_expert_cpu_tune.yaml $(ARGS)
 
 med-expert-smollm2-cpu:  ## issue 31: LoRA r=32 SmolLM2-135M on all medical train records, checkpoint + decoding chosen on a carved validation, 500 judged (1.8 h measured on 2 AMD EPYC cores; resumable) -> results/med-expert-smollm2-cpu.json
 	RUN_COMMAND="make med-expert-smollm2-cpu$(ARGS_SUFFIX)" $(PY) scripts/sft_qlora.py configs/smollm2_med_expert_cpu.yaml $(ARGS)

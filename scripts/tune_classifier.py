@@ -1,18 +1,20 @@
 #!/usr/bin/env python
-"""Choose a fine-tuning recipe on validation: variants of one config, the test split never read.
+"""Choose a fine-tuning recipe on validation: variants of one config, the final held-out set never read.
 
     python scripts/tune_classifier.py configs/finetune_minilm_cpu_tune.yaml
+    python scripts/tune_classifier.py configs/smollm2_med_expert_cpu_tune.yaml   # the same for sft_qlora.py
 
-Each variant runs ``finetune_classifier.py <base_config> <common_args> <variant args>
---evaluate_test false`` in its own process and output folder, so one variant's memory or a crash
+Each variant runs ``<script> <base_config> <common_args> <variant args> <held_out_args>`` in its own
+process and output folder (the script is finetune_classifier.py unless the config names another:
+any training script that writes a summary of its validation scores to its output folder), so one variant's memory or a crash
 cannot leak into the next. A finished variant (its ``validation_summary.json`` exists) is skipped on
 a rerun and one cut short resumes from its checkpoint, so the search survives interruptions like
 any long run. Each finished variant is also recorded in ``results/partial/<results_name>.json``
 (with the exact base config, common and variant flags it ran with): commit that file and a rerun in
 a fresh checkout, where ``outputs/`` is gone, skips those variants too, so a search longer than one
-sitting can be spread over several. The result lists every variant with its validation accuracy at
-each evaluation (the record is removed once it is written); the chosen recipe then goes into the
-base config, and only that run reads test, once.
+sitting can be spread over several. The result lists every variant with its summary (the record is
+removed once it is written); the variant with the best ``metric`` wins, the chosen recipe then goes
+into the base config, and only that run reads test, once.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from imdb_llm.imdb.training import VALIDATION_SUMMARY
 from imdb_llm.results import ResultArguments, atomic_write_text, capture_log, code_sha, device_description, write_result
 
 REPO = Path(__file__).resolve().parents[1]
+DEFAULT_SCRIPT = "scripts/finetune_classifier.py"
 
 
 @dataclass
@@ -39,6 +42,19 @@ class TuneArguments:
     common_args: str = field(default="", metadata={"help": "Flags every variant adds, e.g. the training subset and epochs of the search."})
     variants: list[str] = field(default_factory=list, metadata={"help": "'name: --flag value ...' per variant (an empty flag list: the base recipe)."})
     output_root: str = field(default="outputs/tune", metadata={"help": "Each variant trains in <output_root>/<name>."})
+    script: str = field(default=DEFAULT_SCRIPT, metadata={"help": "The training script every variant runs (a path relative to the repository, or absolute)."})
+    summary_file: str = field(default=VALIDATION_SUMMARY, metadata={"help": "The file in a variant's output folder that holds its validation scores."})
+    metric: str = field(default="best_validation_accuracy", metadata={"help": "The key of summary_file that ranks the variants."})
+    greater_is_better: bool = field(default=True, metadata={"help": "false for a loss."})
+    held_out_args: str = field(default="--evaluate_test false", metadata={"help": "Flags that keep the final held-out set unread, added to every variant."})
+
+    def __post_init__(self):
+        if not self.script_path.is_file():
+            raise UserError(f"--script {self.script}: no such script")
+
+    @property
+    def script_path(self) -> Path:
+        return REPO / self.script  # an absolute path stays itself
 
 
 def parse_variants(specs: list[str]) -> dict[str, list[str]]:
@@ -56,10 +72,12 @@ def parse_variants(specs: list[str]) -> dict[str, list[str]]:
     return variants
 
 
-def variant_key(base_config: str, common: list[str], flags: list[str]) -> str:
-    """What a recorded variant must match to be reused: the base config's text and every flag."""
+def variant_key(base_config: str, common: list[str], flags: list[str], script: str = DEFAULT_SCRIPT) -> str:
+    """What a recorded variant must match to be reused: the script, the base config's text and every flag
+    (the default script is left out, so records made before there was a choice still match)."""
     text = Path(base_config).read_text(encoding="utf-8")
-    return hashlib.sha256(json.dumps([text, common, flags]).encode()).hexdigest()[:16]
+    parts = [text, common, flags] + ([script] if script != DEFAULT_SCRIPT else [])
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
 
 
 class VariantRecord:
@@ -106,48 +124,53 @@ def main(argv=None):
     if not args.base_config or not Path(args.base_config).is_file():
         raise UserError(f"--base_config {args.base_config!r}: no such config file")
     variants = parse_variants(args.variants)
-    common = shlex.split(args.common_args)
-    if any(flag in ("--evaluate_test", "--output_dir") for flag in common + [f for v in variants.values() for f in v]):
-        raise UserError("--evaluate_test and --output_dir are set by the tuner, per variant")
+    common, held_out = shlex.split(args.common_args), shlex.split(args.held_out_args)
+    reserved = {"--output_dir", "--resume_from_checkpoint", *(f for f in held_out if f.startswith("--"))}
+    if reserved & set(common + [f for v in variants.values() for f in v]):
+        raise UserError(f"{', '.join(sorted(reserved))} are set by the tuner, per variant")
 
     rows = []
     record = VariantRecord(result_args.results_dir, result_args.results_name)
     with capture_log(None) as log:
         for name, flags in variants.items():
             out = Path(args.output_root, name)
-            summary_path = out / VALIDATION_SUMMARY
-            key = variant_key(args.base_config, common, flags)
+            summary_path = out / args.summary_file
+            key = variant_key(args.base_config, common, flags, args.script)
             recorded = record.get(name, key)
             if recorded and not summary_path.is_file():
                 print(f"[{name}] recorded before: {record.path} (commit {recorded['git_sha']})", flush=True)
             elif summary_path.is_file():
                 print(f"[{name}] done before: {summary_path}", flush=True)
             else:
-                command = [sys.executable, str(REPO / "scripts" / "finetune_classifier.py"), args.base_config, *common, *flags,
-                           "--evaluate_test", "false", "--output_dir", str(out), "--resume_from_checkpoint", "auto"]
+                command = [sys.executable, str(args.script_path), args.base_config, *common, *flags, *held_out,
+                           "--output_dir", str(out), "--resume_from_checkpoint", "auto"]
                 print(f"[{name}] {shlex.join(command[1:])}", flush=True)
                 env = {**os.environ, "RUN_COMMAND": ""}
                 proc = subprocess.run(command, env=env, cwd=os.getcwd(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-                tail = [line for line in proc.stdout.splitlines() if "accuracy" in line or "error" in line.lower()][-3:]
+                tail = [line for line in proc.stdout.splitlines() if any(w in line.lower() for w in ("accuracy", "loss", "error"))][-3:]
                 print("\n".join(f"[{name}] {line}" for line in tail), flush=True)
                 if proc.returncode != 0 or not summary_path.is_file():
                     raise UserError(f"variant {name} failed (exit {proc.returncode}); its log: {out / 'train.log'}")
             if not recorded or summary_path.is_file():
                 summary = json.loads(summary_path.read_text(encoding="utf-8"))
                 recorded = record.add(name, key, {"name": name, "args": shlex.join(flags), **summary})
+            if args.metric not in recorded:
+                raise UserError(f"variant {name}: no {args.metric!r} in its {args.summary_file}")
             rows.append(recorded)
-            print(f"[{name}] best validation accuracy {recorded['best_validation_accuracy']:.4f}", flush=True)
+            print(f"[{name}] {args.metric} {recorded[args.metric]:.4f}", flush=True)
 
-        best = max(rows, key=lambda r: r["best_validation_accuracy"])
+        sign = 1 if args.greater_is_better else -1
+        best = max(rows, key=lambda r: sign * r[args.metric])
         metrics = {
             "best_variant": best["name"],
-            "best_validation_accuracy": best["best_validation_accuracy"],
-            "n_validation": best["n_validation"],
+            "metric": args.metric,
+            args.metric: best[args.metric],
+            "n_validation": best.get("n_validation", best.get("n_eval")),
             "n_train": best.get("n_train"),
             "n_variants": len(rows),
             "variants": rows,
         }
-        print(f"best: {best['name']} ({best['args'] or 'the base recipe'}), validation accuracy {best['best_validation_accuracy']:.4f}")
+        print(f"best: {best['name']} ({best['args'] or 'the base recipe'}), {args.metric} {best[args.metric]:.4f}")
         if result_args.results_name:
             written = write_result(result_args.results_name, metrics, headline="validation_search", config=config, train_seconds=sum(r["train_seconds"] for r in rows),
                                    log_text=log.getvalue(), results_dir=result_args.results_dir)

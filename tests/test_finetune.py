@@ -436,6 +436,40 @@ def test_recipe_search_compares_variants_on_validation_and_never_reads_test(tiny
     assert again.returncode == 0 and "[lr-low] done before" in again.stdout and "[lr-high] recorded before" in again.stdout
 
 
+FAKE_TRAINER = """
+import json, pathlib, sys
+args = dict(zip(sys.argv[2::2], sys.argv[3::2]))  # argv[1] is the base config
+out = pathlib.Path(args["--output_dir"]); out.mkdir(parents=True, exist_ok=True)
+(out / "seen_args.json").write_text(json.dumps(args))
+if "--loss" in args:
+    (out / "summary.json").write_text(json.dumps({"eval_loss": float(args["--loss"]), "n_eval": 4, "n_train": 8, "train_seconds": 1.0}))
+"""
+
+
+def test_recipe_search_runs_any_script_and_ranks_a_loss_lowest_first(tmp_path):
+    """The tuner with another training script (as for sft_qlora.py): the summary file and metric it
+    names rank the variants, lower first for a loss, and the held-out flags reach every variant."""
+    script = tmp_path / "fake_train.py"
+    script.write_text(FAKE_TRAINER)
+    (tmp_path / "base.yaml").write_text("seed: 1\n")
+    common = ["--base_config", str(tmp_path / "base.yaml"), "--script", str(script), "--summary_file", "summary.json", "--metric", "eval_loss",
+              "--greater_is_better", "false", "--held_out_args", "--generate_eval_samples 0 --results_name none", "--output_root", str(tmp_path / "tune"),
+              "--results_name", "tune", "--results_dir", str(tmp_path / "results")]
+    tune = lambda *variants: subprocess.run([sys.executable, str(REPO / "scripts" / "tune_classifier.py"), *common, "--variants", *variants],  # noqa: E731
+                                            cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    proc = tune("high: --loss 1.5", "low: --loss 0.9")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    m = json.loads((tmp_path / "results" / "tune.json").read_text())["metrics"]
+    assert m["best_variant"] == "low" and m["metric"] == "eval_loss" and m["eval_loss"] == 0.9 and m["n_validation"] == 4
+    seen = json.loads((tmp_path / "tune" / "high" / "seen_args.json").read_text())
+    assert seen["--generate_eval_samples"] == "0" and seen["--results_name"] == "none" and seen["--resume_from_checkpoint"] == "auto"
+    # A summary without the metric, and a variant setting a held-out flag itself, are one-line errors.
+    missing = tune("silent: --other 1")
+    assert missing.returncode == 2 and missing.stderr.strip().splitlines()[-1].startswith("error: variant silent failed")
+    clash = tune("cheat: --generate_eval_samples 500")
+    assert clash.returncode == 2 and "are set by the tuner, per variant" in clash.stderr.strip().splitlines()[-1]
+
+
 def test_a_recorded_variant_is_reused_only_with_the_same_config_and_flags(tmp_path):
     import tune_classifier  # scripts/ is on pytest's pythonpath
 

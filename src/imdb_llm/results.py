@@ -29,16 +29,21 @@ class ResultArguments:
     """Where a run's headline numbers go. Shared by every script that reports a result."""
 
     results_name: str | None = field(
-        default=None, metadata={"help": "Write results/<results_name>.json + .log (provenance for README claims)."}
+        default=None, metadata={"help": "Write results/<results_name>.json + .log (provenance for README claims); none: no result file."}
     )
     results_dir: str = field(default="results", metadata={"help": "Folder for result files."})
+
+    def __post_init__(self):
+        # "none" switches off a results_name a config file sets (a recipe search's variants write none).
+        if self.results_name is not None and self.results_name.strip().lower() in ("", "none"):
+            self.results_name = None
 
 
 REQUIRED_KEYS = ("name", "metrics", "headline", "command", "config", "git_sha", "device", "train_seconds", "date")
 # The kinds of headline figure, and the metrics each is read from (imdb_llm.report.numbers prints them).
 HEADLINES = {
     "test_accuracy": "test_accuracy (+ n_test): a classifier scored on the test split",
-    "validation_search": "best_validation_accuracy, best_variant, n_variants: a recipe search that never reads test",
+    "validation_search": "best_variant, n_variants and the metric that ranked them (metric; best_validation_accuracy unless named): a recipe search that never reads test",
     "padding_benchmark": "bench_dynamic_grouped_samples_per_second vs bench_pad_to_max_length_samples_per_second",
     "precision_benchmark": "bench_bf16_samples_per_second vs bench_fp32_samples_per_second (+ native_bf16)",
     "serving": "clients_N_tokens_per_second: 16 clients against 1 (+ failed_requests, peer_clients_1_tokens_per_second)",

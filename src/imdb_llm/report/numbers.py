@@ -88,8 +88,10 @@ def _accuracy_headline(m: dict[str, Any], result: dict[str, Any]) -> str:
 def _search_headline(m: dict[str, Any], result: dict[str, Any]) -> str:
     # Recipe search (scripts/tune_classifier.py): the best variant on validation; test is never read.
     n = _number(m.get("n_validation"))
-    return (f"best of {m.get('n_variants', '?')} variants: {m['best_variant']}, {fmt_percent(m['best_validation_accuracy'])} validation accuracy"
-            + (f" (n={int(n):,})" if n is not None else ""))
+    metric = m.get("metric", "best_validation_accuracy")
+    value = (f"{fmt_percent(m[metric])} validation accuracy" if metric == "best_validation_accuracy"
+             else f"validation {metric.replace('_', ' ')} {fmt_number(m[metric])}")
+    return f"best of {m.get('n_variants', '?')} variants: {m['best_variant']}, {value}" + (f" (n={int(n):,})" if n is not None else "")
 
 
 def _padding_headline(m: dict[str, Any], result: dict[str, Any]) -> str:
