@@ -39,7 +39,7 @@ imdb-finetune-minilm-cpu:  ## all-MiniLM-L6-v2 on all of IMDB on a 2-core CPU (~
 	RUN_COMMAND="make imdb-finetune-minilm-cpu$(ARGS_SUFFIX)" $(FT) configs/finetune_minilm_cpu.yaml $(ARGS)
 
 imdb-finetune-minilm-cpu-tune:  ## the recipe of imdb-finetune-minilm-cpu chosen on validation: 5 variants on 3,000 reviews, test never read (~35 min) -> results/imdb-finetune-minilm-cpu-tune.json
-	RUN_COMMAND="make imdb-finetune-minilm-cpu-tune$(ARGS_SUFFIX)" $(PY) scripts/tune_classifier.py configs/finetune_minilm_cpu_tune.yaml $(ARGS)
+	RUN_COMMAND="make imdb-finetune-minilm-cpu-tune$(ARGS_SUFFIX)" $(PY) scripts/tune_recipe.py configs/finetune_minilm_cpu_tune.yaml $(ARGS)
 
 imdb-finetune-minilm-cpu-pilot:  ## MiniLM, 4,000 train / 3,000 test reviews, 256 tokens (~10 min on 2 cores): the encoder half of the CPU BERT-vs-GPT pair
 	RUN_COMMAND="make imdb-finetune-minilm-cpu-pilot$(ARGS_SUFFIX)" $(FT) configs/finetune_minilm_cpu_pilot.yaml $(ARGS)
@@ -53,7 +53,7 @@ imdb-finetune-smollm2-cpu:  ## SmolLM2-135M on the pilot's exact reviews, length
 #   make imdb-finetune-smollm2-cpu-full    the chosen recipe on all 22,500 train reviews, 25,000 test (3-4.5 h by machine; resumable)
 #   make imdb-ensemble-pretrained          stacking over PRETRAINED_RUNS (seconds to minutes)
 imdb-finetune-smollm2-cpu-tune:  ## SmolLM2-135M recipe search on validation (length, learning rate, LoRA vs full, pooling), test never read (~90 min) -> results/imdb-finetune-smollm2-cpu-tune.json
-	RUN_COMMAND="make imdb-finetune-smollm2-cpu-tune$(ARGS_SUFFIX)" $(PY) scripts/tune_classifier.py configs/finetune_smollm2_cpu_tune.yaml $(ARGS)
+	RUN_COMMAND="make imdb-finetune-smollm2-cpu-tune$(ARGS_SUFFIX)" $(PY) scripts/tune_recipe.py configs/finetune_smollm2_cpu_tune.yaml $(ARGS)
 
 imdb-finetune-smollm2-cpu-full:  ## SmolLM2-135M fine-tuned on all 22,500 train reviews, scored on all 25,000 test reviews (3-4.5 h on 2 cores: 0.33-0.53 s per review measured; resumable: rerun to continue) -> results/imdb-finetune-smollm2-cpu-full.json
 	RUN_COMMAND="make imdb-finetune-smollm2-cpu-full$(ARGS_SUFFIX)" $(FT) configs/finetune_smollm2_cpu_full.yaml $(ARGS)

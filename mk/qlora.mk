@@ -31,7 +31,7 @@ lora-smollm2-med:  ## LoRA SmolLM2-135M on 4,000+ medical records, CPU bf16, 300
 	RUN_COMMAND="make lora-smollm2-med$(ARGS_SUFFIX)" $(PY) scripts/sft_qlora.py configs/smollm2_lora_med_cpu.yaml $(ARGS)
 
 med-expert-smollm2-cpu-tune:  ## issue 31: LoRA r=32 vs every weight on 2,000 records, the carved validation loss decides (~80 min; the 500 judged never read) -> results/med-expert-smollm2-cpu-tune.json
-	RUN_COMMAND="make med-expert-smollm2-cpu-tune$(ARGS_SUFFIX)" $(PY) scripts/tune_classifier.py configs/smollm2_med_expert_cpu_tune.yaml $(ARGS)
+	RUN_COMMAND="make med-expert-smollm2-cpu-tune$(ARGS_SUFFIX)" $(PY) scripts/tune_recipe.py configs/smollm2_med_expert_cpu_tune.yaml $(ARGS)
 
 med-expert-smollm2-cpu:  ## issue 31: LoRA r=32 SmolLM2-135M on all medical train records, checkpoint + decoding chosen on a carved validation, 500 judged (1.8 h measured on 2 AMD EPYC cores; resumable) -> results/med-expert-smollm2-cpu.json
 	RUN_COMMAND="make med-expert-smollm2-cpu$(ARGS_SUFFIX)" $(PY) scripts/sft_qlora.py configs/smollm2_med_expert_cpu.yaml $(ARGS)

@@ -72,7 +72,7 @@ class ModelArguments:
     allow_imdb_finetuned_weights: bool = field(default=False, metadata={"help": "Override the refusal of weights already fine-tuned on IMDB."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow custom model code from the hub (off: never by default)."})
     evaluate_test: bool = field(default=True, metadata={"help": "false: stop after training and validation, never reading the test split "
-                                                                  "(recipe search: scripts/tune_classifier.py); writes <output_dir>/validation_summary.json."})
+                                                                  "(recipe search: scripts/tune_recipe.py); writes <output_dir>/validation_summary.json."})
     lora_r: int = field(default=0, metadata={"help": "0: fine-tune every weight; r > 0: freeze the body and train rank-r LoRA adapters on all its "
                                                      "linear layers, plus the new classification head in full (Hu et al. 2021)."})
     lora_alpha: int | None = field(default=None, metadata={"help": "LoRA scale numerator (default 2 x lora_r: the update is scaled by alpha / r)."})

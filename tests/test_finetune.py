@@ -402,7 +402,7 @@ def test_a_run_cut_short_resumes_and_ends_with_the_same_steps(script, tiny_bert,
 
 
 def test_recipe_search_compares_variants_on_validation_and_never_reads_test(tiny_bert, imdb_dir, tmp_path, monkeypatch):
-    """scripts/tune_classifier.py: each variant trains in its own process, the result ranks them by
+    """scripts/tune_recipe.py: each variant trains in its own process, the result ranks them by
     validation accuracy, a rerun skips finished variants (in a fresh checkout too, from the committed
     record), and no variant predicts on test."""
     base = tmp_path / "base.yaml"
@@ -411,7 +411,7 @@ def test_recipe_search_compares_variants_on_validation_and_never_reads_test(tiny
     common = ["--base_config", str(base), "--common_args", ("--max_train_samples 32 --max_eval_samples 16 --num_train_epochs 1 --eval_strategy epoch "
               "--save_strategy epoch"), "--output_root", str(tmp_path / "tune"), "--results_name", "tune", "--results_dir", str(tmp_path / "results")]
     tune = lambda *variants, timeout=900: subprocess.run(  # noqa: E731
-        [sys.executable, str(REPO / "scripts" / "tune_classifier.py"), *common, "--variants", *variants], cwd=tmp_path, capture_output=True, text=True, timeout=timeout)
+        [sys.executable, str(REPO / "scripts" / "tune_recipe.py"), *common, "--variants", *variants], cwd=tmp_path, capture_output=True, text=True, timeout=timeout)
     # A first sitting: lr-high finishes, then a variant fails; lr-high is recorded under results/partial.
     cut = tune("lr-high: --learning_rate 1e-3", "broken: --learning_rate fast")
     assert cut.returncode == 2 and cut.stderr.strip().splitlines()[-1].startswith("error: variant broken failed")
@@ -455,7 +455,7 @@ def test_recipe_search_runs_any_script_and_ranks_a_loss_lowest_first(tmp_path):
     common = ["--base_config", str(tmp_path / "base.yaml"), "--script", str(script), "--summary_file", "summary.json", "--metric", "eval_loss",
               "--greater_is_better", "false", "--held_out_args", "--generate_eval_samples 0 --results_name none", "--output_root", str(tmp_path / "tune"),
               "--results_name", "tune", "--results_dir", str(tmp_path / "results")]
-    tune = lambda *variants: subprocess.run([sys.executable, str(REPO / "scripts" / "tune_classifier.py"), *common, "--variants", *variants],  # noqa: E731
+    tune = lambda *variants: subprocess.run([sys.executable, str(REPO / "scripts" / "tune_recipe.py"), *common, "--variants", *variants],  # noqa: E731
                                             cwd=tmp_path, capture_output=True, text=True, timeout=120)
     proc = tune("high: --loss 1.5", "low: --loss 0.9")
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -471,23 +471,23 @@ def test_recipe_search_runs_any_script_and_ranks_a_loss_lowest_first(tmp_path):
 
 
 def test_a_recorded_variant_is_reused_only_with_the_same_config_and_flags(tmp_path):
-    import tune_classifier  # scripts/ is on pytest's pythonpath
+    import tune_recipe  # scripts/ is on pytest's pythonpath
 
     base = tmp_path / "base.yaml"
     base.write_text("learning_rate: 1e-4\n")
-    key = tune_classifier.variant_key(str(base), ["--num_train_epochs", "1"], ["--lora_r", "16"])
-    record = tune_classifier.VariantRecord(str(tmp_path / "results"), "tune")
+    key = tune_recipe.variant_key(str(base), ["--num_train_epochs", "1"], ["--lora_r", "16"])
+    record = tune_recipe.VariantRecord(str(tmp_path / "results"), "tune")
     record.add("lora", key, {"name": "lora", "best_validation_accuracy": 0.9})
-    reread = tune_classifier.VariantRecord(str(tmp_path / "results"), "tune")
+    reread = tune_recipe.VariantRecord(str(tmp_path / "results"), "tune")
     assert reread.get("lora", key)["best_validation_accuracy"] == 0.9
     assert reread.get("lora", key)["device"].startswith("cpu")  # the machine each row ran on
-    assert reread.get("lora", tune_classifier.variant_key(str(base), ["--num_train_epochs", "1"], ["--lora_r", "8"])) is None
-    assert reread.get("lora", tune_classifier.variant_key(str(base), ["--num_train_epochs", "2"], ["--lora_r", "16"])) is None
+    assert reread.get("lora", tune_recipe.variant_key(str(base), ["--num_train_epochs", "1"], ["--lora_r", "8"])) is None
+    assert reread.get("lora", tune_recipe.variant_key(str(base), ["--num_train_epochs", "2"], ["--lora_r", "16"])) is None
     base.write_text("learning_rate: 3e-4\n")
-    assert reread.get("lora", tune_classifier.variant_key(str(base), ["--num_train_epochs", "1"], ["--lora_r", "16"])) is None
+    assert reread.get("lora", tune_recipe.variant_key(str(base), ["--num_train_epochs", "1"], ["--lora_r", "16"])) is None
 
 
 def test_recipe_search_refuses_bad_variants(tmp_path):
-    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "tune_classifier.py"), "--base_config", str(REPO / "configs" / "finetune_minilm_cpu.yaml"),
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "tune_recipe.py"), "--base_config", str(REPO / "configs" / "finetune_minilm_cpu.yaml"),
                            "--variants", "no colon here"], capture_output=True, text=True)
     assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].startswith("error: variant 'no colon here': write it as")

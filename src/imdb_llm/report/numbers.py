@@ -86,7 +86,7 @@ def _accuracy_headline(m: dict[str, Any], result: dict[str, Any]) -> str:
 
 
 def _search_headline(m: dict[str, Any], result: dict[str, Any]) -> str:
-    # Recipe search (scripts/tune_classifier.py): the best variant on validation; test is never read.
+    # Recipe search (scripts/tune_recipe.py): the best variant on validation; test is never read.
     n = _number(m.get("n_validation"))
     metric = m.get("metric", "best_validation_accuracy")
     value = (f"{fmt_percent(m[metric])} validation accuracy" if metric == "best_validation_accuracy"

@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Choose a fine-tuning recipe on validation: variants of one config, the final held-out set never read.
 
-    python scripts/tune_classifier.py configs/finetune_minilm_cpu_tune.yaml
-    python scripts/tune_classifier.py configs/smollm2_med_expert_cpu_tune.yaml   # the same for sft_qlora.py
+    python scripts/tune_recipe.py configs/finetune_minilm_cpu_tune.yaml
+    python scripts/tune_recipe.py configs/smollm2_med_expert_cpu_tune.yaml   # the same for sft_qlora.py
 
 Each variant runs ``<script> <base_config> <common_args> <variant args> <held_out_args>`` in its own
 process and output folder (the script is finetune_classifier.py unless the config names another:
