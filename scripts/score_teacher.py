@@ -8,8 +8,9 @@ only, no external weights or text) each score the reviews, and the ensemble's we
 validation, combine their log-odds. The refits were fit on all of train, validation included, and a
 student learns that function: its validation score then reads high (results/imdb-teacher-leak.json).
 ``--members as_fit`` scores with the members as they were before their refits (fit on train minus
-validation), so a student's validation stays honest, for a slightly weaker teacher. Test reviews are never scored here; the teacher's test
-accuracy is computed from the refits' saved test scores, to be named in the student's result.
+validation), so a student's validation stays honest, for a slightly weaker teacher. Test reviews are
+never scored here; the teacher's test accuracy is computed from the scoring runs' saved test scores,
+to be named in the student's result.
 
 Each refit model is checked to be the one its result describes: it rescores a few of the test
 reviews its probabilities file holds (no labels read) and must give the same log-odds.

@@ -5,9 +5,9 @@
     python scripts/tune_recipe.py configs/smollm2_med_expert_cpu_tune.yaml   # the same for sft_qlora.py
 
 Each variant runs ``<script> <base_config> <common_args> <variant args> <held_out_args>`` in its own
-process and output folder (the script is finetune_classifier.py unless the config names another:
-any training script that writes a summary of its validation scores to its output folder), so one variant's memory or a crash
-cannot leak into the next. A finished variant (its ``validation_summary.json`` exists) is skipped on
+process and output folder (finetune_classifier.py unless the config names another ``script``: any
+training script that writes a summary of its validation scores to its output folder), so one
+variant's memory or a crash cannot leak into the next. A finished variant (its summary exists) is skipped on
 a rerun and one cut short resumes from its checkpoint, so the search survives interruptions like
 any long run. Each finished variant is also recorded in ``results/partial/<results_name>.json``
 (with the exact base config, common and variant flags it ran with): commit that file and a rerun in
@@ -38,7 +38,7 @@ DEFAULT_SCRIPT = "scripts/finetune_classifier.py"
 
 @dataclass
 class TuneArguments:
-    base_config: str = field(default="", metadata={"help": "The finetune_classifier.py config every variant starts from."})
+    base_config: str = field(default="", metadata={"help": "The config of the training script that every variant starts from."})
     common_args: str = field(default="", metadata={"help": "Flags every variant adds, e.g. the training subset and epochs of the search."})
     variants: list[str] = field(default_factory=list, metadata={"help": "'name: --flag value ...' per variant (an empty flag list: the base recipe)."})
     output_root: str = field(default="outputs/tune", metadata={"help": "Each variant trains in <output_root>/<name>."})
