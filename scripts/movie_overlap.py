@@ -13,7 +13,6 @@ validation accuracy into the reviews with and without a sibling, next to its tes
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from imdb_llm.cli import UserError, parse_args, run_main
-from imdb_llm.imdb.data import ImdbArguments, clean_text, load_imdb, read_raw_splits
+from imdb_llm.imdb.data import ImdbArguments, load_imdb
 from imdb_llm.imdb.movie_overlap import SIBLING_THRESHOLD, TWIN_THRESHOLD, WINDOW, offset_profile, rare_word_vectorizer, share_with_twin, sibling_scores
 from imdb_llm.overlap import RESULT_NAME, SCORES_SUFFIX, write_scores
 from imdb_llm.results import ResultArguments, capture_log, write_result
@@ -47,14 +46,18 @@ def main(argv=None):
     result_args.results_name = result_args.results_name or RESULT_NAME
     started = time.time()
     with capture_log(None) as log:
-        raw = read_raw_splits(data_args.dataset_dir or os.environ.get("IMDB_DIR"), ["train", "test", "unsupervised"])
-        texts, _, source = raw["train"]
-        validation_ids = np.sort(np.asarray(load_imdb(data_args)["validation"]["id"], dtype=np.int64))
+        dsets = load_imdb(data_args, with_unsupervised=True)  # cleaned text, each review with its row id
+        validation_ids = np.sort(np.asarray(dsets["validation"]["id"], dtype=np.int64))
         if validation_ids.size == 0:
             raise UserError("no validation reviews: --validation_ratio must be above 0")
-        print(f"{len(texts):,} train reviews from {source}; {validation_ids.size:,} carved for validation (seed {data_args.split_seed})")
-        vectorizer = rare_word_vectorizer([clean_text(t) for t in texts])
-        vectors = vectorizer.transform([clean_text(t) for t in texts])
+        # Back into the file's row order, where a movie's reviews sit together.
+        texts = [""] * (len(dsets["train"]) + len(dsets["validation"]))
+        for split in ("train", "validation"):
+            for i, text in zip(dsets[split]["id"], dsets[split]["text"]):
+                texts[i] = text
+        print(f"{len(texts):,} train reviews; {validation_ids.size:,} carved for validation (seed {data_args.split_seed})")
+        vectorizer = rare_word_vectorizer(texts)
+        vectors = vectorizer.transform(texts)
         profile = offset_profile(vectors)
         print("share of review pairs k rows apart with cosine > %.2f: %s" % (SIBLING_THRESHOLD, ", ".join(f"k={k}: {v:.1%}" for k, v in profile.items())))
         in_train = np.ones(len(texts), dtype=bool)
@@ -65,10 +68,9 @@ def main(argv=None):
 
         # The same question asked of whole pools, with test as the control (its movies are not in train):
         # how often a review's nearest pool review anywhere shares its rare words.
-        test_texts = raw["test"][0]
-        test_sample = np.random.default_rng(data_args.split_seed).choice(len(test_texts), validation_ids.size, replace=False)
-        queries = {"validation": vectors[validation_ids], "test": vectorizer.transform([clean_text(test_texts[i]) for i in test_sample])}
-        pools = {"train": vectors[np.flatnonzero(in_train)], "unlabelled": vectorizer.transform([clean_text(t) for t in raw["unsupervised"][0]])}
+        test_sample = np.random.default_rng(data_args.split_seed).choice(len(dsets["test"]), validation_ids.size, replace=False)
+        queries = {"validation": vectors[validation_ids], "test": vectorizer.transform(dsets["test"].select(test_sample)["text"])}
+        pools = {"train": vectors[np.flatnonzero(in_train)], "unlabelled": vectorizer.transform(dsets["unsupervised"]["text"])}
         twins = {f"{q}_with_twin_in_{p}": round(share_with_twin(qv, pv, TWIN_THRESHOLD), 4) for p, pv in pools.items() for q, qv in queries.items()}
         print(f"nearest review anywhere above cosine {TWIN_THRESHOLD}: " + ", ".join(f"{k} {v:.1%}" for k, v in twins.items()))
         metrics = {

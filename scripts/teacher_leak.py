@@ -29,11 +29,9 @@ import numpy as np
 from imdb_llm.cli import UserError, parse_args, run_main
 from imdb_llm.imdb.data import ImdbArguments, load_imdb
 from imdb_llm.imdb.distill import distillation_sets
-from imdb_llm.imdb.nbsvm import NBLogisticRegression
+from imdb_llm.imdb.nbsvm import TOKEN_PATTERN, NBLogisticRegression
 from imdb_llm.paired import paired_comparison
 from imdb_llm.results import ResultArguments, capture_log, write_result
-
-TOKEN_PATTERN = r"(?u)\b\w[\w']*\b|[!?]"  # the NBSVM's (scripts/train_nbsvm.py)
 
 
 @dataclass
@@ -61,7 +59,8 @@ def fit_student(features, teacher_probs: np.ndarray, C: float):
 
     n = features.shape[0]
     y = np.r_[np.ones(n), np.zeros(n)]
-    return LogisticRegression(C=C, solver="liblinear", max_iter=300).fit(sp.vstack([features, features]), y,
+    # random_state, here and for the teachers: liblinear visits the reviews in a random order; fixed, a rerun repeats.
+    return LogisticRegression(C=C, solver="liblinear", max_iter=300, random_state=0).fit(sp.vstack([features, features]), y,
                                                                        sample_weight=np.r_[teacher_probs, 1.0 - teacher_probs])
 
 
@@ -77,16 +76,17 @@ def measure(args: LeakArguments, dsets) -> dict:
     held_out = {split: (list(dsets[split]["text"]), np.asarray(dsets[split]["label"])) for split in ("validation", "test")}
     words = TfidfVectorizer(ngram_range=(1, 2), min_df=3, max_features=args.student_max_features, sublinear_tf=True, dtype=np.float32).fit(learn_texts)
     student_x = words.transform(learn_texts)
+    student_held_out = {split: words.transform(split_texts) for split, (split_texts, _) in held_out.items()}  # the same for both students
     metrics, correct = {}, {}
     for key, (texts, labels) in labelled.items():
         # Each teacher's own vocabulary, from the reviews it is fit on, as each NBSVM run builds it.
         counts = CountVectorizer(binary=True, ngram_range=(1, args.teacher_ngram_max), min_df=args.teacher_min_df, token_pattern=TOKEN_PATTERN,
                                  dtype=np.float32)
-        teacher = NBLogisticRegression(C=args.teacher_C).fit(counts.fit_transform(texts), labels)
+        teacher = NBLogisticRegression(C=args.teacher_C, random_state=0).fit(counts.fit_transform(texts), labels)
         student = fit_student(student_x, expit(teacher.decision_function(counts.transform(learn_texts))), args.student_C)
         for split, (split_texts, y) in held_out.items():
             metrics[f"teacher_{key}_{split}_accuracy"] = float(((teacher.decision_function(counts.transform(split_texts)) > 0) == y).mean())
-            correct[key, split] = (student.decision_function(words.transform(split_texts)) > 0) == y
+            correct[key, split] = (student.decision_function(student_held_out[split]) > 0) == y
             metrics[f"student_{key}_{split}_accuracy"] = float(correct[key, split].mean())
         print(f"teacher {key.upper()} ({len(texts):,} reviews): " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k.split("_")[1] == key), flush=True)
     for split in ("validation", "test"):  # B's student minus A's, paired over the same reviews

@@ -24,7 +24,7 @@ import numpy as np
 
 from imdb_llm.cli import UserError, parse_args, run_main
 from imdb_llm.imdb.data import ImdbArguments, load_imdb
-from imdb_llm.imdb.nbsvm import NBLogisticRegression, ngram_orders
+from imdb_llm.imdb.nbsvm import TOKEN_PATTERN, NBLogisticRegression, ngram_orders
 from imdb_llm.probs import split_provenance, write_result_and_probs
 from imdb_llm.imdb.training import classification_metrics
 from imdb_llm.results import ResultArguments, atomic_write, capture_log
@@ -37,7 +37,7 @@ class NbsvmArguments:
     C: list[float] = field(default_factory=lambda: [0.1, 0.3, 1.0], metadata={"help": "Grid: inverse L2 strength of the logistic regression."})
     alpha: float = field(default=1.0, metadata={"help": "Laplace smoothing of the NB counts."})
     token_pattern: str = field(
-        default=r"(?u)\b\w[\w']*\b|[!?]",
+        default=TOKEN_PATTERN,
         metadata={"help": "Tokens: words (with inner apostrophes: don't) and ! / ? (sentiment-bearing punctuation)."},
     )
     lowercase: bool = field(default=True, metadata={"help": "Lower-case before tokenising."})

@@ -26,6 +26,7 @@ import numpy as np
 
 from imdb_llm.cli import UserError, parse_args, run_main
 from imdb_llm.imdb.data import ImdbArguments, load_imdb
+from imdb_llm.imdb.nbsvm import TOKEN_PATTERN
 from imdb_llm.probs import split_provenance, write_result_and_probs
 from imdb_llm.imdb.training import classification_metrics
 from imdb_llm.results import ResultArguments, atomic_write, capture_log
@@ -47,7 +48,7 @@ class PvdbowArguments:
     output_dir: str = field(default="outputs/imdb-pvdbow", metadata={"help": "Where the Doc2Vec model and the classifier go."})
 
 
-_TOKEN_RE = re.compile(r"\b\w[\w']*\b|[!?]")  # as NBSVM's token pattern: words (don't) and ! / ?
+_TOKEN_RE = re.compile(TOKEN_PATTERN)  # NBSVM's tokens: words (don't) and ! / ?
 
 
 def tokens(text: str, bigrams: bool) -> list[str]:

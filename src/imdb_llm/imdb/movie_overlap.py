@@ -10,9 +10,9 @@ movie, so two reviews a few rows apart often share rare words (names, titles), a
 or more rows apart almost never do (``offset_profile`` measures this). A review's *sibling score*
 is its highest TF-IDF cosine, over rare words only, with any training review within ``window``
 rows of it; above ``SIBLING_THRESHOLD`` it very likely has a review of its own movie in train.
-``imdb_llm.overlap`` saves the scores and splits a run's validation accuracy by them.
 Below it, it may still have one that shares no rare word, so the split is conservative: the
 "no sibling" side is the closer of the two to a movie-disjoint validation set, not equal to it.
+``imdb_llm.overlap`` saves the scores and splits a run's validation accuracy by them.
 """
 
 from __future__ import annotations

@@ -18,6 +18,9 @@ import scipy.sparse as sp
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.linear_model import LogisticRegression
 
+# Tokens: words (with inner apostrophes: don't) and ! / ? (sentiment-bearing punctuation).
+TOKEN_PATTERN = r"(?u)\b\w[\w']*\b|[!?]"
+
 
 def nb_log_count_ratio(X, y, alpha: float = 1.0) -> np.ndarray:
     """Per-feature NB log-count ratio ``r`` (see module docstring); ``y`` in {0, 1}."""
@@ -33,15 +36,16 @@ def nb_log_count_ratio(X, y, alpha: float = 1.0) -> np.ndarray:
 class NBLogisticRegression(ClassifierMixin, BaseEstimator):
     """Logistic regression on NB-scaled features (the features should be binary, i.e. presence)."""
 
-    def __init__(self, C: float = 1.0, alpha: float = 1.0, max_iter: int = 1000):
+    def __init__(self, C: float = 1.0, alpha: float = 1.0, max_iter: int = 1000, random_state: int | None = None):
         self.C = C
         self.alpha = alpha
         self.max_iter = max_iter
+        self.random_state = random_state  # liblinear's dual solver visits the reviews in a random order
 
     def fit(self, X, y):
         self.r_ = nb_log_count_ratio(X, y, self.alpha).astype(np.float32)
         # liblinear's dual solver: fast when features (millions of n-grams) far outnumber reviews.
-        self.lr_ = LogisticRegression(C=self.C, solver="liblinear", dual=True, max_iter=self.max_iter)
+        self.lr_ = LogisticRegression(C=self.C, solver="liblinear", dual=True, max_iter=self.max_iter, random_state=self.random_state)
         self.lr_.fit(self._scale(X), y)
         self.classes_ = self.lr_.classes_
         return self

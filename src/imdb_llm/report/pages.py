@@ -74,7 +74,7 @@ def _agreement(args: list[str], results: dict[str, dict[str, Any]], results_dir:
 
 def _overlap(names: list[str], results: dict[str, dict[str, Any]], results_dir: str | os.PathLike, source: str) -> str:
     """``{{overlap:RUN,RUN,...}}``: each run's validation accuracy on the reviews that share a movie with
-    train and on those that do not, beside its test accuracy (imdb_llm.imdb.movie_overlap)."""
+    train and on those that do not, beside its test accuracy (imdb_llm.overlap)."""
     if not names:
         raise UserError(f"{source}: {{{{overlap:RUN,...}}}} needs result names")
     scores_path = Path(results_dir) / f"{OVERLAP_RESULT}{OVERLAP_SUFFIX}"
