@@ -3,6 +3,7 @@ learning curves, pretraining loss), drawn only from what result files hold."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import tempfile
 from pathlib import Path
@@ -153,12 +154,13 @@ def _pretrain_loss_figure(path: Path, curves: dict[str, list], results: dict[str
     objectives = sorted({results[n]["metrics"].get("pretrain_objective", "lm") for n in curves})
     fig, axes = plt.subplots(1, len(objectives), figsize=(5.5 * len(objectives), 3.8), squeeze=False)
     for ax, objective in zip(axes[0], objectives):
-        for name, curve in curves.items():
-            m = results[name]["metrics"]
-            if m.get("pretrain_objective", "lm") != objective:
-                continue
+        # Runs of one objective share a family colour, so a line style tells them apart.
+        names = [n for n in curves if results[n]["metrics"].get("pretrain_objective", "lm") == objective]
+        for name, style in zip(names, itertools.cycle(("-", "--", ":", "-."))):
+            m, curve = results[name]["metrics"], curves[name]
             per_step = (_number(m.get("pretrain_tokens")) or 0) / max(1, _number(m.get("pretrain_steps")) or 1)
-            ax.plot([step * per_step / 1e6 for step, _ in curve], [loss for _, loss in curve], color=FAMILY_COLORS.get(_family(name)), label=_label(name))
+            ax.plot([step * per_step / 1e6 for step, _ in curve], [loss for _, loss in curve], style,
+                    color=FAMILY_COLORS.get(_family(name)), label=_label(name))
         ax.set(xlabel="pretraining tokens seen (millions)", ylabel="training loss", title={"mlm": "Masked LM", "clm": "Causal LM"}.get(objective, objective))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
