@@ -151,11 +151,12 @@ def _pretrain_loss_figure(path: Path, curves: dict[str, list], results: dict[str
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    objectives = sorted({results[n]["metrics"].get("pretrain_objective", "lm") for n in curves})
-    fig, axes = plt.subplots(1, len(objectives), figsize=(5.5 * len(objectives), 3.8), squeeze=False)
-    for ax, objective in zip(axes[0], objectives):
+    by_objective: dict[str, list[str]] = {}
+    for name in curves:
+        by_objective.setdefault(results[name]["metrics"].get("pretrain_objective", "lm"), []).append(name)
+    fig, axes = plt.subplots(1, len(by_objective), figsize=(5.5 * len(by_objective), 3.8), squeeze=False)
+    for ax, (objective, names) in zip(axes[0], sorted(by_objective.items())):
         # Runs of one objective share a family colour, so a line style tells them apart.
-        names = [n for n in curves if results[n]["metrics"].get("pretrain_objective", "lm") == objective]
         for name, style in zip(names, itertools.cycle(("-", "--", ":", "-."))):
             m, curve = results[name]["metrics"], curves[name]
             per_step = (_number(m.get("pretrain_tokens")) or 0) / max(1, _number(m.get("pretrain_steps")) or 1)
