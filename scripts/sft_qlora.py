@@ -328,6 +328,8 @@ def train(trainer, resume, settings, run: Run, train_data, metrics) -> float:
     else:
         metrics["eval_loss"] = trainer.evaluate()["eval_loss"]
     print(f"validation loss after training: {metrics['eval_loss']:.4f}")
+    # Every part of the run, in the summary too: scripts/tune_recipe.py adds up its variants' times from it.
+    metrics["train_seconds"] = round(clock.before + segment, 1)
     return clock.before + segment
 
 
