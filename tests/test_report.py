@@ -236,6 +236,38 @@ def test_the_expert_run_shows_its_most_stuck_answers_worst_first(workspace):
     assert [line.split(" | ")[1] for line in worst] == ["9", "4", "3", "1", "1"]  # "好" x12 holds "好好好好" 9 times
 
 
+def test_the_medical_recipe_search_is_tabulated_best_first_with_each_curve(workspace):
+    """docs/qlora.md shows every variant of the LoRA-vs-full search, lowest loss first, with the
+    validation curve the choice was read from; a variant without the metric stops the report unwritten."""
+    from imdb_llm.report.table import MED_SEARCH_END, MED_SEARCH_RUN, MED_SEARCH_START
+    from imdb_llm.results import write_result
+
+    def variant(name, args, loss, history, seconds):
+        return {"name": name, "args": args, "eval_loss": loss, "train_seconds": seconds, "chosen_step": history[-1][0], "train_tokens_per_second": 312.9,
+                "eval_loss_history": [{"step": s, "epoch": e, "eval_loss": l} for s, e, l in history], "device": "cpu (2 cores)"}
+
+    rows = [variant("lora32", "", 1.2512, [(63, 0.252, 1.4), (126, 0.504, 1.2512)], 1500.0),
+            variant("full", "--finetuning full --learning_rate 1e-4", 1.1987, [(63, 0.252, 1.3), (126, 0.504, 1.1987)], 2400.0)]
+    metrics = {"best_variant": "full", "metric": "eval_loss", "eval_loss": 1.1987, "n_variants": 2, "variants": rows}
+    write_result(MED_SEARCH_RUN, metrics, headline="validation_search", config={"greater_is_better": False}, train_seconds=3900,
+                 results_dir=workspace / "results")
+    doc = workspace / "docs" / "qlora.md"
+    doc.write_text(f"before\n{MED_SEARCH_START}\nstale\n{MED_SEARCH_END}\nafter\n", encoding="utf-8")
+    make_report(workspace / "results", workspace / "README.md", workspace / "docs")
+    text = doc.read_text(encoding="utf-8")
+    table = [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("| variant")]
+    assert "stale" not in text and text.startswith("before\n") and text.endswith(f"{MED_SEARCH_END}\nafter\n")
+    assert table[0].startswith("| **full** (chosen) | `--finetuning full --learning_rate 1e-4` | 1.1987 | 1.300 (0.252) → 1.199 (0.504) | 126 | 40.0 min |")
+    assert table[1].startswith("| lora32 | the base config | 1.2512 | 1.400 (0.252) → 1.251 (0.504) | 126 | 25.0 min | 313 |")
+
+    del rows[0]["eval_loss"]
+    write_result(MED_SEARCH_RUN, metrics, headline="validation_search", config={"greater_is_better": False}, train_seconds=3900,
+                 results_dir=workspace / "results")
+    with pytest.raises(UserError, match="needs variants that each hold its metric 'eval_loss'"):
+        make_report(workspace / "results", workspace / "README.md", workspace / "docs")
+    assert doc.read_text(encoding="utf-8") == text
+
+
 def test_corrupt_predictions_file_is_a_one_line_error_and_nothing_is_written(workspace):
     (workspace / "results" / "lora-smollm2-med.predictions.jsonl").write_text('{"question": "x"\n', encoding="utf-8")
     doc = workspace / "docs" / "qlora.md"

@@ -167,3 +167,30 @@ def serving_levels_table(result: dict[str, Any]) -> str:
     if len(lines) == 2:
         raise ValueError(f"{result.get('name')}: no client levels to tabulate")
     return "\n".join(lines)
+
+
+# docs/qlora.md's recipe search for the medical expert: the block between these markers is rewritten from
+# results/<MED_SEARCH_RUN>.json by `make report` once that file exists.
+MED_SEARCH_RUN = "med-expert-smollm2-cpu-tune"
+MED_SEARCH_START = "<!-- med-recipe-search:start -->"
+MED_SEARCH_END = "<!-- med-recipe-search:end -->"
+
+
+def recipe_search_table(result: dict[str, Any]) -> str:
+    """One row per variant of a recipe search (scripts/tune_recipe.py), best first, with each variant's
+    validation curve where it kept one: the evidence the choice was made on, not only the winner."""
+    m = result["metrics"]
+    metric, variants = m.get("metric"), m.get("variants") or []
+    if not variants or any(metric not in v for v in variants):
+        raise UserError(f"{result.get('name')}: a recipe search needs variants that each hold its metric {metric!r}")
+    sign = 1 if (result.get("config") or {}).get("greater_is_better", True) else -1
+    curve = lambda v: " → ".join(f"{h['eval_loss']:.3f} ({h['epoch']:g})" for h in v.get("eval_loss_history") or []) or "—"  # noqa: E731
+    lines = [f"| variant | flags | {metric.replace('_', ' ')} | validation loss (epoch) as it trained | kept step | training time | tokens/s | device |",
+             "|---|---|---:|---|---:|---:|---:|---|"]
+    for v in sorted(variants, key=lambda v: -sign * v[metric]):
+        name = f"**{v['name']}** (chosen)" if v["name"] == m.get("best_variant") else v["name"]
+        flags = f"`{v['args']}`" if v.get("args") else "the base config"
+        speed = _number(v.get("train_tokens_per_second"))
+        lines.append(f"| {name} | {_cell(flags)} | {v[metric]:.4f} | {curve(v)} | {v.get('chosen_step', '—')} | "
+                     f"{fmt_seconds(v.get('train_seconds'))} | {'—' if speed is None else f'{speed:,.0f}'} | {_cell(v.get('device', '—'))} |")
+    return "\n".join(lines)
