@@ -29,7 +29,7 @@ QUESTIONS = [
 class CaptureArguments:
     """What to run, what to ask, and where the transcript goes."""
 
-    command: str = field(default="make chatglm-chat MODEL=packaged:smollm2 ARGS='--adapter outputs/smollm2-med-expert'",
+    command: str = field(default="make chatglm-chat MODEL=outputs/smollm2-med-expert",
                          metadata={"help": "The chat command, as typed in a shell."})
     questions: list[str] = field(default_factory=lambda: list(QUESTIONS), metadata={"help": "One input line each."})
     document: str = field(default="docs/qlora.md", metadata={"help": "Markdown page with the transcript markers."})

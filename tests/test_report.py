@@ -258,7 +258,7 @@ def test_the_medical_recipe_search_is_tabulated_best_first_with_each_curve(works
     table = [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("| variant")]
     assert "stale" not in text and text.startswith("before\n") and text.endswith(f"{MED_SEARCH_END}\nafter\n")
     assert table[0].startswith("| **full** (chosen) | `--finetuning full --learning_rate 1e-4` | 1.1987 | 1.300 (0.252) → 1.199 (0.504) | 126 | 40.0 min |")
-    assert table[1].startswith("| lora32 | the base config | 1.2512 | 1.400 (0.252) → 1.251 (0.504) | 126 | 25.0 min | 313 |")
+    assert table[1].startswith("| lora32 | none (the base config as it was then) | 1.2512 | 1.400 (0.252) → 1.251 (0.504) | 126 | 25.0 min | 313 |")
 
     del rows[0]["eval_loss"]
     write_result(MED_SEARCH_RUN, metrics, headline="validation_search", config={"greater_is_better": False}, train_seconds=3900,

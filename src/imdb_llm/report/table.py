@@ -189,7 +189,7 @@ def recipe_search_table(result: dict[str, Any]) -> str:
              "|---|---|---:|---|---:|---:|---:|---|"]
     for v in sorted(variants, key=lambda v: -sign * v[metric]):
         name = f"**{v['name']}** (chosen)" if v["name"] == m.get("best_variant") else v["name"]
-        flags = f"`{v['args']}`" if v.get("args") else "the base config"
+        flags = f"`{v['args']}`" if v.get("args") else "none (the base config as it was then)"
         speed = _number(v.get("train_tokens_per_second"))
         lines.append(f"| {name} | {_cell(flags)} | {v[metric]:.4f} | {curve(v)} | {v.get('chosen_step', '—')} | "
                      f"{fmt_seconds(v.get('train_seconds'))} | {'—' if speed is None else f'{speed:,.0f}'} | {_cell(v.get('device', '—'))} |")
