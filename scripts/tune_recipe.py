@@ -34,6 +34,8 @@ from imdb_llm.results import ResultArguments, atomic_write_text, capture_log, co
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SCRIPT = "scripts/finetune_classifier.py"
+SEARCH_LOG = "search.log"  # in output_root: the tuner's own output, every sitting
+VARIANT_LOG = "variant.log"  # in each variant's folder: everything its training script printed
 
 
 @dataclass
@@ -131,7 +133,11 @@ def main(argv=None):
 
     rows = []
     record = VariantRecord(result_args.results_dir, result_args.results_name)
-    with capture_log(None) as log:
+    # The search's own log, appended over every sitting, so the result's log covers all of them.
+    search_log = Path(args.output_root, SEARCH_LOG)
+    search_log.parent.mkdir(parents=True, exist_ok=True)
+    earlier = search_log.read_text(encoding="utf-8") if search_log.is_file() else ""
+    with capture_log(search_log) as log:
         for name, flags in variants.items():
             out = Path(args.output_root, name)
             summary_path = out / args.summary_file
@@ -147,10 +153,13 @@ def main(argv=None):
                 print(f"[{name}] {shlex.join(command[1:])}", flush=True)
                 env = {**os.environ, "RUN_COMMAND": ""}
                 proc = subprocess.run(command, env=env, cwd=os.getcwd(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                out.mkdir(parents=True, exist_ok=True)
+                with open(out / VARIANT_LOG, "a", encoding="utf-8") as variant_log:  # a resumed variant adds to it
+                    variant_log.write(proc.stdout)
                 tail = [line for line in proc.stdout.splitlines() if any(w in line.lower() for w in ("accuracy", "loss", "error"))][-3:]
                 print("\n".join(f"[{name}] {line}" for line in tail), flush=True)
                 if proc.returncode != 0 or not summary_path.is_file():
-                    raise UserError(f"variant {name} failed (exit {proc.returncode}); its log: {out / 'train.log'}")
+                    raise UserError(f"variant {name} failed (exit {proc.returncode}); its log: {out / VARIANT_LOG}")
             if not recorded or summary_path.is_file():
                 summary = json.loads(summary_path.read_text(encoding="utf-8"))
                 recorded = record.add(name, key, {"name": name, "args": shlex.join(flags), **summary})
@@ -173,7 +182,7 @@ def main(argv=None):
         print(f"best: {best['name']} ({best['args'] or 'the base recipe'}), {args.metric} {best[args.metric]:.4f}")
         if result_args.results_name:
             written = write_result(result_args.results_name, metrics, headline="validation_search", config=config, train_seconds=sum(r["train_seconds"] for r in rows),
-                                   log_text=log.getvalue(), results_dir=result_args.results_dir)
+                                   log_text=earlier + log.getvalue(), results_dir=result_args.results_dir)
             print(f"result written to {written}")
             record.remove()
     return metrics

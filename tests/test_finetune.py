@@ -441,6 +441,7 @@ import json, pathlib, sys
 args = dict(zip(sys.argv[2::2], sys.argv[3::2]))  # argv[1] is the base config
 out = pathlib.Path(args["--output_dir"]); out.mkdir(parents=True, exist_ok=True)
 (out / "seen_args.json").write_text(json.dumps(args))
+print("fake trainer ran with loss", args.get("--loss"))
 if "--loss" in args:
     (out / "summary.json").write_text(json.dumps({"eval_loss": float(args["--loss"]), "n_eval": 4, "n_train": 8, "train_seconds": 1.0}))
 """
@@ -466,8 +467,15 @@ def test_recipe_search_runs_any_script_and_ranks_a_loss_lowest_first(tmp_path):
     # A summary without the metric, and a variant setting a held-out flag itself, are one-line errors.
     missing = tune("silent: --other 1")
     assert missing.returncode == 2 and missing.stderr.strip().splitlines()[-1].startswith("error: variant silent failed")
+    # What the failed variant printed is kept where the error points.
+    assert missing.stderr.strip().endswith("variant.log") and "fake trainer ran with loss None" in (tmp_path / "tune" / "silent" / "variant.log").read_text()
     clash = tune("cheat: --generate_eval_samples 500")
     assert clash.returncode == 2 and "are set by the tuner, per variant" in clash.stderr.strip().splitlines()[-1]
+    # A variant added later runs alone; the result's log holds every sitting of the search, not only the last.
+    more = tune("high: --loss 1.5", "low: --loss 0.9", "lower: --loss 0.5")
+    assert more.returncode == 0 and "[high] done before" in more.stdout and "[lower] " in more.stdout
+    log = (tmp_path / "results" / "tune.log").read_text()
+    assert "best: low " in log and "best: lower " in log and log.index("best: low ") < log.index("best: lower ")
 
 
 def test_a_recorded_variant_is_reused_only_with_the_same_config_and_flags(tmp_path):
