@@ -7,7 +7,7 @@ CHATGLM_MERGED  ?= outputs/chatglm2-6b-med-merged
 
 # What chatglm-qlora needs, said before anything loads (ALLOW_CPU=1 skips the GPU check).
 CHATGLM_NEEDS = chatglm-qlora trains ChatGLM2-6B in 4 bits: it needs a CUDA GPU and the converted weights in $(CHATGLM_BASE) (make chatglm-convert).
-CHATGLM_HERE  = On this machine, the same recipe on SmolLM2-135M: make lora-smollm2-med (CPU, ~1 h) or make qlora-smollm2.
+CHATGLM_HERE  = On this machine, the same script on SmolLM2-135M: make med-expert-smollm2-cpu (CPU, ~3 h, resumable) or the 4-bit smoke run make qlora-smollm2.
 
 chatglm-qlora:  ## QLoRA ChatGLM2-6B on data/bentsao_med_zh (GPU; resumable; multi-GPU: see configs/chatglm2-6b_qlora_med.yaml)
 	@test -n "$(ALLOW_CPU)" || $(PY) -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null || \
@@ -27,7 +27,7 @@ chatglm-merge:  ## fold the adapter into bf16 weights -> $(CHATGLM_MERGED) (load
 qlora-smollm2:  ## same QLoRA script on SmolLM2-135M (offline, CPU ~20 min) -> results/qlora-smollm2-med.json
 	RUN_COMMAND="make qlora-smollm2$(ARGS_SUFFIX)" $(PY) scripts/sft_qlora.py configs/smollm2_qlora_med.yaml $(ARGS)
 
-lora-smollm2-med:  ## LoRA SmolLM2-135M on 4,000+ medical records, CPU bf16, 300 judged answers (~1-1.5 h on 2 cores; resumable) -> results/lora-smollm2-med.json
+lora-smollm2-med:  ## the first CPU-scale run, kept as the loop baseline of issue 31: LoRA r=8 on 4,000+ medical records, greedy, 300 judged answers (~1-1.5 h on 2 cores; resumable) -> results/lora-smollm2-med.json
 	RUN_COMMAND="make lora-smollm2-med$(ARGS_SUFFIX)" $(PY) scripts/sft_qlora.py configs/smollm2_lora_med_cpu.yaml $(ARGS)
 
 med-expert-smollm2-cpu-tune:  ## issue 31: LoRA r=32 vs every weight (one or two epochs) on 2,000 records, the carved validation loss decides (~2 h; the 500 judged never read) -> results/med-expert-smollm2-cpu-tune.json

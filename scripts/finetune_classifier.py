@@ -48,7 +48,7 @@ from imdb_llm.llm.loading import require_hub_model, resolve_model
 from imdb_llm.precision import CHOICES, precision_flags, precision_label
 from imdb_llm.progress import ProgressLine
 from imdb_llm.results import ResultArguments
-from imdb_llm.resume import SettingsRecord, TrainClock, resolve_resume, run_settings, timed_train
+from imdb_llm.resume import RunLog, SettingsRecord, TrainClock, resolve_resume, run_settings, timed_train
 from imdb_llm.threads import training_session
 
 
@@ -271,7 +271,8 @@ def main(argv=None, extra_callbacks=None):
             extra.update(figures)
 
         clock = TrainClock(resume)  # checkpoints record the training time, so a resumed run reports all of it
-        callbacks = [ProgressLine(), clock, SettingsRecord(settings), *(extra_callbacks or [])]  # ProgressLine: one readable line per evaluation
+        log = RunLog(resume, log)  # ... and the log so far, so the result's log holds every sitting
+        callbacks = [ProgressLine(), clock, log, SettingsRecord(settings), *(extra_callbacks or [])]  # ProgressLine: one readable line per evaluation
         trainer = make_trainer(model_args, training_args, model, tokenizer, encoded, decoder, callbacks)
 
         # 7. Train (best validation checkpoint restored), then the one test evaluation.

@@ -32,7 +32,7 @@ from imdb_llm.imdb.tokenized_cache import resolve_cache_dir
 from imdb_llm.imdb.training import count_parameters
 from imdb_llm.precision import precision_flags, precision_label
 from imdb_llm.results import ResultArguments, write_result
-from imdb_llm.resume import SettingsRecord, TrainClock, resolve_resume, run_settings
+from imdb_llm.resume import RunLog, SettingsRecord, TrainClock, resolve_resume, run_settings
 from imdb_llm.threads import training_session
 
 
@@ -101,8 +101,9 @@ def main(argv=None, extra_callbacks=None):
         settings = run_settings(lm_args, data_args, training_args=training_args)
         resume = resolve_resume(training_args, settings)
         clock = TrainClock(resume)  # checkpoints carry the training time, so a resumed run reports all of it
+        log = RunLog(resume, log)  # ... and the log so far: the result's log holds every sitting
         trainer = Trainer(model=model, args=training_args, train_dataset=train_blocks, eval_dataset=eval_blocks, data_collator=stack_blocks,
-                          callbacks=[throughput, SettingsRecord(settings), clock, *(extra_callbacks or [])])
+                          callbacks=[throughput, SettingsRecord(settings), clock, log, *(extra_callbacks or [])])
         if resume:
             print(f"resuming from {resume}")
         trainer.train(resume_from_checkpoint=resume)

@@ -48,7 +48,7 @@ from imdb_llm.llm.sft.template import choose_max_length, encode_conversation, en
 from imdb_llm.precision import precision_flags, precision_label
 from imdb_llm.progress import ProgressLine
 from imdb_llm.results import ResultArguments, atomic_write_text, capture_log, write_result
-from imdb_llm.resume import SettingsRecord, TrainClock, resolve_resume, run_settings, timed_train
+from imdb_llm.resume import RunLog, SettingsRecord, TrainClock, resolve_resume, run_settings, timed_train
 from imdb_llm.threads import set_torch_threads
 
 
@@ -160,6 +160,7 @@ def _main(run: Run, log, extra_callbacks):
     resume = resolve_resume(run.training, settings)  # refuses a checkpoint of a run with other settings
     if resume:
         print(f"resuming from {resume}", flush=True)
+    log = RunLog(resume, log)  # the result's log: every sitting's, as checkpoints carry it
     # A GGUF base is de-quantised once into safetensors: transformers neither loads a GGUF file in
     # 4-bit nor trains a model it loaded from one (it counts as "quantized with GGUF").
     model_path = quantizable_model_path(run.model.model_name_or_path, run.model.cache_dir)
@@ -172,7 +173,7 @@ def _main(run: Run, log, extra_callbacks):
     with base_weights(model, run.model):  # the base model = the adapter switched off, or (full) before training
         metrics["eval_loss_base"] = trainer.evaluate()["eval_loss"]
     print(f"validation loss of the base model: {metrics['eval_loss_base']:.4f}")
-    train_seconds = train(trainer, resume, settings, run, train_data, metrics)
+    train_seconds = train(trainer, resume, settings, run, train_data, metrics, log)
 
     # Save at once: the tuned model is usable even if the judging below is interrupted.
     trainer.save_model(run.training.output_dir)
@@ -300,8 +301,8 @@ def base_weights(model, model_args: ModelArguments):
         yield model
 
 
-def train(trainer, resume, settings, run: Run, train_data, metrics) -> float:
-    """Train (resumable: checkpoints hold weights, optimizer, scheduler, RNG and data position) and
+def train(trainer, resume, settings, run: Run, train_data, metrics, log: RunLog) -> float:
+    """Train (resumable: checkpoints hold weights, optimizer, scheduler, RNG, data position, time and log) and
     record the validation losses; with ``load_best_model_at_end`` the best evaluated checkpoint is
     the one kept, which chooses the training length on the carved validation. Returns the seconds
     trained over every part of the run."""
@@ -309,6 +310,7 @@ def train(trainer, resume, settings, run: Run, train_data, metrics) -> float:
     clock = TrainClock(resume)  # train_seconds adds up across interruptions
     trainer.add_callback(clock)
     trainer.add_callback(SettingsRecord(settings))
+    trainer.add_callback(log)
     out, segment = timed_train(trainer, resume)
     args, state = run.training, trainer.state
     metrics.update({"train_seconds_this_process": round(segment, 1), "train_loss": out.training_loss, "global_step": out.global_step,

@@ -396,7 +396,9 @@ def test_a_run_cut_short_resumes_and_ends_with_the_same_steps(script, tiny_bert,
     resumed = json.loads((tmp_path / "cut" / "results" / "cut.json").read_text())
     steps = lambda r: max(h["step"] for h in r["log_history"])  # noqa: E731
     assert steps(resumed) == steps(straight) == 12  # 2 epochs x 48 reviews / batch 8
-    assert "resuming from" in (tmp_path / "cut" / "results" / "cut.log").read_text()
+    log = (tmp_path / "cut" / "results" / "cut.log").read_text()
+    assert "resuming from" in log and "[stopped; the next sitting resumed from checkpoint-6]" in log
+    assert log.count("parameters; pad token") == 2  # the first sitting's log (to its checkpoint) is kept too
     before = json.loads((tmp_path / "cut" / "out" / "checkpoint-6" / "train_clock.json").read_text())["train_seconds"]
     assert resumed["train_seconds"] > before > 0
 

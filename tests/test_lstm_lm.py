@@ -127,6 +127,8 @@ def test_pretraining_resumes_from_its_last_checkpoint(imdb_tokenizer, imdb_dir, 
     assert exc.value.code == 2 and not (results / "imdb-lstm-lm.json").exists()
     pretrain_lstm_lm.main(flags)
     result = json.loads((results / "imdb-lstm-lm.json").read_text())
-    assert f"resuming from {out / 'checkpoint-2'}" in (results / "imdb-lstm-lm.log").read_text()
+    log = (results / "imdb-lstm-lm.log").read_text()
+    assert f"resuming from {out / 'checkpoint-2'}" in log and "[stopped; the next sitting resumed from checkpoint-2]" in log
+    assert log.count("parameters; embeddings from") == 2  # the first sitting's log (to its checkpoint) is kept too
     assert result["metrics"]["pretrain_resumed_from_step"] == 2 and result["metrics"]["pretrain_steps_this_session"] == 2
     assert result["train_seconds"] > before > 0

@@ -263,6 +263,11 @@ def test_long_run_resumes_after_a_stop_in_training_or_in_judging(tiny_glm, tmp_p
         torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-4)
     assert _predictions(res / "resumed.predictions.jsonl") == _predictions(res / "straight.predictions.jsonl")
     assert json.loads((res / "resumed.json").read_text())["generation_defaults"] == result["generation_defaults"]
+    # The result's log holds every sitting (each checkpoint carries the log so far), in order.
+    log = (res / "resumed.log").read_text(encoding="utf-8")
+    assert log.count("validation loss of the base model") == 3
+    assert 0 <= log.index("resumed from checkpoint-2") < log.index("resumed from checkpoint-6")
+    assert "resumed from" not in (res / "straight.log").read_text(encoding="utf-8")
 
 
 def test_decoding_search_needs_a_carved_validation(tiny_glm, tmp_path, capsys):

@@ -1,6 +1,6 @@
 """Resuming a run cut short, in one place: which checkpoint to continue from (and the check that it
-was saved by a run with the same settings), the "stage finished" marker, and the training clock
-that survives a kill. Every training entry point uses these.
+was saved by a run with the same settings), the "stage finished" marker, and the training clock and
+run log that survive a kill. Every training entry point uses these.
 
 Kept apart from ``imdb_llm.imdb.training`` because it needs transformers at import time, and light
 scripts (the ensemble, the report) import ``training`` without wanting transformers loaded.
@@ -18,7 +18,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 from imdb_llm.cli import UserError
-from imdb_llm.results import atomic_write_text, read_json, write_json_atomic
+from imdb_llm.results import atomic_write_text, read_json, trim_log, write_json_atomic
 
 
 # What a checkpoint's run was trained with, beyond the script's own arguments. Precision, device
@@ -112,11 +112,11 @@ def mark_stage_finished(folder: str | os.PathLike, marker: str, data: dict) -> N
     write_json_atomic(Path(folder, marker), data)
 
 
-def _write_into_checkpoint(args, state, name: str, data: dict) -> None:
-    """Add ``name`` (JSON) to the checkpoint the Trainer has just saved (main process only)."""
+def _write_into_checkpoint(args, state, name: str, text: str) -> None:
+    """Add the file ``name`` to the checkpoint the Trainer has just saved (main process only)."""
     folder = Path(args.output_dir, f"checkpoint-{state.global_step}")
     if folder.is_dir() and state.is_world_process_zero:
-        atomic_write_text(folder / name, json.dumps(data, indent=1, sort_keys=True))
+        atomic_write_text(folder / name, text)
 
 
 class SettingsRecord(TrainerCallback):
@@ -126,7 +126,7 @@ class SettingsRecord(TrainerCallback):
         self.settings = settings
 
     def on_save(self, args, state, control, **kwargs):
-        _write_into_checkpoint(args, state, SETTINGS_FILE, self.settings)
+        _write_into_checkpoint(args, state, SETTINGS_FILE, json.dumps(self.settings, indent=1, sort_keys=True))
 
 
 class TrainClock(TrainerCallback):
@@ -145,7 +145,30 @@ class TrainClock(TrainerCallback):
         return self.before + time.perf_counter() - self.start
 
     def on_save(self, args, state, control, **kwargs):
-        _write_into_checkpoint(args, state, self.FILE, {"train_seconds": self.seconds()})
+        _write_into_checkpoint(args, state, self.FILE, json.dumps({"train_seconds": self.seconds()}))
+
+
+class RunLog(TrainerCallback):
+    """The run's log over every sitting, as :class:`TrainClock` is its time: the log so far is saved
+    in every checkpoint and read back on resume, so the result log of a run stopped and resumed shows
+    the parts before the stop, not only the last sitting. ``getvalue()`` stands in for the buffer of
+    :func:`~imdb_llm.results.capture_log` wherever a result's log is written."""
+
+    FILE = "run_log.txt"
+
+    def __init__(self, resume: str | None, buffer):
+        path = Path(resume, self.FILE) if resume else None
+        self.before = path.read_text(encoding="utf-8") if path and path.is_file() else ""
+        self.resumed_from = Path(resume).name if resume else None
+        self.buffer = buffer
+
+    def getvalue(self) -> str:
+        if not self.before:
+            return self.buffer.getvalue()
+        return f"{self.before.rstrip()}\n\n[stopped; the next sitting resumed from {self.resumed_from}]\n\n{self.buffer.getvalue()}"
+
+    def on_save(self, args, state, control, **kwargs):
+        _write_into_checkpoint(args, state, self.FILE, trim_log(self.getvalue()))
 
 
 def timed_train(trainer, resume_from_checkpoint=None) -> tuple[Any, float]:
