@@ -33,7 +33,7 @@ lora-smollm2-med:  ## the first CPU-scale run, kept as the loop baseline of issu
 med-expert-smollm2-cpu-tune:  ## issue 31: LoRA r=32 vs every weight (one or two epochs) on 2,000 records, the carved validation loss decides (~2 h; the 500 judged never read) -> results/med-expert-smollm2-cpu-tune.json
 	RUN_COMMAND="make med-expert-smollm2-cpu-tune$(ARGS_SUFFIX)" $(PY) scripts/tune_recipe.py configs/smollm2_med_expert_cpu_tune.yaml $(ARGS)
 
-med-expert-smollm2-cpu:  ## issue 31: SmolLM2-135M, every weight, on all medical train records, checkpoint + decoding chosen on a carved validation, 500 judged (~3 h estimated on 2 cores: two epochs; resumable) -> results/med-expert-smollm2-cpu.json
+med-expert-smollm2-cpu:  ## issue 31: SmolLM2-135M, every weight, on all medical train records, checkpoint + decoding chosen on a carved validation, 500 judged (2.9 h measured on 2 AMD EPYC cores: two epochs; resumable) -> results/med-expert-smollm2-cpu.json
 	RUN_COMMAND="make med-expert-smollm2-cpu$(ARGS_SUFFIX)" $(PY) scripts/sft_qlora.py configs/smollm2_med_expert_cpu.yaml $(ARGS)
 
 bench-qlora:  ## QLoRA speed/memory, ChatGLM2-6B shape, random weights, 4x1024, r=8 (GPU) -> results/qlora-chatglm2-6b-speed.json
