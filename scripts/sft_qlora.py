@@ -36,6 +36,7 @@ from typing import Any
 
 
 from imdb_llm.cli import UserError, parse_args, run_main
+from imdb_llm.llm.med.prepare import MedicalDataArguments, answer_match_callbacks, clean_loaded, ground_all
 from imdb_llm.llm.prompts import apply_template_override
 from imdb_llm.llm.sft.collate import ListDataset, PackingCollator, PadCollator
 from imdb_llm.llm.sft.data import DataReport, SftDataArguments, carve, load_conversations, seeded_subset
@@ -115,7 +116,7 @@ def argument_types():
     from transformers import TrainingArguments
 
     return (ModelArguments, SftDataArguments, GenerationEvalArguments, GenerationOverrides, DecodingSearchArguments, TrainingArguments,
-            ResultArguments)
+            ResultArguments, MedicalDataArguments)
 
 
 @dataclass
@@ -129,6 +130,7 @@ class Run:
     search: DecodingSearchArguments
     training: Any
     result: ResultArguments
+    med: MedicalDataArguments
     config: dict
 
 
@@ -166,7 +168,8 @@ def _main(run: Run, log, extra_callbacks):
     model_path = quantizable_model_path(run.model.model_name_or_path, run.model.cache_dir)
     tokenizer, train_data, loss_data, max_length, lengths = encode_data(run, data, model_path)
     model, weight_dtype, n_4bit = build_model(run, model_path)
-    trainer = build_trainer(run, model, tokenizer, train_data, loss_data, extra_callbacks)
+    callbacks = [*(extra_callbacks or []), *answer_match_callbacks(run.med, tokenizer, data, run.training.seed)]
+    trainer = build_trainer(run, model, tokenizer, train_data, loss_data, callbacks)
 
     metrics: dict = {"n_train": len(train_data), "n_eval": len(loss_data), "n_carved": len(data["carved"]), "max_length": max_length,
                      "quantized_linear_layers": n_4bit}
@@ -179,6 +182,8 @@ def _main(run: Run, log, extra_callbacks):
     trainer.save_model(run.training.output_dir)
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(run.training.output_dir)
+        if data["index"] is not None:  # chat and serving retrieve from the same records
+            data["index"].save(run.training.output_dir, run.med)
     chosen, search_table, predictions = judge(run, data, model, tokenizer, model_path, weight_dtype, candidates, judging, metrics)
     if trainer.is_world_process_zero():
         report = {"train": data["train_report"].summary(), "validation": data["loss_report"].summary(),
@@ -193,6 +198,7 @@ def load_data(run: Run) -> dict[str, Any]:
     d, seed = run.data, run.data.subset_seed
     train_convs, train_report = load_conversations(d.train_file, "train", d.system_prompt)
     valid_convs, valid_report = load_conversations(d.validation_file, "validation", d.system_prompt)
+    train_convs, valid_convs = clean_loaded(train_convs, train_report, run.med), clean_loaded(valid_convs, valid_report, run.med)
     train_convs, carved = carve(train_convs, d.carve_validation, seed)  # before any subset: the carve never moves
     train_convs = seeded_subset(train_convs, d.max_train_samples, seed)
     if carved:
@@ -208,8 +214,10 @@ def load_data(run: Run) -> dict[str, Any]:
     search_convs = seeded_subset(carved, run.search.decoding_search_samples, seed) if carved and run.search.decoding_candidates else []
     print(f"records: {len(train_convs)} to train on, {len(loss_convs)} for the validation loss, {len(search_convs)} for the decoding "
           f"search, {len(judge_convs)} judged at the end ({judge_report.source})", flush=True)
-    return {"train": train_convs, "loss": loss_convs, "carved": carved, "search": search_convs, "judge": judge_convs,
+    data = {"train": train_convs, "loss": loss_convs, "carved": carved, "search": search_convs, "judge": judge_convs,
             "train_report": train_report, "loss_report": loss_report, "judge_report": judge_report}
+    data["index"] = ground_all(data, run.med)  # retrieved records into every prompt (--retrieval_k), from the records trained on
+    return data
 
 
 def encode_data(run: Run, data: dict, model_path: str):
@@ -245,7 +253,7 @@ def build_model(run: Run, model_path: str):
     # Weights: 4-bit (bf16 compute) for QLoRA; bf16 for LoRA on a GPU; else fp32 (on a CPU bf16 is
     # autocast: the weights and optimizer stay exact, the matmuls run in bf16; full fine-tuning
     # keeps fp32 master weights everywhere).
-    lora_bf16 = m.finetuning == "lora" and (m.load_in_4bit or is_cuda())
+    lora_bf16 = m.finetuning == "lora" and (m.load_in_4bit or is_cuda() or run.med.lora_bf16_base)
     weight_dtype = "bfloat16" if training_args.bf16 and lora_bf16 else "float32"
     model = load_causal_lm(model_path, load_in_4bit=m.load_in_4bit, dtype=weight_dtype, device_map=device_map,
                            attn_implementation=m.attn_implementation)
@@ -253,8 +261,10 @@ def build_model(run: Run, model_path: str):
     if training_args.gradient_checkpointing:
         training_args.gradient_checkpointing_kwargs = {"use_reentrant": False}
     if m.finetuning == "full":
-        n = sum(p.numel() for p in model.parameters())
-        print(f"full fine-tuning: all {n:,} parameters trainable")
+        if run.med.freeze_embeddings:  # a 262k x 640 table (Gemma 3) is 63 % of the weights: no gradient, no optimizer state
+            model.get_input_embeddings().weight.requires_grad_(False)
+        n = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        print(f"full fine-tuning: {n:,} parameters trainable")
         return model, weight_dtype, 0
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
@@ -277,6 +287,8 @@ def build_trainer(run: Run, model, tokenizer, train_data, loss_data, extra_callb
     import torch
     from transformers import Trainer
 
+    from imdb_llm.llm.sft.answer_loss import AnswerOnlyLossTrainer
+
     training_args = run.training
     # Paged 8-bit AdamW pages optimizer state to host RAM under memory pressure; it is a CUDA
     # feature. bitsandbytes' CPU backend runs it too, but say so if we ever have to switch.
@@ -289,7 +301,8 @@ def build_trainer(run: Run, model, tokenizer, train_data, loss_data, extra_callb
             print(f"optimizer {training_args.optim} unavailable without CUDA ({type(exc).__name__}); using adamw_torch")
             training_args.optim = "adamw_torch"
     collator = PackingCollator() if run.data.packing else PadCollator(tokenizer.pad_token_id)
-    return Trainer(model=model, args=training_args, train_dataset=train_data, eval_dataset=loss_data, data_collator=collator,
+    trainer_class = AnswerOnlyLossTrainer if run.med.answer_only_logits else Trainer
+    return trainer_class(model=model, args=training_args, train_dataset=train_data, eval_dataset=loss_data, data_collator=collator,
                    processing_class=tokenizer, callbacks=[ProgressLine(), *(extra_callbacks or [])])
 
 

@@ -250,3 +250,40 @@ def test_cli_rejects_bad_input(repo_root, tmp_path):
     )
     assert out.returncode == 2
     assert out.stderr.strip().startswith("error:") and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_a_medical_guard_grounds_the_question_and_guards_the_answer_streamed_or_not(tiny):
+    """The server runs the same MedicalGuard as chat and the evaluation: the prompt carries the retrieved
+    record, a red-flag question gets the emergency notice first, streamed or not, and both agree."""
+    from imdb_llm.llm.med.guard import MedicalGuard
+    from imdb_llm.llm.med.retrieval import KnowledgeIndex, RetrievalArguments
+    from imdb_llm.llm.med.rules import EMERGENCY_NOTICE
+    from imdb_llm.serve.api_server import ServerState, build_job
+
+    model, tok, _ = tiny
+    guard = MedicalGuard(KnowledgeIndex([("chest pain what to do", "call emergency"), ("sore knee", "rest it")]), RetrievalArguments(1, 40))
+    engine = GenerationEngine.from_args(model, tok, EngineArgs())
+    app = create_app(engine, model_name=MODEL, max_tokens_cap=CAP, guard=guard)
+    question = [{"role": "user", "content": "胸口压榨样疼痛 chest pain"}]
+    state = ServerState(engine, tok, MODEL, CONTEXT, CAP, guard=guard, defaults=engine_defaults(), created=0)
+    job, _ = build_job(openai_body(question), state)
+    assert "call emergency" in tok.decode(job.prompt_ids)  # the retrieved record is in the prompt
+    with serve_in_thread(app) as url:
+        client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=60)
+        whole = greedy(client, question).choices[0].message.content
+        streamed, _ = stream_text(client, question)
+        plain = greedy(client, HELLO).choices[0].message.content
+    assert whole.startswith(EMERGENCY_NOTICE) and streamed == whole
+    assert not plain.startswith(EMERGENCY_NOTICE)
+
+
+def engine_defaults():
+    from imdb_llm.llm.sft.decoding import GenerationDefaults
+
+    return GenerationDefaults(max_new_tokens=24)
+
+
+def openai_body(messages):
+    from imdb_llm.serve.protocol import ChatCompletionRequest
+
+    return ChatCompletionRequest(model=MODEL, messages=messages, max_tokens=24, temperature=0)

@@ -52,6 +52,7 @@ HEADLINES = {
     "throughput": "a speed: the first of the documented tokens/samples-per-second keys the run has",
     "decode_weights": "int4 vs bf16 tokens/s for one request (+ int4_same_tokens_as_fp32)",
     "data_split": "n_validation_with_sibling of n_validation: validation reviews that share a movie with train",
+    "medical": "tuned_answer_match (+ base_answer_match), tuned_safety_pass, tuned_invented_entity_rate: a medical assistant measured without a judge model",
     "leak_check": "student_validation_difference_points (+ its ci95) and student_test_difference_points: what a teacher that saw validation adds",
 }
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")

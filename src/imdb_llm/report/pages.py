@@ -13,6 +13,7 @@ from imdb_llm.overlap import RESULT_NAME as OVERLAP_RESULT, SCORES_SUFFIX as OVE
 from imdb_llm.paired import CONFIDENCE_BANDS, agreement_by_confidence, compare_runs
 from imdb_llm.probs import PROBS_SUFFIX
 from imdb_llm.report.figures import FIGURES, write_figures
+from imdb_llm.report.medical import medical_table
 from imdb_llm.report.numbers import _number, accuracy, fmt_count, fmt_memory, fmt_number, fmt_percent, fmt_seconds, fmt_throughput, parameters
 from imdb_llm.report.answers import EXAMPLES_END, EXAMPLES_START, WORST_END, WORST_START, examples_run, sft_examples_block, worst_loops_block
 from imdb_llm.report.table import (EXPECTED, MED_SEARCH_END, MED_SEARCH_RUN, MED_SEARCH_START, MISSING, load_results, readme_block, recipe_search_table,
@@ -104,18 +105,17 @@ def render_template(template: str, results: dict[str, dict[str, Any]], figures: 
     ``{{paired:A:B}}`` (the same with its interval and significance, from the saved probabilities),
     ``{{agreement:STUDENT:TEACHER}}`` (accuracy and agreement per band of the teacher's confidence),
     ``{{overlap:RUN,RUN,...}}`` (validation accuracy split by whether the review's movie is also in train),
-    ``{{table:NAME,NAME,...}}``, ``{{serving:NAME}}`` (a serving benchmark's client levels) and ``{{figure:KEY}}``. An unknown placeholder is an error in the
-    template, not something to print.
-    """
+    ``{{table:NAME,...}}``, ``{{medical:NAME,...}}`` (medical assistants on every measure), ``{{serving:NAME}}`` (a serving
+    benchmark's client levels) and ``{{figure:KEY}}``. An unknown placeholder is a template error, not something to print."""
 
     def one(match: re.Match) -> str:
         kind, arg = match.group(1), (match.group(2) or "").strip()
         args = [a.strip() for a in arg.split(":")] if arg else []
-        if kind == "table":
+        if kind in ("table", "medical"):
             names = [n.strip() for n in arg.split(",") if n.strip()]
             if not names:
-                raise UserError(f"{source}: {{{{table:...}}}} needs result names")
-            return results_table(results, names, link_prefix="../results/")
+                raise UserError(f"{source}: {{{{{kind}:...}}}} needs result names")
+            return results_table(results, names, link_prefix="../results/") if kind == "table" else medical_table(results, names)
         if kind == "figure":
             if len(args) != 1 or args[0] not in FIGURES:
                 raise UserError(f"{source}: unknown figure {arg!r} (one of {', '.join(FIGURES)})")

@@ -106,6 +106,12 @@ class ServerState:
     max_tokens_cap: int
     defaults: GenerationDefaults
     created: int
+    guard: Any = None  # a medical assistant's MedicalGuard: retrieved records before the question, safety rules after
+
+
+def last_question(messages) -> str:
+    """The last user message: what the safety rules read."""
+    return next((m["content"] for m in reversed(messages) if m.get("role") == "user" and isinstance(m.get("content"), str)), "")
 
 
 def build_job(body: ChatCompletionRequest, state: ServerState) -> tuple[Job, int]:
@@ -115,6 +121,8 @@ def build_job(body: ChatCompletionRequest, state: ServerState) -> tuple[Job, int
     if body.n != 1:
         raise APIError(400, "Only n=1 is supported.", param="n")
     messages = chat_messages(body)
+    if state.guard is not None:
+        messages = state.guard.ground_messages(messages)
     stop = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
     if len(stop) > 4 or any(not s for s in stop):
         raise APIError(400, "'stop' takes up to 4 non-empty strings.", param="stop")
@@ -151,8 +159,8 @@ def build_job(body: ChatCompletionRequest, state: ServerState) -> tuple[Job, int
     return job, n_prompt
 
 
-async def collect(job: Job, events: asyncio.Queue, prompt_tokens: int, request: Request, state: ServerState):
-    """A non-streaming answer: gather the deltas; poll for a disconnect while waiting."""
+async def collect(job: Job, events: asyncio.Queue, prompt_tokens: int, request: Request, state: ServerState, question: str = ""):
+    """A non-streaming answer: gather the deltas (through the safety rules, when guarded); poll for a disconnect while waiting."""
     from fastapi.responses import JSONResponse
 
     parts: list[str] = []
@@ -178,15 +186,25 @@ async def collect(job: Job, events: asyncio.Queue, prompt_tokens: int, request: 
         "object": "chat.completion",
         "created": int(time.time()),
         "model": state.model_name,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": "".join(parts)}, "logprobs": None, "finish_reason": reason}],
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": _finish(state, question, "".join(parts))}, "logprobs": None,
+                     "finish_reason": reason}],
         "usage": usage_counts(prompt_tokens, tokens),
         "system_fingerprint": None,
     }
 
 
-async def sse(job: Job, events: asyncio.Queue, prompt_tokens: int, include_usage: bool, model_name: str) -> AsyncIterator[str]:
-    """A streaming answer as Server-Sent Events: role chunk, content chunks, finish chunk, [DONE]."""
+def _finish(state: ServerState, question: str, answer: str) -> str:
+    return state.guard.finish(question, answer) if state.guard is not None else answer
+
+
+async def sse(job: Job, events: asyncio.Queue, prompt_tokens: int, include_usage: bool, model_name: str, state: ServerState | None = None,
+              question: str = "") -> AsyncIterator[str]:
+    """A streaming answer as Server-Sent Events: role chunk, content chunks, finish chunk, [DONE]. When the
+    safety rules act on this question (a notice first, a sentence out), the answer is held back and sent
+    as one chunk once checked: nothing unsafe is shown and then taken back."""
     created_at = int(time.time())
+    hold = state is not None and state.guard is not None and state.guard.decision(question).changes_answer
+    held: list[str] = []
 
     def chunk(delta: dict, finish_reason=None, usage=None, choices=True) -> str:
         data = {
@@ -206,12 +224,17 @@ async def sse(job: Job, events: asyncio.Queue, prompt_tokens: int, include_usage
         while True:
             event = await events.get()
             if event[0] == "delta":
-                yield chunk({"content": event[1]})
+                if hold:
+                    held.append(event[1])
+                else:
+                    yield chunk({"content": event[1]})
             elif event[0] == "error":
                 yield f"data: {json.dumps(APIError(500, event[1], type='server_error').body())}\n\n"
                 break
             else:
                 _, reason, tokens = event
+                if hold:
+                    yield chunk({"content": _finish(state, question, "".join(held))})
                 yield chunk({}, finish_reason=reason)
                 if include_usage:
                     yield chunk({}, usage=usage_counts(prompt_tokens, tokens), choices=False)
@@ -290,13 +313,15 @@ def create_app(
     max_body_bytes: int = 1_000_000,
     web: bool = True,
     generation_defaults: GenerationDefaults | None = None,
+    guard=None,
 ):
     """Build the FastAPI app around a running :class:`GenerationEngine` (built from
     :class:`~imdb_llm.serve.engine.EngineArgs` by ``GenerationEngine.from_args``), as vLLM's server does.
 
     ``max_tokens_cap`` caps ``max_tokens``; ``generation_defaults`` (serve.py passes the model's) fill what a
-    request leaves out; without them, OpenAI's (temperature 1) and ``default_max_tokens``. The app closes
-    the engine when it shuts down.
+    request leaves out; without them, OpenAI's (temperature 1) and ``default_max_tokens``. ``guard`` (a
+    medical assistant's :class:`~imdb_llm.llm.med.guard.MedicalGuard`) grounds every question and checks
+    every answer, as chat and the evaluation do. The app closes the engine when it shuts down.
     """
     from fastapi import FastAPI
     from fastapi.responses import StreamingResponse
@@ -308,7 +333,7 @@ def create_app(
         raise
     context, decode, tokenizer = engine.context_length, engine.decode, engine.tokenizer
     defaults = generation_defaults or GenerationDefaults(max_new_tokens=default_max_tokens, do_sample=True, source="OpenAI's defaults")
-    state = ServerState(engine, tokenizer, model_name, context, max_tokens_cap, defaults, int(time.time()))
+    state = ServerState(engine, tokenizer, model_name, context, max_tokens_cap, defaults, int(time.time()), guard)
 
     @asynccontextmanager
     async def lifespan(app):
@@ -326,6 +351,7 @@ def create_app(
     @app.post("/v1/chat/completions")
     async def chat_completions(body: ChatCompletionRequest, request: Request):
         job, prompt_tokens = build_job(body, state)
+        question = last_question(chat_messages(body))
         loop = asyncio.get_running_loop()
         events: asyncio.Queue = asyncio.Queue()
 
@@ -343,11 +369,11 @@ def create_app(
         if body.stream:
             include_usage = bool((body.stream_options or {}).get("include_usage"))
             return StreamingResponse(
-                sse(job, events, prompt_tokens, include_usage, model_name),
+                sse(job, events, prompt_tokens, include_usage, model_name, state, question),
                 media_type="text/event-stream",
                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
             )
-        return await collect(job, events, prompt_tokens, request, state)
+        return await collect(job, events, prompt_tokens, request, state, question)
 
     app.add_middleware(_GuardMiddleware, api_key=api_key, max_body_bytes=max_body_bytes)
     return app

@@ -1,0 +1,50 @@
+"""Every correctness and safety measure of one medical assistant, in one call (issue 48): answer
+matching, the judged answers' ROUGE/BLEU/loop rate, invented entities, and the safety sets' pass rates
+with and without the rules. No judge model anywhere: a likelihood, string matching and counting.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from imdb_llm.llm.med.answer_match import answer_match
+from imdb_llm.llm.med.entities import InventionCounter
+from imdb_llm.llm.med.safety import Scenario, safety_report
+from imdb_llm.llm.med.system import MedicalAssistant
+from imdb_llm.llm.sft.metrics import generation_metrics, text_metrics
+
+
+def safety_measures(assistant: MedicalAssistant, sets: dict[str, Sequence[Scenario]], batch_size: int = 16) -> tuple[dict, dict]:
+    """Pass rate of each safety set, with the rules (``<set>_pass``) and without (``<set>_pass_no_rules``),
+    from one generation; returns ``(metrics, {set: [{id, question, answer, passed, ...}]})``."""
+    metrics, details = {}, {}
+    for name, cases in sets.items():
+        questions = [c.question for c in cases]
+        raw = assistant.answers(questions, batch_size, raw=True)
+        shown = [assistant.finish(q, a) for q, a in zip(questions, raw)]
+        with_rules, without = safety_report(shown, cases), safety_report(raw, cases)
+        metrics.update({f"{name}_pass": with_rules["pass_rate"], f"{name}_pass_no_rules": without["pass_rate"], f"n_{name}": len(cases),
+                        f"{name}_pass_by_category": with_rules["by_category"]})
+        details[name] = [{**v, "question": q, "answer": a, "raw_answer": r}
+                         for v, q, a, r in zip(with_rules["verdicts"], questions, shown, raw)]
+    return metrics, details
+
+
+def judged_measures(assistant: MedicalAssistant, questions: Sequence[str], references: Sequence[str], counter: InventionCounter,
+                    batch_size: int = 16, metric_tokens: str = "jieba") -> tuple[dict, list[str]]:
+    """Answer matching, then the generated answers' text metrics and invented-entity rate; returns
+    ``(metrics, answers)``."""
+    match = answer_match(assistant.model, assistant.tokenizer, questions, references, assistant.prompt, batch_size=max(4, batch_size // 2))
+    answers = assistant.answers(questions, batch_size)
+    invented = counter.rate(questions, answers)
+    metrics = {"answer_match": match["accuracy"], **generation_metrics(answers, references, metric_tokens),
+               "invented_entity_rate": invented["invented_entity_rate"], "answers_with_invented_entity": invented["answers_with_invented_entity"],
+               "top_invented": invented["top_invented"]}
+    return metrics, answers
+
+
+def reference_measures(questions: Sequence[str], references: Sequence[str], counter: InventionCounter, metric_tokens: str = "jieba") -> dict:
+    """The references' own scale: their loop rate, distinct-2 and invented-entity rate."""
+    invented = counter.rate(questions, references)
+    return {**text_metrics(references, metric_tokens), "invented_entity_rate": invented["invented_entity_rate"],
+            "answers_with_invented_entity": invented["answers_with_invented_entity"]}
