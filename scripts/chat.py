@@ -18,12 +18,11 @@ temperature 0.8, top_p 0.8), the same ones the evaluation and the server use; ``
 
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from imdb_llm.cli import UserError, parse_args, run_main
 from imdb_llm.llm.chat import ChatSession
 from imdb_llm.llm.med.guard import MedicalGuard
-from imdb_llm.llm.loading import QUANTIZE_CHOICES, QUANTIZE_HELP, load_for_decoding, load_tokenizer
+from imdb_llm.llm.loading import QUANTIZE_CHOICES, QUANTIZE_HELP, load_chat_tokenizer, load_for_decoding
 from imdb_llm.llm.sft.decoding import GenerationDefaults, GenerationOverrides, resolve_generation_defaults
 
 
@@ -63,7 +62,7 @@ def main(argv=None):
 
     settings = generation_settings(args, overrides)
     folder = args.adapter or args.model
-    tokenizer = load_tokenizer(folder if Path(folder, "tokenizer_config.json").is_file() else args.model)  # an adapter saves its template
+    tokenizer = load_chat_tokenizer(args.model, args.adapter)
     guard = MedicalGuard.from_folder(folder, args.retrieval_k, args.rules)
     # device_map="auto" needs accelerators to spread over; on a CPU-only machine load normally.
     device_map = args.device_map if (torch.cuda.is_available() or args.device_map not in ("auto", "")) else None

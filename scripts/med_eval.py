@@ -82,7 +82,7 @@ def load_records(args: MedEvalArguments):
 def build_assistant(args: MedEvalArguments, overrides: GenerationOverrides, train) -> MedicalAssistant:
     """The system as chat and serving build it; on carved records the index is rebuilt from the carve's
     train side, so a measured record is never in it."""
-    from imdb_llm.llm.loading import load_causal_lm, load_tokenizer
+    from imdb_llm.llm.loading import load_causal_lm, load_chat_tokenizer
 
     folder = args.adapter or args.model_name_or_path
     guard = MedicalGuard.from_folder(folder, args.retrieval_k, args.rules) or MedicalGuard(rules=False)
@@ -91,8 +91,7 @@ def build_assistant(args: MedEvalArguments, overrides: GenerationOverrides, trai
         guard.retrieval = RetrievalArguments(args.retrieval_k, args.retrieval_answer_chars)
     elif guard.retrieves and args.on == "carved":
         guard.index = KnowledgeIndex(qa_pairs(train))
-    tokenizer = apply_template_override(load_tokenizer(folder if Path(folder, "tokenizer_config.json").is_file() else args.model_name_or_path),
-                                        args.chat_template)
+    tokenizer = apply_template_override(load_chat_tokenizer(args.model_name_or_path, args.adapter), args.chat_template)
     model = load_causal_lm(args.model_name_or_path, adapter=args.adapter, dtype=args.dtype).eval()
     settings = overrides.apply(resolve_generation_defaults(args.model_name_or_path, args.adapter))
     k = guard.retrieval.retrieval_k if guard.retrieves else 0

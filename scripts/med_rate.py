@@ -65,6 +65,8 @@ def main(argv=None):
         sheet, key = make_sheet(read_systems(args.systems), args.n, args.seed, folder)
         print(f"{sheet}: fill the rating column (RUBRIC.md); the key is {key} - do not open it before the sheet is full")
         return
+    if not (folder / "sheet.csv").is_file() or not (folder / "key.json").is_file():
+        raise UserError(f"{folder}: no sheet.csv and key.json to score (make med-rate writes them)")
     scores = score_sheet(folder / "sheet.csv", folder / "key.json")
     atomic_write_text(folder / "scores.json", json.dumps(scores, indent=1) + "\n")
     for system, s in scores.items():

@@ -85,7 +85,7 @@ def main(argv=None):
     import torch
     import uvicorn
 
-    from imdb_llm.llm.loading import context_length_of, load_for_decoding, load_tokenizer
+    from imdb_llm.llm.loading import context_length_of, load_chat_tokenizer, load_for_decoding
     from imdb_llm.llm.prompts import require_chat_template
     from imdb_llm.serve.api_server import create_app
     from imdb_llm.serve.engine import GenerationEngine
@@ -94,7 +94,7 @@ def main(argv=None):
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     folder = args.adapter or args.model
-    tokenizer = load_tokenizer(folder if Path(folder, "tokenizer_config.json").is_file() else args.model)  # an adapter saves its template
+    tokenizer = load_chat_tokenizer(args.model, args.adapter)
     guard = MedicalGuard.from_folder(folder, args.retrieval_k, args.rules)
     require_chat_template(tokenizer, f"serve a chat/instruct model, not {args.model}")
     model, weights = load_for_decoding(args.model, device=device, quantize=args.quantize, adapter=args.adapter, dtype=args.dtype,

@@ -283,3 +283,38 @@ def test_answer_only_logits_give_the_loss_and_gradients_of_the_full_output_layer
     ours.backward()
     assert torch.allclose(ours, reference, atol=1e-5)
     assert all(torch.allclose(p.grad, g, atol=1e-5) for p, g in zip(model.parameters(), expected))
+
+
+# -- the command lines ---------------------------------------------------------------------------
+@pytest.mark.parametrize("argv, message", [
+    (["--on", "elsewhere"], "--on must be judged or carved"),
+    (["--predictions_file", "missing.jsonl:tuned", "--max_samples", "5"], "give path.jsonl:column of an existing file"),
+    (["--safety_files", "only-a-path.jsonl"], "give name=path pairs"),
+])
+def test_med_eval_rejects_bad_input_in_one_line(argv, message, capsys):
+    import med_eval
+
+    with pytest.raises(SystemExit) as exit_info:
+        med_eval.main(argv)
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_med_eval_scores_a_predictions_file_without_a_model(tmp_path):
+    import med_eval
+
+    rows = [{"question": q, "reference": a, "tuned": a if i % 2 else "可能是胆道张力低下综合征，需要做胃镜检查。"} for i, (q, a) in enumerate(QA)]
+    path = tmp_path / "p.jsonl"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    train = tmp_path / "train.jsonl"
+    train.write_text("".join(json.dumps({"instruction": q, "output": a}, ensure_ascii=False) + "\n" for q, a in QA * 3), encoding="utf-8")
+    metrics = med_eval.main(["--predictions_file", f"{path}:tuned", "--train_file", str(train), "--carve_validation", "0",
+                             "--validation_file", str(train)])
+    assert metrics["n_judged"] == len(QA) and metrics["tuned_invented_entity_rate"] > metrics["reference_invented_entity_rate"] == 0.0
+
+
+def test_med_rate_refuses_to_score_what_is_not_there(tmp_path, capsys):
+    import med_rate
+
+    with pytest.raises(SystemExit):
+        med_rate.main(["score", "--output_dir", str(tmp_path)])
+    assert "no sheet.csv" in capsys.readouterr().err

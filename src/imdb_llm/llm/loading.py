@@ -119,6 +119,20 @@ def load_tokenizer(model: str, **kwargs: Any):
     return tok
 
 
+def load_chat_tokenizer(model: str, adapter: str | None = None):
+    """The tokenizer a chat with ``model`` (+ ``adapter``) uses: the adapter folder's own when it saved one,
+    else the model's, with the adapter folder's ``chat_template.jinja`` when the model has no template
+    (a base model such as Gemma 3 270M, tuned with ``--chat_template gemma``)."""
+    folder = Path(adapter) if adapter else None
+    if folder is not None and (folder / "tokenizer_config.json").is_file():
+        return load_tokenizer(str(folder))
+    tok = load_tokenizer(model)
+    template = folder / "chat_template.jinja" if folder is not None else None
+    if not getattr(tok, "chat_template", None) and template is not None and template.is_file():
+        tok.chat_template = template.read_text(encoding="utf-8")
+    return tok
+
+
 def quantization_config(load_in_4bit: bool = False, load_in_8bit: bool = False, compute_dtype: str = "bfloat16"):
     """QLoRA's recipe: NF4 weights, double quantisation, bf16 compute (Dettmers et al. 2023)."""
     if load_in_4bit and load_in_8bit:

@@ -16,8 +16,10 @@ answer matching, base model (no retrieval; chance 25 %) | base_answer_match | pc
 answer matching, the system | tuned_answer_match | pct
 safety set pass (rules on) | tuned_safety_pass | pct
 safety set pass (model alone) | tuned_safety_pass_no_rules | pct
+safety set pass (rules around an empty answer) | tuned_safety_pass_rules_only | pct
 hold-out safety pass (rules on) | tuned_holdout_pass | pct
 hold-out safety pass (model alone) | tuned_holdout_pass_no_rules | pct
+hold-out safety pass (rules around an empty answer) | tuned_holdout_pass_rules_only | pct
 invented disease/drug/test names | tuned_invented_entity_rate | pct
 invented names in the references (the scale) | reference_invented_entity_rate | pct
 loop rate | tuned_loop_rate | pct

@@ -16,14 +16,19 @@ from imdb_llm.llm.sft.metrics import generation_metrics, text_metrics
 
 def safety_measures(assistant: MedicalAssistant, sets: dict[str, Sequence[Scenario]], batch_size: int = 16) -> tuple[dict, dict]:
     """Pass rate of each safety set, with the rules (``<set>_pass``) and without (``<set>_pass_no_rules``),
-    from one generation; returns ``(metrics, {set: [{id, question, answer, passed, ...}]})``."""
+    from one generation, and of the rules around an empty answer (``<set>_pass_rules_only``): how much of
+    the pass the model itself earns. Returns ``(metrics, {set: [{id, question, answer, passed, ...}]})``."""
+    from imdb_llm.llm.med.rules import apply_rules
+
     metrics, details = {}, {}
     for name, cases in sets.items():
         questions = [c.question for c in cases]
         raw = assistant.answers(questions, batch_size, raw=True)
         shown = [assistant.finish(q, a) for q, a in zip(questions, raw)]
         with_rules, without = safety_report(shown, cases), safety_report(raw, cases)
+        rules_only = safety_report([apply_rules(q, "") for q in questions], cases)
         metrics.update({f"{name}_pass": with_rules["pass_rate"], f"{name}_pass_no_rules": without["pass_rate"], f"n_{name}": len(cases),
+                        f"{name}_pass_rules_only": rules_only["pass_rate"],
                         f"{name}_pass_by_category": with_rules["by_category"]})
         details[name] = [{**v, "question": q, "answer": a, "raw_answer": r}
                          for v, q, a, r in zip(with_rules["verdicts"], questions, shown, raw)]
