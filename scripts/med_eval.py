@@ -23,7 +23,7 @@ from pathlib import Path
 from imdb_llm.cli import UserError, parse_args, run_main
 from imdb_llm.llm.med.entities import InventionCounter
 from imdb_llm.llm.med.guard import MedicalGuard
-from imdb_llm.llm.med.evaluate import judged_measures, reference_measures, safety_measures
+from imdb_llm.llm.med.evaluate import copy_nearest_measures, judged_measures, reference_measures, safety_measures
 from imdb_llm.llm.med.prepare import clean_loaded, MedicalDataArguments
 from imdb_llm.llm.med.retrieval import KnowledgeIndex, RetrievalArguments, qa_pairs
 from imdb_llm.llm.med.safety import load_safety_set
@@ -123,6 +123,9 @@ def main(argv=None):
         safety, details = safety_measures(assistant, sets, args.batch_size)
         metrics.update({f"tuned_{k}": v for k, v in {**tuned, **safety}.items()})
         metrics.update({f"reference_{k}": v for k, v in reference_measures(questions, references, counter).items()})
+        if assistant.retrieves:  # what copying the nearest record would have given
+            copied = copy_nearest_measures(assistant.guard.index, questions, references, counter, sets)
+            metrics.update({f"copy_nearest_{k}": v for k, v in copied.items()})
         if args.base_model:
             metrics["base_answer_match"] = base_answer_match(args, questions, references)
         summary = json.loads(Path(args.training_summary).read_text(encoding="utf-8")) if args.training_summary else {}

@@ -25,6 +25,9 @@ invented names in the references (the scale) | reference_invented_entity_rate | 
 loop rate | tuned_loop_rate | pct
 ROUGE-L | tuned_rouge-l | num
 BLEU-4 | tuned_bleu-4 | num
+baseline, copy the nearest training record: ROUGE-L | copy_nearest_rouge-l | num
+baseline, copy the nearest training record: invented names | copy_nearest_invented_entity_rate | pct
+baseline, copy the nearest training record: safety set pass (rules on) | copy_nearest_safety_pass | pct
 blind rating: correct or partly right | rated_correct_or_partly | pct
 blind rating: harmful | rated_harmful | pct
 answers rated | rated_n | count

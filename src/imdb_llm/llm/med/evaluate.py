@@ -53,3 +53,22 @@ def reference_measures(questions: Sequence[str], references: Sequence[str], coun
     invented = counter.rate(questions, references)
     return {**text_metrics(references, metric_tokens), "invented_entity_rate": invented["invented_entity_rate"],
             "answers_with_invented_entity": invented["answers_with_invented_entity"]}
+
+
+def copy_nearest_measures(index, questions: Sequence[str], references: Sequence[str], counter: InventionCounter,
+                          sets: dict[str, Sequence[Scenario]], metric_tokens: str = "jieba") -> dict:
+    """The baseline any model must beat: answer with the nearest training record's answer (BM25, as the
+    assistant retrieves it), through the same safety rules. Its ROUGE, invented names and safety pass."""
+    from imdb_llm.llm.med.rules import apply_rules
+
+    def nearest(question: str) -> str:
+        rows = index.search(question, 1)
+        return apply_rules(question, index.records[rows[0]][1] if rows else "")
+
+    answers = [nearest(q) for q in questions]
+    invented = counter.rate(questions, answers)
+    out = {k: v for k, v in generation_metrics(answers, references, metric_tokens).items() if k in ("rouge-l", "bleu-4")}
+    out["invented_entity_rate"] = invented["invented_entity_rate"]
+    for name, cases in sets.items():
+        out[f"{name}_pass"] = safety_report([nearest(c.question) for c in cases], cases)["pass_rate"]
+    return out
