@@ -57,6 +57,8 @@ class MedEvalArguments:
     batch_size: int = field(default=16, metadata={"help": "Prompts per forward pass or generate() call."})
     dtype: str = field(default="bfloat16", metadata={"help": "Weights dtype on a CPU."})
     training_summary: str | None = field(default=None, metadata={"help": "sft_results.json of the training run (n_train, train_seconds, losses)."})
+    retrieval_k_grid: str | None = field(default=None, metadata={"help": "Comma list of retrieval depths (e.g. 0,2,3,5): answer matching "
+                                                                          "only, at each depth, one model load; the best depth wins (recipe choice)."})
     predictions_file: str | None = field(default=None, metadata={"help": "path.jsonl:column - score answers already written (a result's "
                                                                          "predictions) with the measures that need no model; no model is loaded."})
 
@@ -118,6 +120,8 @@ def main(argv=None):
         questions, references = [c["messages"][-2]["content"] for c in measured], [c["messages"][-1]["content"] for c in measured]
         counter = InventionCounter([q + "\n" + a for q, a in qa_pairs(train)])
         assistant = build_assistant(args, overrides, train)
+        if args.retrieval_k_grid:
+            return retrieval_depth_search(args, result_args, config, assistant, train, questions, references, log)
         metrics = {"n_judged": len(measured), "measured_on": args.on, "retrieval_k": assistant.guard.retrieval.retrieval_k if assistant.retrieves else 0}
         tuned, answers = judged_measures(assistant, questions, references, counter, args.batch_size)
         safety, details = safety_measures(assistant, sets, args.batch_size)
@@ -156,6 +160,28 @@ def score_predictions(args: MedEvalArguments, result_args, config, train, log) -
     print(json.dumps({k: v for k, v in metrics.items() if not isinstance(v, (list, dict))}, indent=1, ensure_ascii=False))
     if result_args.results_name:
         write_result(result_args.results_name, metrics, headline="medical", config=config, log_text=log.getvalue(), results_dir=result_args.results_dir)
+    return metrics
+
+
+def retrieval_depth_search(args: MedEvalArguments, result_args, config, assistant, train, questions, references, log) -> dict:
+    """Answer matching at every depth of ``--retrieval_k_grid`` with one model: is retrieval worth keeping,
+    and how deep? Chosen on the records measured (``--on carved`` for a recipe choice)."""
+    from imdb_llm.llm.med.answer_match import answer_match
+
+    depths = [int(k) for k in args.retrieval_k_grid.split(",") if k.strip()]
+    if not depths or min(depths) < 0:
+        raise UserError(f"--retrieval_k_grid {args.retrieval_k_grid!r}: give depths >= 0, comma-separated")
+    index, metrics = assistant.guard.index or KnowledgeIndex(qa_pairs(train)), {"n_validation": len(questions), "metric": "answer_match"}
+    for k in depths:
+        assistant.guard.index, assistant.guard.retrieval = index, RetrievalArguments(k, args.retrieval_answer_chars)
+        result = answer_match(assistant.model, assistant.tokenizer, questions, references, assistant.prompt, batch_size=max(4, args.batch_size // 2))
+        metrics[f"answer_match_k{k}"] = result["accuracy"]
+        print(f"retrieval top {k}: answer matching {result['accuracy']:.3f} on {result['n']} records", flush=True)
+    best = max(depths, key=lambda k: (metrics[f"answer_match_k{k}"], -k))  # a tie goes to the shallower prompt
+    metrics.update({"best_variant": f"retrieval_k={best}", "n_variants": len(depths), "answer_match": metrics[f"answer_match_k{best}"]})
+    if result_args.results_name:
+        write_result(result_args.results_name, metrics, headline="validation_search", config=config, log_text=log.getvalue(),
+                     results_dir=result_args.results_dir)
     return metrics
 
 

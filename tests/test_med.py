@@ -344,3 +344,15 @@ def test_med_eval_measures_a_whole_system_end_to_end(tiny_med_model, tmp_path):
     assert result["headline"] == "medical" and result["metrics"]["tuned_answer_match"] == metrics["tuned_answer_match"]
     assert len((tmp_path / "results" / "med-tiny.predictions.jsonl").read_text(encoding="utf-8").splitlines()) == len(QA)
     assert "胸口" in (tmp_path / "results" / "med-tiny.safety.jsonl").read_text(encoding="utf-8")
+
+
+def test_the_retrieval_depth_search_ranks_depths_by_answer_matching(tiny_med_model, tmp_path):
+    import med_eval
+
+    folder, _, _ = tiny_med_model
+    train = tmp_path / "train.jsonl"
+    train.write_text("".join(json.dumps({"instruction": q, "output": a}, ensure_ascii=False) + "\n" for q, a in QA * 2), encoding="utf-8")
+    metrics = med_eval.main(["--model_name_or_path", folder, "--train_file", str(train), "--on", "carved", "--carve_validation", "5",
+                             "--retrieval_k_grid", "0,1", "--dtype", "float32", "--safety_files", ""])
+    assert {"answer_match_k0", "answer_match_k1"} <= set(metrics) and metrics["n_variants"] == 2
+    assert metrics["answer_match"] == max(metrics["answer_match_k0"], metrics["answer_match_k1"])
