@@ -286,7 +286,10 @@ def capture_log(path: str | os.PathLike | None) -> Iterator[io.StringIO]:
     # Loggers created before the swap hold the old stream; point transformers' at the tee.
     import logging
 
-    handlers = [h for h in logging.getLogger().handlers + logging.getLogger("transformers").handlers if isinstance(h, logging.StreamHandler)]
+    # A handler whose stream was closed (a test harness's captured stream, left on the root logger by a
+    # library's basicConfig) is skipped: re-pointing it would flush a closed file.
+    handlers = [h for h in logging.getLogger().handlers + logging.getLogger("transformers").handlers
+                if isinstance(h, logging.StreamHandler) and not getattr(h.stream, "closed", False)]
     saved = [(h, h.stream) for h in handlers]
     for h, stream in saved:
         h.setStream(sys.stderr if stream is old_err else sys.stdout)
