@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from imdb_llm.llm.med.guard import MedicalGuard
-from imdb_llm.llm.med.rules import assess
 from imdb_llm.llm.prompts import render_prompt
 from imdb_llm.llm.sft.decoding import GenerationDefaults
 
@@ -45,8 +44,3 @@ class MedicalAssistant:
         out = generate_answers(self.model, self.tokenizer, convs, self.settings, batch_size, progress=False)
         return out if raw else [self.finish(q, a) for q, a in zip(questions, out)]
 
-
-def describe_rules(question: str) -> dict:
-    """What the safety rules found in ``question`` (for a log line or an API response)."""
-    found = assess(question)
-    return {"red_flags": found.red_flags, "populations": found.populations, "interactions": found.interactions}
