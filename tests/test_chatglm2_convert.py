@@ -36,9 +36,9 @@ def official_forward(w: dict, cfg: dict, input_ids: torch.Tensor, attention_mask
     groups = cfg["multi_query_group_num"] if mq else heads
     eps = cfg["layernorm_epsilon"]
     rot = d // 2  # rotary covers the first half of each head, in (even, odd) pairs
-    base = 10000.0 * cfg.get("rope_ratio", 1.0)
-    inv = 1.0 / (base ** (torch.arange(0, rot, 2, dtype=torch.float32) / rot))
-    theta = torch.arange(s, dtype=torch.float32)[:, None] * inv  # official positions: 0..s-1 per row
+    inv = 1.0 / (10000.0 ** (torch.arange(0, rot, 2, dtype=torch.float32) / rot))
+    # official positions: 0..s-1 per row, divided by rope_ratio in chatglm2-6b-32k (position interpolation)
+    theta = (torch.arange(s, dtype=torch.float32) / cfg.get("rope_ratio", 1.0))[:, None] * inv
     cos, sin = theta.cos()[None, :, None, :], theta.sin()[None, :, None, :]
 
     def rms(x, weight):
@@ -96,7 +96,7 @@ def random_official(folder: Path, seed: int = 0, **overrides) -> tuple[dict, dic
          "transformer.encoder.final_layernorm.weight": 1 + r(hidden),
          "transformer.output_layer.weight": r(vocab, hidden)}
     rot = d // 2
-    w["transformer.rotary_pos_emb.inv_freq"] = 1.0 / ((10000.0 * cfg.get("rope_ratio", 1.0)) ** (torch.arange(0, rot, 2).float() / rot))
+    w["transformer.rotary_pos_emb.inv_freq"] = 1.0 / (10000.0 ** (torch.arange(0, rot, 2).float() / rot))
     for i in range(cfg["num_layers"]):
         p = f"transformer.encoder.layers.{i}."
         w[p + "input_layernorm.weight"] = 1 + r(hidden)
@@ -195,7 +195,7 @@ VARIANTS = {
     "3 layers, 8 heads, 4 groups, vocab 500": dict(num_layers=3, num_attention_heads=8, multi_query_group_num=4, kv_channels=8, padded_vocab_size=500),
     "one group (MQA), wide heads, no qkv bias": dict(num_attention_heads=2, multi_query_group_num=1, kv_channels=32, add_qkv_bias=False, ffn_hidden_size=96),
     "no multi-query (per-head qkv layout)": dict(multi_query_attention=False, num_attention_heads=4, kv_channels=16),
-    "32k-style rope_ratio 50, hidden 48": dict(hidden_size=48, num_attention_heads=6, multi_query_group_num=2, kv_channels=8, rope_ratio=50, seq_length=1024),
+    "32k-style rope_ratio 16, hidden 48": dict(hidden_size=48, num_attention_heads=6, multi_query_group_num=2, kv_channels=8, rope_ratio=16, seq_length=1024),
 }
 
 

@@ -23,6 +23,20 @@ _UNSUPPORTED_FLAGS = {
     "apply_residual_connection_post_layernorm": "residual taken after the layer norm",
 }
 
+def _rope_parameters(official: dict[str, Any]) -> dict[str, Any]:
+    """Rotary on the first half of each head (interleaved pairs), base 10,000.
+
+    chatglm2-6b-32k sets ``rope_ratio`` (16): its official code divides the positions by it, which is
+    position interpolation, i.e. transformers' "linear" scaling. (ChatGLM3's 32K models multiply the
+    base by ``rope_ratio`` instead; that code is not ChatGLM2's and this converter does not claim it.)
+    """
+    ratio = float(official.get("rope_ratio", 1.0) or 1.0)
+    params: dict[str, Any] = {"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.5}
+    if ratio != 1.0:
+        params.update(rope_type="linear", factor=ratio)
+    return params
+
+
 def glm_config_from_official(official: dict[str, Any], dtype: str | None = None):
     """Map an official ``config.json`` (dict) to a ``GlmConfig``; refuse what GLM cannot run."""
     from transformers import GlmConfig
@@ -47,12 +61,7 @@ def glm_config_from_official(official: dict[str, Any], dtype: str | None = None)
         rms_norm_eps=official.get("layernorm_epsilon", 1e-5),  # GlmConfig's default is GLM-4's 1.5625e-7
         use_cache=True,
         tie_word_embeddings=bool(official.get("tie_word_embeddings", False)),
-        # chatglm2-6b-32k stretches the rotary base by rope_ratio (50 -> theta 500,000).
-        rope_parameters={
-            "rope_type": "default",
-            "rope_theta": 10000.0 * float(official.get("rope_ratio", 1.0) or 1.0),
-            "partial_rotary_factor": 0.5,  # rotary on the first half of each head, interleaved pairs
-        },
+        rope_parameters=_rope_parameters(official),
         pad_token_id=official.get("pad_token_id", 0),  # GLM-4 defaults are 151329 / [151329, ...]
         eos_token_id=official.get("eos_token_id", 2),
         bos_token_id=None,

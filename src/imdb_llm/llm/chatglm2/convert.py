@@ -108,17 +108,16 @@ def convert_tensor(name: str, tensor, official: dict[str, Any]) -> list[tuple[st
 
 
 def _check_inv_freq(inv_freq, official: dict[str, Any]) -> None:
-    """The stored rotary frequencies must be what the native config will recompute (rope_ratio!)."""
+    """The stored rotary frequencies must be base 10,000 over head_dim/2 (``rope_ratio`` scales positions, not these)."""
     import torch
 
     heads = official["num_attention_heads"]
     head_dim = official.get("kv_channels") or official["hidden_size"] // heads
     dim = head_dim // 2
-    base = 10000.0 * float(official.get("rope_ratio", 1.0) or 1.0)
-    expected = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))
+    expected = 1.0 / (10000.0 ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))
     got = inv_freq.float().flatten()
     if got.shape != expected.shape or not torch.allclose(got, expected, rtol=1e-3, atol=1e-6):
-        raise UserError("rotary_pos_emb.inv_freq does not match head_dim/2 rotary with base 10000*rope_ratio: unsupported rotary variant")
+        raise UserError("rotary_pos_emb.inv_freq does not match head_dim/2 rotary with base 10000: unsupported rotary variant")
 
 
 # ---------------------------------------------------------------------------------- checkpoints
