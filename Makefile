@@ -14,7 +14,7 @@ TOKENIZER_ARGS ?=
 args_suffix = $(if $(strip $($(1))), $(1)='$($(1))')
 ARGS_SUFFIX = $(call args_suffix,ARGS)
 
-.PHONY: setup lock test demo imdb-tokenizer imdb-word2vec imdb-textcnn imdb-lstm imdb-movie-overlap imdb-teacher-leak results-table report help
+.PHONY: setup lock test demo imdb-tokenizer imdb-word2vec imdb-textcnn imdb-lstm imdb-movie-overlap imdb-teacher-leak tokenizer-stats results-table report help
 
 help:  ## list targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s "$$(printf '\t')"
@@ -67,6 +67,10 @@ imdb-movie-overlap:  ## which validation reviews share a movie with train (the r
 
 imdb-teacher-leak:  ## does a teacher fit on the validation reviews raise its student's validation score? NBSVM teachers, linear students, ~4 min -> results/imdb-teacher-leak.json
 	RUN_COMMAND="make imdb-teacher-leak$(ARGS_SUFFIX)" $(PY) scripts/teacher_leak.py $(ARGS)
+
+tokenizer-stats:  ## tokens per character of SmolLM2, Gemma 3 and ChatGLM2 on the medical records, and how much of an IMDB review fits 512 tokens (WordPiece vs byte-level BPE), ~2 min -> results/tokenization-*.json
+	RUN_COMMAND="make tokenizer-stats" $(PY) scripts/tokenizer_stats.py --corpus med
+	RUN_COMMAND="make tokenizer-stats" $(PY) scripts/tokenizer_stats.py --corpus imdb
 
 results-table:  ## regenerate the README results table from results/*.json
 	$(PY) scripts/make_report.py --table-only

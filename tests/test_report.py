@@ -358,3 +358,23 @@ def test_serving_placeholder_tabulates_our_levels_and_the_peers(workspace):
     assert rows[0].startswith("| ours | 1 | 8 | 0 | 0 | 40.0 | 1.00 |") and "| 120.0 | 3.00 |" in rows[1] and rows[1].endswith("| 90 | 8 |")
     assert rows[2].startswith("| llama.cpp | 1 |") and rows[2].endswith("| — | — |")
     assert "not yet measured" in render_template("{{serving:serve-y}}", {}, set(), "t")
+
+
+def test_value_and_pct_placeholders_print_the_metric_alone():
+    results = {"tok": {"metrics": {"a_tokens_per_character": 2.0265, "a_over_512_share": 0.1304}}}
+    assert render_template("| {{value:tok:a_tokens_per_character}} |", results, set()) == "| 2.03 |"
+    assert render_template("{{pct:tok:a_over_512_share}}", results, set()) == "13.04 %"
+    assert "no `missing`" in render_template("{{value:tok:missing}}", results, set())
+    with pytest.raises(UserError, match="result name and a metric key"):
+        render_template("{{pct:tok}}", results, set())
+
+
+def test_tokenization_headline_reads_either_corpus():
+    from imdb_llm.report.numbers import headline
+
+    chinese = {"jieba_words_per_character": 0.57, "smollm2_tokens_per_character": 2.0265, "gemma3_tokens_per_character": 0.7405}
+    assert headline({"headline": "tokenization", "metrics": chinese}) == "tokens per character: smollm2 2.03, gemma3 0.74"
+    imdb = {"token_budget": 512, "wp_mean_tokens": 294.9, "wp_over_512_share": 0.1304}
+    assert headline({"headline": "tokenization", "metrics": imdb}) == "tokens per review: wp 295 (13% over 512)"
+    with pytest.raises(ValueError, match="cannot be read"):
+        headline({"headline": "tokenization", "metrics": {"token_budget": 512}})

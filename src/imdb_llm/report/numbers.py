@@ -193,6 +193,18 @@ def _leak_headline(m: dict[str, Any], result: dict[str, Any]) -> str:
             f"when its teacher saw validation; test {m['student_test_difference_points']:+.2f}")
 
 
+def _tokenization_headline(m: dict[str, Any], result: dict[str, Any]) -> str:
+    # scripts/tokenizer_stats.py: tokens per character (Chinese) or per review (IMDB), one entry per tokenizer.
+    per_char = {k[: -len("_tokens_per_character")]: v for k, v in m.items() if k.endswith("_tokens_per_character")}
+    if per_char:
+        return "tokens per character: " + ", ".join(f"{label} {v:.2f}" for label, v in per_char.items())
+    budget = m["token_budget"]
+    per_review = {k[: -len("_mean_tokens")]: v for k, v in m.items() if k.endswith("_mean_tokens")}
+    if not per_review:
+        raise KeyError("no <label>_tokens_per_character or <label>_mean_tokens")
+    return "tokens per review: " + ", ".join(f"{label} {v:.0f} ({m[f'{label}_over_{budget}_share']:.0%} over {budget})" for label, v in per_review.items())
+
+
 HEADLINE_FORMATS = {
     "test_accuracy": _accuracy_headline,
     "validation_search": _search_headline,
@@ -206,6 +218,7 @@ HEADLINE_FORMATS = {
     "data_split": _data_split_headline,
     "leak_check": _leak_headline,
     "medical": _medical_headline,
+    "tokenization": _tokenization_headline,
 }
 
 

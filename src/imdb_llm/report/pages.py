@@ -96,12 +96,44 @@ def _overlap(names: list[str], results: dict[str, dict[str, Any]], results_dir: 
     return "\n".join(lines)
 
 
+def _result_placeholder(kind: str, args: list[str], result: dict[str, Any], source: str) -> str:
+    """One figure of one result file: ``{{acc|params|time|throughput|memory|metric|value|pct|device:NAME[:KEY]}}``."""
+    name = args[0]
+    if kind == "acc":
+        value = accuracy(result)
+        if value is None:
+            return f"{MISSING} (no test accuracy in `results/{name}.json`)"
+        n = _number(result["metrics"].get("n_test"))
+        return f"{fmt_percent(value)}" + (f" on {int(n):,} test reviews" if n is not None else "") + f" ({_result_link(name)})"
+    if kind == "params":
+        value = parameters(result)
+        return f"{MISSING} (no parameter count in `results/{name}.json`)" if value is None else f"{fmt_count(value)} ({_result_link(name)})"
+    if kind == "time":
+        seconds = _number(result.get("train_seconds"))
+        return f"{MISSING} (no training time in `results/{name}.json`)" if seconds is None else f"{fmt_seconds(seconds)} on {result.get('device')} ({_result_link(name)})"
+    if kind == "throughput":
+        return fmt_throughput(result).replace("—", f"{MISSING} (no throughput in `results/{name}.json`)") + f" ({_result_link(name)})"
+    if kind == "memory":
+        return fmt_memory(result).replace("—", f"{MISSING} (no peak memory in `results/{name}.json`)") + f" ({_result_link(name)})"
+    if kind == "device":
+        return str(result.get("device"))
+    if len(args) != 2:
+        raise UserError(f"{source}: {{{{{kind}:NAME:KEY}}}} needs a result name and a metric key")
+    value = result["metrics"].get(args[1])
+    if value is None:
+        return f"{MISSING} (no `{args[1]}` in `results/{name}.json`)"
+    if kind == "pct":
+        return fmt_percent(float(value))
+    return fmt_number(value) if kind == "value" else f"{fmt_number(value)} ({_result_link(name)})"
+
+
 def render_template(template: str, results: dict[str, dict[str, Any]], figures: set[str], source: str = "template",
                     results_dir: str | os.PathLike = "results") -> str:
     """Fill ``{{kind:args}}`` placeholders from result files.
 
     ``{{acc:NAME}}``, ``{{params:NAME}}``, ``{{time:NAME}}``, ``{{throughput:NAME}}``,
-    ``{{memory:NAME}}``, ``{{metric:NAME:KEY}}``, ``{{diff:A:B}}`` (accuracy A − B in points),
+    ``{{memory:NAME}}``, ``{{metric:NAME:KEY}}``, ``{{value:NAME:KEY}}`` and ``{{pct:NAME:KEY}}`` (a metric alone, as a number or
+    a fraction in per cent, for table cells whose source the page names once), ``{{diff:A:B}}`` (accuracy A − B in points),
     ``{{paired:A:B}}`` (the same with its interval and significance, from the saved probabilities),
     ``{{agreement:STUDENT:TEACHER}}`` (accuracy and agreement per band of the teacher's confidence),
     ``{{overlap:RUN,RUN,...}}`` (validation accuracy split by whether the review's movie is also in train),
@@ -141,37 +173,12 @@ def render_template(template: str, results: dict[str, dict[str, Any]], figures: 
             if len(args) != 1:
                 raise UserError(f"{source}: {{{{serving:NAME}}}} needs one result name")
             return serving_levels_table(results[args[0]]) if args[0] in results else _missing(args[0])
-        if kind in ("acc", "params", "time", "throughput", "memory", "metric", "device"):
+        if kind in ("acc", "params", "time", "throughput", "memory", "metric", "value", "pct", "device"):
             if not args:
                 raise UserError(f"{source}: {{{{{kind}:NAME}}}} needs a result name")
             name = args[0]
             result = results.get(name)
-            if result is None:
-                return _missing(name)
-            if kind == "acc":
-                value = accuracy(result)
-                if value is None:
-                    return f"{MISSING} (no test accuracy in `results/{name}.json`)"
-                n = _number(result["metrics"].get("n_test"))
-                return f"{fmt_percent(value)}" + (f" on {int(n):,} test reviews" if n is not None else "") + f" ({_result_link(name)})"
-            if kind == "params":
-                value = parameters(result)
-                return f"{MISSING} (no parameter count in `results/{name}.json`)" if value is None else f"{fmt_count(value)} ({_result_link(name)})"
-            if kind == "time":
-                seconds = _number(result.get("train_seconds"))
-                return f"{MISSING} (no training time in `results/{name}.json`)" if seconds is None else f"{fmt_seconds(seconds)} on {result.get('device')} ({_result_link(name)})"
-            if kind == "throughput":
-                return fmt_throughput(result).replace("—", f"{MISSING} (no throughput in `results/{name}.json`)") + f" ({_result_link(name)})"
-            if kind == "memory":
-                return fmt_memory(result).replace("—", f"{MISSING} (no peak memory in `results/{name}.json`)") + f" ({_result_link(name)})"
-            if kind == "device":
-                return str(result.get("device"))
-            if len(args) != 2:
-                raise UserError(f"{source}: {{{{metric:NAME:KEY}}}} needs a result name and a metric key")
-            value = result["metrics"].get(args[1])
-            if value is None:
-                return f"{MISSING} (no `{args[1]}` in `results/{name}.json`)"
-            return f"{fmt_number(value)} ({_result_link(name)})"
+            return _missing(name) if result is None else _result_placeholder(kind, args, result, source)
         raise UserError(f"{source}: unknown placeholder {match.group(0)!r}")
 
     return _PLACEHOLDER.sub(one, template)
