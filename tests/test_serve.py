@@ -187,6 +187,26 @@ def test_client_disconnect_stops_generation(server, tiny):
     assert reason == "cancelled" and tokens < CAP // 2
 
 
+def test_non_streaming_client_that_leaves_mid_answer_is_cancelled(server, tiny):
+    """Tokens keep arriving while the client is gone: the job must still stop within about a poll."""
+    url, app = server
+    model, engine = tiny[0], app.state.engine
+    before = len(engine.history)
+    slow = model.register_forward_pre_hook(lambda *a: time.sleep(0.03))  # ~6 s for the 200-token answer
+    try:
+        body = {"model": MODEL, "messages": [{"role": "user", "content": "a long answer please"}], "max_tokens": CAP, "temperature": 0}
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(url + "/v1/chat/completions", json=body, timeout=httpx.Timeout(60, read=1.0))
+        left = time.time()
+        while time.time() < left + 20 and len(engine.history) == before:
+            time.sleep(0.02)
+        stopped_after = time.time() - left
+    finally:
+        slow.remove()
+    [(_, reason, tokens)] = list(engine.history)[before:]
+    assert reason == "cancelled" and tokens < CAP // 2 and stopped_after < 2.0
+
+
 def test_32_concurrent_streams_all_complete(server, client):
     prompts = [[{"role": "user", "content": f"review number {i}: a fine film"}] for i in range(4)]
     expected = [greedy(client, p, max_tokens=8).choices[0].message.content for p in prompts]

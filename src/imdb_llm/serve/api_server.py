@@ -159,18 +159,31 @@ def build_job(body: ChatCompletionRequest, state: ServerState) -> tuple[Job, int
     return job, n_prompt
 
 
+DISCONNECT_POLL_S = 0.25  # how often a non-streaming request checks that its client is still there
+
+
 async def collect(job: Job, events: asyncio.Queue, prompt_tokens: int, request: Request, state: ServerState, question: str = ""):
-    """A non-streaming answer: gather the deltas (through the safety rules, when guarded); poll for a disconnect while waiting."""
+    """A non-streaming answer: gather the deltas (through the safety rules, when guarded).
+
+    The connection is checked on a clock, not only when no token arrives: a client that leaves while
+    tokens keep coming (a long answer, a client-side timeout) gets its job cancelled within
+    ``DISCONNECT_POLL_S``, freeing its KV slot for everyone else."""
     from fastapi.responses import JSONResponse
 
+    loop = asyncio.get_running_loop()
     parts: list[str] = []
+    next_check = loop.time() + DISCONNECT_POLL_S
     try:
         while True:
             try:
-                event = await asyncio.wait_for(events.get(), timeout=0.5)
+                event = await asyncio.wait_for(events.get(), timeout=DISCONNECT_POLL_S)
             except asyncio.TimeoutError:
+                event = None
+            if loop.time() >= next_check:
+                next_check = loop.time() + DISCONNECT_POLL_S
                 if await request.is_disconnected():
                     return JSONResponse({}, status_code=499)
+            if event is None:
                 continue
             if event[0] == "delta":
                 parts.append(event[1])
