@@ -130,6 +130,24 @@ def test_auth_on(tiny):
         assert httpx.get(url + "/health", headers={"Authorization": "Bearer s3cret"}).status_code == 200
 
 
+def test_the_page_allows_only_its_own_script_and_style(server):
+    """The CSP names the page's inline script and style by hash: the served page's blocks must hash to
+    exactly those (else the browser would refuse its own page), and nothing else may run or frame it."""
+    import base64
+    import hashlib
+    import re
+
+    r = httpx.get(server[0] + "/")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    csp = dict(part.strip().split(" ", 1) for part in r.headers["content-security-policy"].split(";"))
+    for tag in ("script", "style"):
+        [block] = re.findall(rf"<{tag}>(.*?)</{tag}>", r.text, flags=re.DOTALL)
+        assert csp[f"{tag}-src"] == f"'sha256-{base64.b64encode(hashlib.sha256(block.encode()).digest()).decode()}'"
+    assert csp["default-src"] == "'none'" and csp["frame-ancestors"] == "'none'" and csp["connect-src"] == "'self'"
+    assert r.headers["x-content-type-options"] == "nosniff" and r.headers["x-frame-options"] == "DENY"
+    assert r.headers["referrer-policy"] == "no-referrer"
+
+
 LONG = " ".join(["the quick brown fox jumps over the lazy dog"] * 40)  # > 256 tokens, < 20 kB
 
 

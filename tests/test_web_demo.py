@@ -48,24 +48,24 @@ def test_type_send_stream_multiturn_clear(chat_server, tmp_path):
     from playwright.sync_api import sync_playwright
 
     screenshot = Path(os.environ.get("WEB_DEMO_SCREENSHOT") or tmp_path / "web-demo.png")
-    bodies = []
+    bodies, violations = [], []
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         try:
             page = browser.new_page(viewport={"width": 900, "height": 640})
             page.on("request", lambda r: r.method == "POST" and bodies.append(json.loads(r.post_data)))
+            # The page runs under its own Content-Security-Policy: any violation shows up on the console.
+            page.on("console", lambda m: "Content Security Policy" in m.text and violations.append(m.text))
             page.goto(chat_server + "/")
-            page.wait_for_function("document.getElementById('model').textContent === 'demo-model'", timeout=20_000)
+            # Selectors, not wait_for_function: the CSP (rightly) forbids the eval that the latter uses.
+            page.wait_for_selector("#model:text-is('demo-model')", timeout=20_000)
             page.fill("#max_tokens", MAX_TOKENS)
             page.fill("#temperature", "0")
 
             page.fill("#input", "Hi! Can you recommend a film for tonight?")
             page.click("#send")
             # Streaming: text shows up while the request is still running ...
-            page.wait_for_function(
-                "document.body.dataset.busy === '1' && (document.querySelector('.msg.assistant .content')?.textContent || '').length > 0",
-                timeout=WAIT_MS,
-            )
+            page.wait_for_selector("body[data-busy='1'] .msg.assistant .content:not(:empty)", timeout=WAIT_MS)
             partial = page.text_content(".msg.assistant .content")
             # ... and keeps growing until the turn is done.
             page.wait_for_selector(".msg.assistant[data-done='1']", timeout=WAIT_MS)
@@ -94,3 +94,4 @@ def test_type_send_stream_multiturn_clear(chat_server, tmp_path):
     assert bodies[1]["messages"][1]["content"] == first
     assert all(b["stream"] is True and b["model"] == "demo-model" for b in bodies)
     assert screenshot.stat().st_size > 10_000
+    assert violations == []

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import secrets
 import time
 from contextlib import asynccontextmanager, contextmanager
@@ -284,9 +285,26 @@ def _install_error_handlers(app) -> None:
 # --------------------------------------------------------------------------------------------
 # The app
 # --------------------------------------------------------------------------------------------
+def page_security_headers(page: str) -> dict[str, str]:
+    """Headers for the chat page: a Content-Security-Policy that allows only this page's own inline
+    script and style (by hash) and requests to this server, no framing, no MIME sniffing, no referrer.
+    An injected ``<script>`` or a page that frames this one to trick a user is refused by the browser."""
+    import base64
+    import hashlib
+
+    def hashes(tag: str) -> str:
+        blocks = re.findall(rf"<{tag}>(.*?)</{tag}>", page, flags=re.DOTALL)
+        return " ".join(f"'sha256-{base64.b64encode(hashlib.sha256(b.encode()).digest()).decode()}'" for b in blocks) or "'none'"
+
+    csp = (f"default-src 'none'; script-src {hashes('script')}; style-src {hashes('style')}; "
+           "connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+    return {"Content-Security-Policy": csp, "X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY",
+            "Referrer-Policy": "no-referrer", "Cache-Control": "no-cache"}
+
+
 def _install_info_routes(app, state: ServerState, decode: str, web: bool) -> None:
     """GET /health, /v1/models (the model card, with the generation defaults the web page starts from) and the page."""
-    from fastapi.responses import FileResponse
+    from fastapi.responses import HTMLResponse
 
     engine, model_name, context = state.engine, state.model_name, state.context
 
@@ -310,10 +328,12 @@ def _install_info_routes(app, state: ServerState, decode: str, web: bool) -> Non
         return _model_card()
 
     if web:
+        page = (STATIC_DIR / "index.html").read_text(encoding="utf-8")
+        headers = page_security_headers(page)
 
         @app.get("/", include_in_schema=False)
         async def index():
-            return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
+            return HTMLResponse(page, headers=headers)
 
 
 def create_app(
