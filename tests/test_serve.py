@@ -184,6 +184,36 @@ def test_raw_bad_bodies(server):
     assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
 
 
+def test_errors_say_what_is_wrong(server):
+    url = server[0] + "/v1/chat/completions"
+
+    def post(body=None, **kw):
+        r = httpx.post(url, json=body, **kw) if body is not None else httpx.post(url, **kw)
+        return r.status_code, r.json()["error"]
+
+    status, err = post(content=b'{"model": "tiny", "messages": [}', headers={"Content-Type": "application/json"})
+    assert status == 400 and err["param"] is None and err["message"].startswith("Invalid JSON in the request body at byte ")
+    status, err = post(content=b'{"model": "tiny"}', headers={"Content-Type": "text/plain"})
+    assert status == 415 and "Content-Type must be application/json, got 'text/plain'" in err["message"]
+    # A lone surrogate is invalid text, said as such (not a chat-template failure).
+    status, err = post(content=b'{"model": "tiny", "messages": [{"role": "user", "content": "hi \\ud800"}]}',
+                       headers={"Content-Type": "application/json"})
+    assert status == 400 and err["code"] == "invalid_text" and err["param"] == "messages[0].content"
+    # Strict types: OpenAI rejects a string where a number or a boolean belongs; an integer temperature is fine.
+    for field, value in (("stream", "yes"), ("temperature", "0.5"), ("max_tokens", "8"), ("max_tokens", 8.0)):
+        status, err = post({"model": MODEL, "messages": HELLO, field: value})
+        assert status == 400 and err["param"] == field, (field, value, err)
+    assert httpx.post(url, json={"model": MODEL, "messages": HELLO, "temperature": 0, "max_tokens": 2}).status_code == 200
+    # Field paths are written as OpenAI writes them.
+    status, err = post({"model": MODEL, "messages": [{"role": "user", "content": 5}]})
+    assert status == 400 and err["param"].startswith("messages[0].content")
+    # Tools: said plainly, for the role and for the request field.
+    status, err = post({"model": MODEL, "messages": HELLO + [{"role": "tool", "content": "42", "tool_call_id": "x"}]})
+    assert status == 400 and err["code"] == "tools_not_supported" and err["param"] == "messages[1].role"
+    status, err = post({"model": MODEL, "messages": HELLO, "tools": [{"type": "function", "function": {"name": "f"}}]})
+    assert status == 400 and err["code"] == "tools_not_supported" and err["param"] == "tools"
+
+
 def test_client_disconnect_stops_generation(server, tiny):
     url, app = server
     model = tiny[0]

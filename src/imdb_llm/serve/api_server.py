@@ -260,6 +260,16 @@ async def sse(job: Job, events: asyncio.Queue, prompt_tokens: int, include_usage
         job.cancel()
 
 
+def _param_path(loc) -> str | None:
+    """pydantic's location as OpenAI writes a parameter: ("body", "messages", 0, "content") -> messages[0].content."""
+    path = ""
+    for part in loc:
+        if part == "body":
+            continue
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path or None
+
+
 def _install_error_handlers(app) -> None:
     from fastapi.exceptions import RequestValidationError
     from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -270,9 +280,15 @@ def _install_error_handlers(app) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request, exc: RequestValidationError):
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type != "application/json":
+            return error_response(APIError(415, f"Content-Type must be application/json, got '{content_type or 'none'}'.",
+                                           code="unsupported_media_type"))
         first = exc.errors()[0] if exc.errors() else {}
-        loc = [str(p) for p in first.get("loc", ()) if p != "body"]
-        param = ".".join(loc) or None
+        if first.get("type") == "json_invalid":  # loc holds the byte offset, not a field
+            offset = first.get("loc", ("body", "?"))[-1]
+            return error_response(APIError(400, f"Invalid JSON in the request body at byte {offset}: {first.get('ctx', {}).get('error', 'malformed')}."))
+        param = _param_path(first.get("loc", ()))
         message = f"Invalid request: {param + ': ' if param else ''}{first.get('msg', 'malformed body')}"
         return error_response(APIError(400, message, param=param))
 

@@ -3,11 +3,15 @@ message and usage shapes. No model, no engine: :mod:`imdb_llm.serve.api_server` 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 ALLOWED_ROLES = ("system", "developer", "user", "assistant")
+TOOL_ROLES = ("tool", "function")
+# Numbers as numbers, as OpenAI checks them: "0.5" (a string) is an error, not 0.5; an integer is a valid float.
+StrictFloat = Annotated[float, Field(strict=True)]
+StrictInt = Annotated[int, Field(strict=True)]
 
 
 # --------------------------------------------------------------------------------------------
@@ -57,17 +61,19 @@ class ChatCompletionRequest(BaseModel):
     model_config = ConfigDict(extra="allow")
     model: str
     messages: list[ChatMessage]
-    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
-    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
-    max_tokens: int | None = Field(default=None, ge=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
-    repetition_penalty: float | None = Field(default=None, gt=0.0, le=10.0)  # not OpenAI's; vLLM's name and meaning
-    no_repeat_ngram_size: int | None = Field(default=None, ge=0)
+    temperature: StrictFloat | None = Field(default=None, ge=0.0, le=2.0)
+    top_p: StrictFloat | None = Field(default=None, gt=0.0, le=1.0)
+    max_tokens: StrictInt | None = Field(default=None, ge=1)
+    max_completion_tokens: StrictInt | None = Field(default=None, ge=1)
+    repetition_penalty: StrictFloat | None = Field(default=None, gt=0.0, le=10.0)  # not OpenAI's; vLLM's name and meaning
+    no_repeat_ngram_size: StrictInt | None = Field(default=None, ge=0)
     stop: str | list[str] | None = None
-    stream: bool = False
+    stream: StrictBool = False
     stream_options: dict[str, Any] | None = None
-    n: int = 1
-    seed: int | None = None
+    n: StrictInt = 1
+    seed: StrictInt | None = None
+    tools: list[Any] | None = None
+    functions: list[Any] | None = None
 
 
 
@@ -75,8 +81,14 @@ def chat_messages(body: ChatCompletionRequest) -> list[dict[str, str]]:
     """The messages as plain dicts for the chat template, or a 400 naming the bad one."""
     if not body.messages:
         raise APIError(400, "'messages' must contain at least one message.", param="messages", code="empty_messages")
+    for field in ("tools", "functions"):
+        if getattr(body, field):
+            raise APIError(400, f"'{field}': tool calling is not supported by this server (chat messages only).", param=field, code="tools_not_supported")
     messages = []
     for i, msg in enumerate(body.messages):
+        if msg.role in TOOL_ROLES:
+            raise APIError(400, f"messages[{i}]: the '{msg.role}' role is not supported: this server has no tool calling.",
+                           param=f"messages[{i}].role", code="tools_not_supported")
         if msg.role not in ALLOWED_ROLES:
             raise APIError(400, f"Invalid role '{msg.role}' in messages[{i}]: expected one of {', '.join(ALLOWED_ROLES)}.", param=f"messages[{i}].role", code="invalid_role")
         if isinstance(msg.content, list):
@@ -85,6 +97,10 @@ def chat_messages(body: ChatCompletionRequest) -> list[dict[str, str]]:
             content = "".join(p.text for p in msg.content)
         else:
             content = msg.content or ""
+        bad = next((j for j, ch in enumerate(content) if "\ud800" <= ch <= "\udfff"), None)
+        if bad is not None:  # a lone surrogate (JSON "\ud800"): not text any tokenizer can read
+            raise APIError(400, f"messages[{i}].content is not valid Unicode text: a lone surrogate at character {bad}.",
+                           param=f"messages[{i}].content", code="invalid_text")
         if not content and msg.role != "assistant":
             raise APIError(400, f"messages[{i}].content must not be empty.", param=f"messages[{i}].content", code="empty_content")
         messages.append({"role": "system" if msg.role == "developer" else msg.role, "content": content})
