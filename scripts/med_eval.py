@@ -133,7 +133,10 @@ def main(argv=None):
         if args.base_model:
             metrics["base_answer_match"] = base_answer_match(args, questions, references)
         summary = json.loads(Path(args.training_summary).read_text(encoding="utf-8")) if args.training_summary else {}
-        metrics.update({k: summary[k] for k in ("n_train", "eval_loss", "eval_loss_base", "chosen_step", "train_seconds") if k in summary})
+        metrics.update({k: summary[k] for k in ("n_train", "eval_loss", "eval_loss_base", "chosen_step", "chosen_answer_match", "train_seconds") if k in summary})
+        if "chosen_step" in summary:  # the chosen checkpoint's loss, from the history (older summaries stored the choosing metric)
+            metrics["eval_loss"] = next((h["eval_loss"] for h in summary.get("eval_loss_history", []) if h["step"] == summary["chosen_step"]),
+                                        metrics.get("eval_loss"))
         print(json.dumps({k: v for k, v in metrics.items() if not isinstance(v, (list, dict))}, indent=1, ensure_ascii=False))
         write_outputs(args, result_args, config, metrics, measured, answers, details, summary, log)
     return metrics

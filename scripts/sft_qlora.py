@@ -339,7 +339,9 @@ def train(trainer, resume, settings, run: Run, train_data, metrics, log: RunLog)
     if args.load_best_model_at_end and state.best_model_checkpoint:
         metrics["chosen_step"] = int(state.best_model_checkpoint.rstrip("/").rsplit("-", 1)[1])
         metrics["chosen_epoch"] = next((h["epoch"] for h in history if h["step"] == metrics["chosen_step"]), None)
-        metrics["eval_loss"] = float(state.best_metric)  # the loss of the weights now loaded
+        # The loss of the weights now loaded (best_metric is the choosing metric, which need not be the loss).
+        metrics["eval_loss"] = next((h["eval_loss"] for h in history if h["step"] == metrics["chosen_step"]), None)
+        metrics[f"chosen_{args.metric_for_best_model}"] = float(state.best_metric)
     else:
         metrics["eval_loss"] = trainer.evaluate()["eval_loss"]
     print(f"validation loss after training: {metrics['eval_loss']:.4f}")
