@@ -63,6 +63,8 @@ class MedEvalArguments:
                                                                          "predictions) with the measures that need no model; no model is loaded."})
 
     def __post_init__(self):
+        if self.base_model is not None and self.base_model.strip().lower() in ("", "none"):
+            self.base_model = None  # the make target names one; --base_model none skips it
         if self.on not in ("judged", "carved"):
             raise UserError("--on must be judged or carved")
 
@@ -123,7 +125,8 @@ def main(argv=None):
         if args.retrieval_k_grid:
             return retrieval_depth_search(args, result_args, config, assistant, train, questions, references, log)
         metrics = {"n_judged": len(measured), "measured_on": args.on, "retrieval_k": assistant.guard.retrieval.retrieval_k if assistant.retrieves else 0}
-        tuned, answers = judged_measures(assistant, questions, references, counter, args.batch_size)
+        tuned, answers = judged_measures(assistant, questions, references, counter, args.batch_size,
+                                         on_answers=lambda answers: write_predictions(result_args, measured, answers))
         safety, details = safety_measures(assistant, sets, args.batch_size)
         metrics.update({f"tuned_{k}": v for k, v in {**tuned, **safety}.items()})
         metrics.update({f"reference_{k}": v for k, v in reference_measures(questions, references, counter).items()})
@@ -138,7 +141,7 @@ def main(argv=None):
             metrics["eval_loss"] = next((h["eval_loss"] for h in summary.get("eval_loss_history", []) if h["step"] == summary["chosen_step"]),
                                         metrics.get("eval_loss"))
         print(json.dumps({k: v for k, v in metrics.items() if not isinstance(v, (list, dict))}, indent=1, ensure_ascii=False))
-        write_outputs(args, result_args, config, metrics, measured, answers, details, summary, log)
+        write_outputs(args, result_args, config, metrics, details, summary, log)
     return metrics
 
 
@@ -198,13 +201,21 @@ def base_answer_match(args: MedEvalArguments, questions, references) -> float:
     return answer_match(base.model, tokenizer, questions, references, base.prompt, batch_size=max(4, args.batch_size // 2))["accuracy"]
 
 
-def write_outputs(args, result_args, config, metrics, measured, answers, details, summary, log) -> None:
+def write_predictions(result_args, measured, answers) -> None:
+    """The judged answers, written as soon as they exist: a person can start reading them (make med-rate)
+    while the safety sets and the base model are still being measured."""
+    if not result_args.results_name:
+        return
+    rows = [{"line": c["line"], "question": c["messages"][-2]["content"], "reference": c["messages"][-1]["content"], "tuned": a}
+            for c, a in zip(measured, answers)]
+    atomic_write_text(Path(result_args.results_dir) / f"{result_args.results_name}.predictions.jsonl",
+                      "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+
+def write_outputs(args, result_args, config, metrics, details, summary, log) -> None:
     if not result_args.results_name:
         return
     out = Path(result_args.results_dir)
-    rows = [{"line": c["line"], "question": c["messages"][-2]["content"], "reference": c["messages"][-1]["content"], "tuned": a}
-            for c, a in zip(measured, answers)]
-    atomic_write_text(out / f"{result_args.results_name}.predictions.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     safety_rows = [{"set": name, **row} for name, items in details.items() for row in items]
     atomic_write_text(out / f"{result_args.results_name}.safety.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in safety_rows))
     write_result(result_args.results_name, metrics, headline="medical", config=config, train_seconds=summary.get("train_seconds"),

@@ -36,11 +36,13 @@ def safety_measures(assistant: MedicalAssistant, sets: dict[str, Sequence[Scenar
 
 
 def judged_measures(assistant: MedicalAssistant, questions: Sequence[str], references: Sequence[str], counter: InventionCounter,
-                    batch_size: int = 16, metric_tokens: str = "jieba") -> tuple[dict, list[str]]:
-    """Answer matching, then the generated answers' text metrics and invented-entity rate; returns
-    ``(metrics, answers)``."""
-    match = answer_match(assistant.model, assistant.tokenizer, questions, references, assistant.prompt, batch_size=max(4, batch_size // 2))
+                    batch_size: int = 16, metric_tokens: str = "jieba", on_answers=None) -> tuple[dict, list[str]]:
+    """The generated answers' text metrics and invented-entity rate, and answer matching; returns
+    ``(metrics, answers)``. ``on_answers(answers)`` runs as soon as the answers exist (to save them early)."""
     answers = assistant.answers(questions, batch_size)
+    if on_answers is not None:
+        on_answers(answers)
+    match = answer_match(assistant.model, assistant.tokenizer, questions, references, assistant.prompt, batch_size=max(4, batch_size // 2))
     invented = counter.rate(questions, answers)
     metrics = {"answer_match": match["accuracy"], **generation_metrics(answers, references, metric_tokens),
                "invented_entity_rate": invented["invented_entity_rate"], "answers_with_invented_entity": invented["answers_with_invented_entity"],
