@@ -31,7 +31,7 @@ from fastapi import Request  # module level: FastAPI resolves endpoint annotatio
 from imdb_llm.llm.prompts import require_chat_template
 from imdb_llm.llm.sft.decoding import GenerationDefaults
 from imdb_llm.serve.engine import GenerationEngine, Job, Overloaded
-from imdb_llm.serve.protocol import APIError, ChatCompletionRequest, chat_messages, error_response, usage_counts
+from imdb_llm.serve.protocol import APIError, ChatCompletionRequest, chat_messages, error_response, param_path, usage_counts
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 PUBLIC_PATHS = ("/", "/index.html", "/favicon.ico")  # the static page holds no data; the API does
@@ -260,16 +260,6 @@ async def sse(job: Job, events: asyncio.Queue, prompt_tokens: int, include_usage
         job.cancel()
 
 
-def _param_path(loc) -> str | None:
-    """pydantic's location as OpenAI writes a parameter: ("body", "messages", 0, "content") -> messages[0].content."""
-    path = ""
-    for part in loc:
-        if part == "body":
-            continue
-        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
-    return path or None
-
-
 def _install_error_handlers(app) -> None:
     from fastapi.exceptions import RequestValidationError
     from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -288,7 +278,7 @@ def _install_error_handlers(app) -> None:
         if first.get("type") == "json_invalid":  # loc holds the byte offset, not a field
             offset = first.get("loc", ("body", "?"))[-1]
             return error_response(APIError(400, f"Invalid JSON in the request body at byte {offset}: {first.get('ctx', {}).get('error', 'malformed')}."))
-        param = _param_path(first.get("loc", ()))
+        param = param_path(first.get("loc", ()))
         message = f"Invalid request: {param + ': ' if param else ''}{first.get('msg', 'malformed body')}"
         return error_response(APIError(400, message, param=param))
 

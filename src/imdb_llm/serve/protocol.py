@@ -30,6 +30,16 @@ class APIError(Exception):
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
 
+def param_path(loc) -> str | None:
+    """pydantic's location as OpenAI writes a parameter: ("body", "messages", 0, "content") -> messages[0].content."""
+    path = ""
+    for part in loc:
+        if part == "body":
+            continue
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path or None
+
+
 def error_response(exc: APIError):
     from fastapi.responses import JSONResponse
 
