@@ -356,3 +356,10 @@ def test_the_retrieval_depth_search_ranks_depths_by_answer_matching(tiny_med_mod
                              "--retrieval_k_grid", "0,1", "--dtype", "float32", "--safety_files", ""])
     assert {"answer_match_k0", "answer_match_k1"} <= set(metrics) and metrics["n_variants"] == 2
     assert metrics["answer_match"] == max(metrics["answer_match_k0"], metrics["answer_match_k1"])
+
+
+def test_chest_pain_said_as_severe_pain_is_an_emergency():
+    """"胸口剧痛" (found in a terminal chat: no notice) must raise the emergency notice like "胸口剧烈疼痛"."""
+    for question in ("我胸口剧痛，出冷汗，左臂发麻，怎么办？", "胸口剧烈疼痛怎么办"):
+        assert apply_rules(question, "建议进行胸部检查。").startswith(EMERGENCY_NOTICE), question
+    assert not apply_rules("胸口长了一颗痣怎么办", "观察即可。").startswith(EMERGENCY_NOTICE)
