@@ -15,6 +15,13 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Sequence
 
+from imdb_llm.llm.sft.metrics import chinese_tokens
+
+
+def _characters(texts: Sequence[str]) -> int:
+    """Characters without whitespace: the same units as the project's character-level ROUGE."""
+    return sum(len(chinese_tokens(text, "char")) for text in texts)
+
 
 def _count_tokens(tokenizer, texts: Sequence[str], batch: int = 256) -> list[list[int]]:
     ids: list[list[int]] = []
@@ -35,7 +42,7 @@ def chinese_stats(tokenizer, texts: Sequence[str]) -> dict[str, Any]:
     if not flat:
         raise ValueError("no tokens: the texts are empty")
     fragments = fragment_ids(tokenizer, flat)
-    characters = sum(len("".join(text.split())) for text in texts)
+    characters = _characters(texts)
     return {
         "tokens": len(flat),
         "characters": characters,
@@ -46,11 +53,9 @@ def chinese_stats(tokenizer, texts: Sequence[str]) -> dict[str, Any]:
 
 
 def jieba_stats(texts: Sequence[str]) -> dict[str, Any]:
-    """Words per character when jieba segments the texts (what this project's Chinese ROUGE counts in)."""
-    import jieba
-
-    words = sum(sum(1 for w in jieba.cut(text) if w.strip()) for text in texts)
-    characters = sum(len("".join(text.split())) for text in texts)
+    """Words per character when jieba segments the texts as this project's Chinese ROUGE does (``chinese_tokens``)."""
+    words = sum(len(chinese_tokens(text, "jieba")) for text in texts)
+    characters = _characters(texts)
     return {"words": words, "characters": characters, "words_per_character": round(words / characters, 4)}
 
 
