@@ -7,10 +7,13 @@ MED_SHIPPED ?= models/med-expert-gemma3
 # What a chat needs of a trained adapter folder (the tokenizer comes from packaged:gemma3).
 MED_SHIP_FILES = adapter_config.json adapter_model.safetensors chat_template.jinja generation_defaults.json retrieval_index.jsonl
 
-.PHONY: med-expert-cpu med-expert-cpu-train med-expert-cpu-eval med-measures med-rate med-rate-score med-chat med-ship
+.PHONY: med-expert-cpu med-expert-cpu-train med-expert-pref-cpu-train med-expert-cpu-eval med-measures med-rate med-rate-score med-chat med-ship
 
 med-expert-cpu-train:  ## issue 48: LoRA on Gemma 3 270M, cleaned records, 2 retrieved records per prompt; checkpoint chosen by answer matching on carved records (resumable) -> outputs/med-expert
 	RUN_COMMAND="make med-expert-cpu-train$(call args_suffix,MED_TRAIN_ARGS)" $(PY) scripts/sft_qlora.py configs/gemma3_med_expert_cpu.yaml $(MED_TRAIN_ARGS)
+
+med-expert-pref-cpu-train:  ## issue 48: the shipped adapter trained further on near-miss preference pairs (CPO-SimPO), checkpoint chosen by answer matching on carved records (resumable) -> outputs/med-expert-pref
+	RUN_COMMAND="make med-expert-pref-cpu-train$(call args_suffix,MED_TRAIN_ARGS)" $(PY) scripts/sft_qlora.py configs/gemma3_med_expert_pref_cpu.yaml $(MED_TRAIN_ARGS)
 
 med-expert-cpu-eval:  ## issue 48: answer matching, safety sets, invented names, ROUGE on the 500 judged records, base beside it -> results/med-expert-cpu.json
 	RUN_COMMAND="make med-expert-cpu-eval$(ARGS_SUFFIX)" $(PY) scripts/med_eval.py --model_name_or_path $(MED_BASE) --adapter $(MED_MODEL) \

@@ -36,6 +36,7 @@ from typing import Any
 
 
 from imdb_llm.cli import UserError, parse_args, run_main
+from imdb_llm.llm.med.preference import attach_rejected
 from imdb_llm.llm.med.prepare import MedicalDataArguments, answer_match_callbacks, clean_loaded, ground_all
 from imdb_llm.llm.prompts import apply_template_override
 from imdb_llm.llm.sft.collate import ListDataset, PackingCollator, PadCollator
@@ -76,6 +77,7 @@ class ModelArguments:
     lora_alpha: int = field(default=32, metadata={"help": "LoRA scale numerator (update scaled by alpha / r)."})
     lora_dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA input."})
     lora_target_modules: str = field(default="all-linear", metadata={"help": "'all-linear' (every linear layer but the LM head) or a comma list."})
+    init_adapter: str = field(default="", metadata={"help": "LoRA: start from this trained adapter folder instead of fresh matrices."})
     cache_dir: str = field(default="outputs/cache", metadata={"help": "Where a GGUF base is de-quantised once so it can be loaded in 4-bit and trained."})
 
     def __post_init__(self):
@@ -230,6 +232,8 @@ def encode_data(run: Run, data: dict, model_path: str):
     tokenizer = apply_template_override(load_tokenizer(model_path), run.data.chat_template)
     for conv in data["train"] + data["loss"]:
         conv["_enc"] = encode_conversation(tokenizer, conv["messages"])
+    if run.med.preference_weight:  # a near-miss answer beside each training answer
+        print(f"preference pairs: {attach_rejected(tokenizer, data['train'], run.med, run.data.subset_seed)} of {len(data['train'])}")
     lengths = [len(c["_enc"]["input_ids"]) for c in data["train"]]
     model_config = AutoConfig.from_pretrained(model_path) if not model_path.startswith("packaged:") else None
     cap = config_context_length(model_config) if model_config is not None else None
@@ -266,7 +270,7 @@ def build_model(run: Run, model_path: str):
         n = sum(p.numel() for p in model.parameters() if p.requires_grad)
         print(f"full fine-tuning: {n:,} parameters trainable")
         return model, weight_dtype, 0
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
 
     if m.load_in_4bit:
         # Norms / embeddings to fp32 and input grads on, so checkpointed layers get gradients.
@@ -275,7 +279,7 @@ def build_model(run: Run, model_path: str):
     targets = m.lora_target_modules
     lora = LoraConfig(r=m.lora_r, lora_alpha=m.lora_alpha, lora_dropout=m.lora_dropout, task_type="CAUSAL_LM",
                       target_modules=targets if targets == "all-linear" else [t.strip() for t in targets.split(",")])
-    model = get_peft_model(model, lora)
+    model = PeftModel.from_pretrained(model, m.init_adapter, is_trainable=True) if m.init_adapter else get_peft_model(model, lora)
     # Before any evaluation: on CPUs with AVX512-BF16, bitsandbytes would otherwise repack the 4-bit
     # weights for inference during the base-model evaluation and training would then fail.
     n_4bit = keep_4bit_trainable(model)
@@ -287,6 +291,7 @@ def build_trainer(run: Run, model, tokenizer, train_data, loss_data, extra_callb
     import torch
     from transformers import Trainer
 
+    from imdb_llm.llm.med.preference import PreferenceCollator, PreferenceTrainer
     from imdb_llm.llm.sft.answer_loss import AnswerOnlyLossTrainer
 
     training_args = run.training
@@ -301,9 +306,11 @@ def build_trainer(run: Run, model, tokenizer, train_data, loss_data, extra_callb
             print(f"optimizer {training_args.optim} unavailable without CUDA ({type(exc).__name__}); using adamw_torch")
             training_args.optim = "adamw_torch"
     collator = PackingCollator() if run.data.packing else PadCollator(tokenizer.pad_token_id)
-    trainer_class = AnswerOnlyLossTrainer if run.med.answer_only_logits else Trainer
+    trainer_class, extra = AnswerOnlyLossTrainer if run.med.answer_only_logits else Trainer, {}
+    if run.med.preference_weight:
+        trainer_class, collator, extra = PreferenceTrainer, PreferenceCollator(tokenizer.pad_token_id), {"preference": run.med}
     return trainer_class(model=model, args=training_args, train_dataset=train_data, eval_dataset=loss_data, data_collator=collator,
-                   processing_class=tokenizer, callbacks=[ProgressLine(), *(extra_callbacks or [])])
+                         processing_class=tokenizer, callbacks=[ProgressLine(), *(extra_callbacks or [])], **extra)
 
 
 @contextlib.contextmanager

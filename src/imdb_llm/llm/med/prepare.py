@@ -14,14 +14,15 @@ from transformers import TrainerCallback
 
 from imdb_llm.llm.med.answer_match import answer_match
 from imdb_llm.llm.med.clean import clean_conversations
+from imdb_llm.llm.med.preference import PreferenceArguments
 from imdb_llm.llm.med.retrieval import KnowledgeIndex, RetrievalArguments, qa_pairs, with_retrieval
 from imdb_llm.llm.prompts import render_prompt
 from imdb_llm.llm.sft.data import seeded_subset
 
 
 @dataclass
-class MedicalDataArguments(RetrievalArguments):
-    """Cleaning and retrieval for single-turn medical records (both off by default)."""
+class MedicalDataArguments(RetrievalArguments, PreferenceArguments):
+    """Cleaning, retrieval and near-miss preference pairs for single-turn medical records (all off by default)."""
 
     clean_records: bool = field(default=False, metadata={"help": "Drop NaN ages, answers the question states, answers under 4 "
                                                                  "characters and exact duplicates (counted in the data report)."})
@@ -32,6 +33,10 @@ class MedicalDataArguments(RetrievalArguments):
                                                                    "of every weight at every step under autocast)."})
     answer_match_samples: int = field(default=0, metadata={"help": "At every evaluation, answer matching on this many of the loss records "
                                                                    "(eval_answer_match: a metric_for_best_model that measures correctness); 0 = off."})
+
+    def __post_init__(self):
+        RetrievalArguments.__post_init__(self)
+        PreferenceArguments.__post_init__(self)
 
 
 def clean_loaded(conversations: list, report, args: MedicalDataArguments) -> list:

@@ -21,8 +21,9 @@ def _causal_lm(model):
     return model
 
 
-def answer_only_loss(model, inputs, num_items_in_batch=None):
-    """Mean next-token cross-entropy over the labelled positions, computing logits at those only."""
+def answer_token_logprobs(model, inputs):
+    """``(log-probability of each labelled target token, the row it sits in)``, computing logits at
+    the labelled positions only."""
     import torch.nn.functional as F
 
     lm = _causal_lm(model)
@@ -35,9 +36,14 @@ def answer_only_loss(model, inputs, num_items_in_batch=None):
     cap = getattr(lm.config, "final_logit_softcapping", None)
     if cap:
         logits = (logits / cap).tanh() * cap
-    total = F.cross_entropy(logits.float(), targets[keep], reduction="sum")
-    denominator = num_items_in_batch if num_items_in_batch is not None else keep.sum().clamp(min=1)
-    return total / denominator
+    return -F.cross_entropy(logits.float(), targets[keep], reduction="none"), keep.nonzero()[:, 0]
+
+
+def answer_only_loss(model, inputs, num_items_in_batch=None):
+    """Mean next-token cross-entropy over the labelled positions, computing logits at those only."""
+    logp, rows = answer_token_logprobs(model, inputs)
+    denominator = num_items_in_batch if num_items_in_batch is not None else max(len(rows), 1)
+    return -logp.sum() / denominator
 
 
 class AnswerOnlyLossTrainer(Trainer):
