@@ -5,7 +5,7 @@
 HOST  ?= 127.0.0.1
 PORT  ?= 8000
 
-.PHONY: chatglm-serve chatglm-web bench-decode bench-serve bench-cpu-decode peer-setup browser
+.PHONY: chatglm-serve chatglm-web bench-decode bench-serve bench-serve-faults bench-cpu-decode peer-setup browser
 
 chatglm-serve:  ## OpenAI-compatible API on http://$(HOST):$(PORT)/v1 for MODEL (default outputs/chatglm2-6b-native; ARGS: --adapter DIR --api_key KEY --compile)
 	RUN_COMMAND="make chatglm-serve$(ARGS_SUFFIX)" $(PY) scripts/serve.py --model $(call chatglm_model,outputs/chatglm2-6b-native) --host $(HOST) --port $(PORT) $(ARGS)
@@ -19,6 +19,9 @@ bench-decode:  ## batch-1 bf16 decode tokens/s, ChatGLM2-6B shape, random weight
 
 bench-serve:  ## serve.py on 127.0.0.1 driven by the openai client at 1/4/16/64 concurrent clients (MODEL default packaged:smollm2) -> results/serve-<model>-<device>.json
 	RUN_COMMAND="make bench-serve$(if $(filter command line environment,$(origin MODEL)), MODEL=$(MODEL))$(ARGS_SUFFIX)" $(PY) scripts/bench_serve.py --model $(call chatglm_model,packaged:smollm2) $(ARGS)
+
+bench-serve-faults:  ## issue 53: serve.py on 127.0.0.1 with an API key under 43 bad requests, clients that leave and a 4,500-token prompt among running streams, ~5 min -> results/serve-faults-cpu.json
+	RUN_COMMAND="make bench-serve-faults$(ARGS_SUFFIX)" $(PY) scripts/bench_serve_faults.py $(ARGS)
 
 browser:  ## install Debian chromium for the headless web-page test (root/sudo)
 	bash scripts/ci_install_browser.sh

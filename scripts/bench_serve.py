@@ -27,8 +27,6 @@ import math
 import os
 import re
 import shlex
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 from imdb_llm.cli import UserError, parse_args, run_main
 from imdb_llm.results import capture_log, trim_log, write_result
+from imdb_llm.serve.launch import free_port, start, stop, wait_healthy
 
 SERVED_NAME = "bench"
 
@@ -79,12 +78,6 @@ def imdb_prompts(n: int = 200) -> list[list[dict]]:
         words = text.replace("<br />", " ").split()[: 8 + (i * 13) % 53]
         prompts.append([{"role": "user", "content": "In one sentence, is this movie review positive or negative? " + " ".join(words)}])
     return prompts
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def percentile(values: list[float], p: float) -> float | None:
@@ -131,29 +124,6 @@ def peer_command(args, port: int) -> list[str]:
     return [sys.executable, "-m", "llama_cpp.server", "--model", str(Path(folder) / gguf), "--model_alias", SERVED_NAME,
             "--host", "127.0.0.1", "--port", str(port), "--n_threads", threads, "--n_threads_batch", threads, "--n_ctx", "2048",
             "--interrupt_requests", "false"]  # its default cancels a running stream when the next request arrives
-
-
-def start(cmd: list[str], log_file) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    env.pop("RUN_COMMAND", None)
-    return subprocess.Popen(cmd, cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT, env=env)
-
-
-def wait_healthy(proc, url: str, timeout: float, log_path: Path, health: str = "/health") -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            tail = log_path.read_text(errors="replace").strip().splitlines()[-1:] or ["(no output)"]
-            raise UserError(f"the server exited with code {proc.returncode}: {tail[0]}")
-        try:
-            if httpx.get(url + health, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise UserError(f"the server was not healthy after {timeout:.0f} s (see its log: {log_path})")
 
 
 async def run_level(base_url: str, clients: int, n_requests: int, prompts, args, count_tokens=None) -> dict:
@@ -290,11 +260,7 @@ def measure_server(label: str, cmd: list[str], url: str, args, prompts, *, healt
                     print(f"        error: {err}")
             print(f"load average after: {os.getloadavg()[0]:.2f}")
         finally:
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop(proc)
         seconds = time.perf_counter() - began
         print(f"{label} wall time {seconds:.0f} s")
         server_text = trim_log(server_log.read_text(errors="replace"))

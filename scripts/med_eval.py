@@ -56,7 +56,8 @@ class MedEvalArguments:
                               metadata={"help": "name=path pairs of safety sets; each gives <name>_pass."})
     batch_size: int = field(default=16, metadata={"help": "Prompts per forward pass or generate() call."})
     dtype: str = field(default="bfloat16", metadata={"help": "Weights dtype on a CPU."})
-    training_summary: str | None = field(default=None, metadata={"help": "sft_results.json of the training run (n_train, train_seconds, losses)."})
+    training_summary: str | None = field(default=None, metadata={"help": "sft_results.json of the training run (n_train, train_seconds, losses); "
+                                                                   "a comma list for a model trained in stages, last stage first: train_seconds adds up."})
     retrieval_k_grid: str | None = field(default=None, metadata={"help": "Comma list of retrieval depths (e.g. 0,2,3,5): answer matching "
                                                                           "only, at each depth, one model load; the best depth wins (recipe choice)."})
     predictions_file: str | None = field(default=None, metadata={"help": "path.jsonl:column - score answers already written (a result's "
@@ -135,14 +136,27 @@ def main(argv=None):
             metrics.update({f"copy_nearest_{k}": v for k, v in copied.items()})
         if args.base_model:
             metrics["base_answer_match"] = base_answer_match(args, questions, references)
-        summary = json.loads(Path(args.training_summary).read_text(encoding="utf-8")) if args.training_summary else {}
-        metrics.update({k: summary[k] for k in ("n_train", "eval_loss", "eval_loss_base", "chosen_step", "chosen_answer_match", "train_seconds") if k in summary})
+        summary = training_summary(args.training_summary)
+        metrics.update({k: summary[k] for k in ("n_train", "eval_loss", "eval_loss_base", "chosen_step", "chosen_answer_match", "train_seconds",
+                                               "train_seconds_by_stage") if k in summary})
         if "chosen_step" in summary:  # the chosen checkpoint's loss, from the history (older summaries stored the choosing metric)
             metrics["eval_loss"] = next((h["eval_loss"] for h in summary.get("eval_loss_history", []) if h["step"] == summary["chosen_step"]),
                                         metrics.get("eval_loss"))
         print(json.dumps({k: v for k, v in metrics.items() if not isinstance(v, (list, dict))}, indent=1, ensure_ascii=False))
         write_outputs(args, result_args, config, metrics, details, summary, log)
     return metrics
+
+
+def training_summary(paths: str | None) -> dict:
+    """The last stage's summary, with ``train_seconds`` summed over every stage listed."""
+    files = [Path(p.strip()) for p in (paths or "").split(",") if p.strip()]
+    if missing := [str(f) for f in files if not f.is_file()]:
+        raise UserError(f"--training_summary: no such file: {', '.join(missing)}")
+    stages = [json.loads(f.read_text(encoding="utf-8")) for f in files]
+    if not stages:
+        return {}
+    seconds = [s.get("train_seconds") for s in stages]
+    return {**stages[0], "train_seconds": sum(seconds) if None not in seconds else None, "train_seconds_by_stage": seconds}
 
 
 def score_predictions(args: MedEvalArguments, result_args, config, train, log) -> dict:

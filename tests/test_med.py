@@ -92,6 +92,25 @@ def test_answer_matching_scores_per_character_not_per_token(tiny_med_model):
     assert abs(doubled - one) < abs(one)  # a longer answer is not penalised by its length alone
 
 
+def test_a_shared_prompt_scores_as_the_full_rows_would(tiny_med_model):
+    """The prompt's cache copied to each candidate gives each candidate's own full-row log-likelihood."""
+    import torch
+
+    from imdb_llm.llm.med.answer_match import candidate_log_likelihoods
+
+    _, tokenizer, load = tiny_med_model
+    model = load().eval()
+    prompt, answers = _render(QA[0][0]), [a for _, a in QA[:4]]
+    shared = candidate_log_likelihoods(model, tokenizer, [prompt] * 4, answers)
+    p = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    for answer, score in zip(answers, shared):
+        a = tokenizer(answer, add_special_tokens=False)["input_ids"]
+        with torch.no_grad():
+            logprobs = torch.log_softmax(model(input_ids=torch.tensor([p + a])).logits[0].float(), -1)
+        full = sum(float(logprobs[len(p) - 1 + t, tok]) for t, tok in enumerate(a)) / len(answer)
+        assert abs(full - score) < 1e-4
+
+
 def test_a_model_indifferent_to_every_answer_is_never_right():
     import torch
 
@@ -100,10 +119,11 @@ def test_a_model_indifferent_to_every_answer_is_never_right():
             super().__init__()
             self.w = torch.nn.Parameter(torch.zeros(1))
 
-        def forward(self, input_ids, attention_mask=None, position_ids=None, logits_to_keep=0):
+        def forward(self, input_ids, logits_to_keep=0, **kwargs):
             from types import SimpleNamespace
 
-            return SimpleNamespace(logits=torch.zeros(input_ids.shape[0], logits_to_keep, 50))
+            cache = SimpleNamespace(batch_repeat_interleave=lambda n: None)
+            return SimpleNamespace(logits=torch.zeros(input_ids.shape[0], logits_to_keep or input_ids.shape[1], 50), past_key_values=cache)
 
     class CharTokenizer:
         pad_token_id = eos_token_id = 0
@@ -157,6 +177,14 @@ def test_the_rules_warn_first_and_remove_what_the_patient_must_not_take():
     assert not forbidden_hits(shown, ["阿司匹林"])  # the caution names it only to forbid it
     # an ordinary question is left alone
     assert apply_rules("慢性咽炎如何治疗？", "可以含服润喉片。") == "可以含服润喉片。"
+
+
+def test_an_interaction_is_answered_no_first_and_the_interacting_drug_is_not_recommended():
+    question = "对青霉素过敏，扁桃体发炎，能打阿莫西林吗？"
+    assert assess(question).interactions == ["penicillin allergy"]
+    shown = apply_rules(question, "可以打阿莫西林。多喝水，注意休息。")
+    assert shown.startswith("青霉素过敏者禁用阿莫西林") and "多喝水" in shown
+    assert not forbidden_hits(shown, ["阿莫西林"])
 
 
 # -- invented entities ---------------------------------------------------------------------------

@@ -203,6 +203,66 @@ def test_shared_prefix_logits_match_full_forward(which, request):
             torch.testing.assert_close(step_logits[row], full[-1], atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize("which", ["tiny_llama", "tiny_glm"])
+@pytest.mark.parametrize("with_prefix", [False, True])
+def test_chunked_prefill_gives_the_logits_of_one_forward(which, with_prefix, request):
+    """Prompts of different lengths prefilled 5 columns at a time (after a shared cached prefix or
+    not): the next-token logits and the logits after a decode step are a plain forward's."""
+    from imdb_llm.serve.batch import ChunkedPrefill, PaddedBatch, common_prefix_length
+
+    model, tok, _ = request.getfixturevalue(which)
+    seqs = [_prompt_ids(tok, t, SYSTEM) for t in PROMPTS[:3]]
+    with torch.no_grad():
+        prefix = None
+        if with_prefix:
+            first, _ = PaddedBatch.prefill(model, seqs[:1], pad_id=tok.pad_token_id, device="cpu")
+            prefix = first.prefix_of(0, common_prefix_length(seqs[0], seqs[1]))
+        run = ChunkedPrefill(model, seqs, pad_id=tok.pad_token_id, device="cpu", prefix=prefix, chunk=5)
+        chunks, logits = 0, None
+        while logits is None:
+            logits, chunks = run.advance(), chunks + 1
+        assert chunks == -(-run.width // 5) and chunks > 2
+        tokens = torch.tensor([11, 12, 13])
+        step_logits = run.batch.step(tokens)
+        for row, seq in enumerate(seqs):
+            full = model(input_ids=torch.tensor([seq + [int(tokens[row])]])).logits[0].float()
+            torch.testing.assert_close(logits[row], full[-2], atol=1e-4, rtol=1e-4)
+            torch.testing.assert_close(step_logits[row], full[-1], atol=1e-4, rtol=1e-4)
+
+
+def test_a_long_prompt_prefilled_in_chunks_does_not_freeze_a_running_stream(tiny_llama, slow):
+    """While a long prompt is prefilled 8 tokens at a time, the running stream gets a token after
+    every chunk; both answers are still their solo answers. A newcomer whose client leaves during
+    its prefill is dropped at the next chunk and never decodes."""
+    model, tok, _ = tiny_llama
+    engine = GenerationEngine(model, tok, context_length=256, prefill_chunk=8)
+    engine.eos_ids = []
+    long_text = " ".join(PROMPTS) * 2
+    try:
+        specs = [(PROMPTS[0], 120, {}), (long_text, 5, {})]
+        alone = run_alone(engine, tok, specs)
+        slow(model)
+        runner, newcomer = make_job(tok, *specs[0][:2]), make_job(tok, *specs[1][:2])
+        engine.submit(runner)
+        while runner.emit.deltas < 2:
+            time.sleep(0.01)
+        chunks, before = engine.stats["prefill_chunks"], runner.emit.deltas
+        run_together(engine, [newcomer])
+        chunks = engine.stats["prefill_chunks"] - chunks
+        assert chunks >= 5 and runner.emit.deltas - before >= chunks - 1  # a decode step between chunks
+        assert runner.emit.done.wait(60)
+        assert [(j.token_ids, j.emit.final) for j in (runner, newcomer)] == alone
+        orphan, seen = make_job(tok, long_text, 5), engine.stats["prefill_chunks"]
+        engine.submit(orphan)
+        while engine.stats["prefill_chunks"] == seen:  # its prefill has begun
+            time.sleep(0.001)
+        orphan.cancel()
+        assert orphan.emit.done.wait(10)
+    finally:
+        engine.close()
+    assert orphan.emit.final == ("done", "cancelled", 0) and orphan.token_ids == [] and engine.running == 0
+
+
 def test_engine_reuses_the_shared_prefix(tiny_llama):
     """The engine learns the system prompt from two requests, then skips recomputing it: the
     answers stay exactly the solo answers computed without any prefix reuse."""

@@ -54,6 +54,7 @@ HEADLINES = {
     "data_split": "n_validation_with_sibling of n_validation: validation reviews that share a movie with train",
     "medical": "tuned_answer_match (+ base_answer_match), tuned_safety_pass, tuned_invented_entity_rate: a medical assistant measured without a judge model",
     "leak_check": "student_validation_difference_points (+ its ci95) and student_test_difference_points: what a teacher that saw validation adds",
+    "faults": "bad_requests_tried, server_errors_5xx, non_openai_error_bodies, orphan_running_seconds, max_stream_gap_during_long_prefill_s: a server under faults",
     "tokenization": "<label>_tokens_per_character (Chinese) or <label>_mean_tokens (+ over_N_share): what each tokenizer spends on a corpus",
 }
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")

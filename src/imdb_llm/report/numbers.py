@@ -205,6 +205,13 @@ def _tokenization_headline(m: dict[str, Any], result: dict[str, Any]) -> str:
     return "tokens per review: " + ", ".join(f"{label} {v:.0f} ({m[f'{label}_over_{budget}_share']:.0%} over {budget})" for label, v in per_review.items())
 
 
+def _faults_headline(m: dict[str, Any], result: dict[str, Any]) -> str:
+    # scripts/bench_serve_faults.py: bad requests refused cleanly, clients that left, one long prompt among streams.
+    return (f"{m['bad_requests_tried']} bad requests: {m['server_errors_5xx']} server errors, {m['non_openai_error_bodies']} non-OpenAI bodies; "
+            f"orphaned job stopped after {m['orphan_running_seconds']:.1f} s; longest stream gap during a "
+            f"{m['long_prompt_tokens']:,}-token prefill {m['max_stream_gap_during_long_prefill_s']:.2f} s")
+
+
 HEADLINE_FORMATS = {
     "test_accuracy": _accuracy_headline,
     "validation_search": _search_headline,
@@ -219,6 +226,7 @@ HEADLINE_FORMATS = {
     "leak_check": _leak_headline,
     "medical": _medical_headline,
     "tokenization": _tokenization_headline,
+    "faults": _faults_headline,
 }
 
 

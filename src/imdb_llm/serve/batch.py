@@ -81,34 +81,9 @@ class PaddedBatch:
     @classmethod
     def prefill(cls, model, prompts: Sequence[Sequence[int]], *, pad_id: int, device, prefix: "SharedPrefix | None" = None) -> tuple["PaddedBatch", Any]:
         """Run the prompts (left padded together) through the model: ``(batch, logits [rows, vocab])``.
-
-        With ``prefix`` (keys/values of the first ``prefix.length`` tokens, which every prompt
-        starts with) only the rest of each prompt is computed. A row is then laid out as
-        ``[prefix][padding][rest]``: padding in the middle is fine, the mask hides it wherever it is.
-        """
-        import torch
-        from transformers import DynamicCache
-
-        k = prefix.length if prefix is not None else 0
-        rests = [list(p)[k:] for p in prompts]
-        width = max(len(r) for r in rests)
-        ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(prompts), k + width), dtype=torch.long)
-        mask[:, :k] = 1
-        for r, rest in enumerate(rests):
-            ids[r, width - len(rest) :] = torch.tensor(rest, dtype=torch.long)
-            mask[r, k + width - len(rest) :] = 1
-        ids, mask = ids.to(device), mask.to(device)
-        # Positions count real tokens only; padding gets a harmless position (it is masked anyway).
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, k:]
-        if prefix is None:
-            cache = DynamicCache()
-        else:  # every row starts from the same cached keys/values: a view, copied on the first append
-            rows = len(prompts)
-            cache = DynamicCache(ddp_cache_data=[(key.expand(rows, -1, -1, -1), value.expand(rows, -1, -1, -1)) for key, value in prefix.layers])
-        batch = cls(model, cache, mask)
-        logits = batch._forward(ids, positions)
-        return batch, logits
+        One forward; :class:`ChunkedPrefill` is the same in pieces."""
+        run = ChunkedPrefill(model, prompts, pad_id=pad_id, device=device, prefix=prefix)
+        return run.batch, run.advance()
 
     def prefix_of(self, row: int, length: int) -> "SharedPrefix":
         """The keys/values of the first ``length`` real tokens of ``row`` (to reuse for later prompts)."""
@@ -176,3 +151,55 @@ class PaddedBatch:
         for layer in self._layers():
             layer.keys = layer.keys.index_select(0, index)[:, :, first:]
             layer.values = layer.values.index_select(0, index)[:, :, first:]
+
+
+class ChunkedPrefill:
+    """Prompts prefilled in column chunks of at most ``chunk`` tokens (0 = all at once), so the engine
+    can run a decode step of the rows already running between two chunks (vLLM's and llama-server's
+    chunked prefill): one long prompt then delays every stream by one chunk, not by its whole prefill.
+
+    With ``prefix`` (keys/values of the first ``prefix.length`` tokens, which every prompt starts
+    with) only the rest of each prompt is computed. A row is laid out as ``[prefix][padding][rest]``:
+    padding in the middle is fine, the mask hides it wherever it is. Causal attention makes the
+    chunks exact: a chunk's tokens see the cache of every earlier column and nothing later.
+    """
+
+    def __init__(self, model, prompts: Sequence[Sequence[int]], *, pad_id: int, device, prefix: "SharedPrefix | None" = None, chunk: int = 0):
+        import torch
+        from transformers import DynamicCache
+
+        k = prefix.length if prefix is not None else 0
+        rests = [list(p)[k:] for p in prompts]
+        width = max(len(r) for r in rests)
+        ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(prompts), k + width), dtype=torch.long)
+        mask[:, :k] = 1
+        for r, rest in enumerate(rests):
+            ids[r, width - len(rest) :] = torch.tensor(rest, dtype=torch.long)
+            mask[r, k + width - len(rest) :] = 1
+        self.ids, self.mask = ids.to(device), mask.to(device)
+        # Positions count real tokens only; padding gets a harmless position (it is masked anyway).
+        self.positions = (self.mask.cumsum(-1) - 1).clamp(min=0)[:, k:]
+        if prefix is None:
+            cache = DynamicCache()
+        else:  # every row starts from the same cached keys/values: a view, copied on the first append
+            rows = len(prompts)
+            cache = DynamicCache(ddp_cache_data=[(key.expand(rows, -1, -1, -1), value.expand(rows, -1, -1, -1)) for key, value in prefix.layers])
+        self.batch = PaddedBatch(model, cache, self.mask[:, :k])
+        self.prefix_length, self.chunk, self.done = k, chunk or width, 0
+
+    @property
+    def width(self) -> int:
+        return self.ids.shape[1]
+
+    @property
+    def finished(self) -> bool:
+        return self.done == self.width
+
+    def advance(self) -> Any:
+        """Run the next chunk; after the last one, the next-token logits ``[rows, vocab]``, else None."""
+        end = min(self.done + self.chunk, self.width)
+        self.batch.mask = self.mask[:, : self.prefix_length + end]
+        logits = self.batch._forward(self.ids[:, self.done : end], self.positions[:, self.done : end])
+        self.done = end
+        return logits if self.finished else None

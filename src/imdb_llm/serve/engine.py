@@ -36,7 +36,7 @@ from typing import Any
 
 from imdb_llm.cli import UserError
 from imdb_llm.llm.loading import context_length_of
-from imdb_llm.serve.batch import PaddedBatch
+from imdb_llm.serve.batch import ChunkedPrefill, PaddedBatch
 from imdb_llm.serve.prefix_cache import PrefixCache
 from imdb_llm.serve.sampler import TextStream, choose_tokens, static_generation_config
 from imdb_llm.serve.scheduler import Job, Overloaded, Scheduler
@@ -53,6 +53,7 @@ class EngineArgs:
     max_running: int = field(default=64, metadata={"help": "Continuous batching: at most this many requests decode together in one batch; the rest wait in the queue."})
     max_batch_tokens: int = field(default=65536, metadata={"help": "Memory cap of the batch in KV-cache token slots: a request joins only while rows x (padded length + longest answer still to come) stays within it. KV bytes per slot = 2 x layers x kv_heads x head_dim x dtype bytes."})
     batch_window_ms: float = field(default=0.0, metadata={"help": "When idle, wait this long after the first request so a burst starts as one batch (requests arriving later join at the next step anyway)."})
+    prefill_chunk: int = field(default=256, metadata={"help": "Prefill long prompts in chunks of at most this many tokens, with a decode step of the running requests between two chunks, so one long prompt does not freeze every stream; 0 = a whole prompt at once."})
     prefix_cache: bool = field(default=True, metadata={"help": "Compute the prompt prefix requests share (e.g. the chat template's system prompt) once and reuse its KV cache."})
     compile: bool = field(default=False, metadata={"help": "GPU: static KV cache + torch.compile with CUDA graphs, one request at a time (no batching); the first requests wait while it compiles. On a CPU both ways are timed at startup and the flag is refused when compiling is not faster."})
     static_cache: bool = field(default=False, metadata={"help": "Static KV cache without compiling, one request at a time (fixed shapes; mainly for testing)."})
@@ -60,8 +61,8 @@ class EngineArgs:
     def __post_init__(self):
         if self.compile and self.static_cache:
             raise UserError("choose one of --compile and --static_cache (--compile already uses a static cache)")
-        if self.max_queue < 1 or self.max_running < 1 or self.max_batch_tokens < 1 or self.batch_window_ms < 0:
-            raise UserError("--max_queue, --max_running and --max_batch_tokens must be >= 1, --batch_window_ms >= 0")
+        if self.max_queue < 1 or self.max_running < 1 or self.max_batch_tokens < 1 or self.batch_window_ms < 0 or self.prefill_chunk < 0:
+            raise UserError("--max_queue, --max_running and --max_batch_tokens must be >= 1, --batch_window_ms and --prefill_chunk >= 0")
 
     @property
     def decode(self) -> str:
@@ -99,30 +100,33 @@ class GenerationEngine:
         max_batch_tokens: int = 65536,
         batch_window_ms: float = 0.0,
         prefix_cache: bool = True,
+        prefill_chunk: int = 0,
         history: int = 1000,
     ):
         import torch
 
         if decode not in ("dynamic", "static", "compile"):
             raise ValueError(f"decode must be dynamic, static or compile, not {decode!r}")
-        if max_queue < 1 or max_running < 1 or max_batch_tokens < 1 or batch_window_ms < 0:
-            raise ValueError("max_queue, max_running and max_batch_tokens must be >= 1, batch_window_ms >= 0")
+        if max_queue < 1 or max_running < 1 or max_batch_tokens < 1 or batch_window_ms < 0 or prefill_chunk < 0:
+            raise ValueError("max_queue, max_running and max_batch_tokens must be >= 1, batch_window_ms and prefill_chunk >= 0")
         self.model, self.tokenizer = model, tokenizer
         self.context_length, self.decode = context_length, decode
         self.scheduler = Scheduler(max_queue=max_queue, max_running=max_running if decode == "dynamic" else 1,
                                    max_batch_tokens=max_batch_tokens, history=history)
         self.batch_window = batch_window_ms / 1000
         self.prefixes = PrefixCache(prefix_cache)
+        self.prefill_chunk = prefill_chunk
         self.device = next(model.parameters()).device
         self.tokenizer_lock = threading.Lock()
         self.history = self.scheduler.history  # (job id, finish_reason, completion_tokens)
         self.eos_ids = self._eos_ids()
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (self.eos_ids or [0])[0]
-        self.stats = {"steps": 0, "prefills": 0, "peak_running": 0, "finished": 0, "prefix_hits": 0}
+        self.stats = {"steps": 0, "prefills": 0, "peak_running": 0, "finished": 0, "prefix_hits": 0, "prefill_chunks": 0}
         self._torch = torch
         self._running: list[_Row] = []  # rows of self._batch, in order
         self._batch: PaddedBatch | None = None
         self._logits = None  # [rows, vocab]: each running row's next-token logits, not yet sampled
+        self._pending: tuple[list[Job], ChunkedPrefill, bool] | None = None  # newcomers being prefilled chunk by chunk
         self._thread = threading.Thread(target=self._run, name="generation-worker", daemon=True)
         self._thread.start()
 
@@ -131,7 +135,8 @@ class GenerationEngine:
         """The engine ``args`` describe, its context the model's (capped by ``args.max_model_len``)."""
         context = min(args.max_model_len or 10**9, context_length_of(model, tokenizer))
         return cls(model, tokenizer, context_length=context, decode=args.decode, max_queue=args.max_queue, max_running=args.max_running,
-                   max_batch_tokens=args.max_batch_tokens, batch_window_ms=args.batch_window_ms, prefix_cache=args.prefix_cache)
+                   max_batch_tokens=args.max_batch_tokens, batch_window_ms=args.batch_window_ms, prefix_cache=args.prefix_cache,
+                   prefill_chunk=args.prefill_chunk)
 
     def _eos_ids(self) -> list[int]:
         ids: list[int] = []
@@ -155,11 +160,12 @@ class GenerationEngine:
 
     @property
     def running(self) -> int:
-        return len(self._running)
+        """Jobs the worker holds: decoding, or being prefilled."""
+        return len(self._running) + (len(self._pending[0]) if self._pending else 0)
 
     @property
     def busy(self) -> bool:
-        return bool(self._running)
+        return self.running > 0
 
     def close(self, timeout: float = 10.0) -> None:
         self.scheduler.close()
@@ -175,25 +181,31 @@ class GenerationEngine:
                 try:
                     self._batch_step()
                 except Exception as exc:  # a bug: fail the running rows, never the worker itself
-                    for row in self._running:
-                        self._fail(row.job, exc)
-                    self._running, self._batch, self._logits = [], None, None
+                    for job in [row.job for row in self._running] + (self._pending[0] if self._pending else []):
+                        self._fail(job, exc)
+                    self._running, self._batch, self._logits, self._pending = [], None, None, None
         for row in self._running:  # shutting down
             self._finish(row, "cancelled")
+        for job in self._pending[0] if self._pending else []:
+            self.scheduler.finished(job, "cancelled", 0)
+            job.emit(("done", "cancelled", 0))
         for job in self.scheduler.waiting:
             job.emit(("done", "cancelled", 0))
 
     def _wait_for_work(self) -> bool:
         """Sleep until something waits or runs; False when the engine is closing."""
-        return self.scheduler.wait_for_work(lambda: bool(self._running))
+        return self.scheduler.wait_for_work(lambda: bool(self._running or self._pending))
 
     def _batch_step(self) -> None:
         """One turn of continuous batching: admit, sample one token per row, retire, forward."""
         if not self._running and self.batch_window:
             time.sleep(self.batch_window)  # idle: let a burst of requests arrive together
-        newcomers = self._admit(self._batch)
-        if newcomers:
-            self._prefill(newcomers)
+        if self._pending is None:
+            newcomers = self._admit(self._batch)
+            if newcomers:
+                self._start_prefill(newcomers)
+        if self._pending is not None:
+            self._prefill_step()  # one chunk; the newcomers join the batch after their last one
         if not self._running:
             return
         # self._logits holds every running row's next-token logits (from the last step or prefill).
@@ -217,23 +229,51 @@ class GenerationEngine:
         """Waiting jobs the scheduler lets join the batch, oldest first."""
         return self.scheduler.admit([r.job for r in self._running], batch.width if batch is not None else 0)
 
-    def _prefill(self, jobs: list[Job]) -> None:
-        """Run the newcomers' prompts together and merge them into the running batch."""
-        torch = self._torch
+    def _start_prefill(self, jobs: list[Job]) -> None:
+        """Lay the newcomers' prompts out for a (chunked) prefill, reusing a cached shared prefix."""
         prompts = [j.prompt_ids for j in jobs]
         try:
             prefix = self.prefixes.reusable(prompts)
-            fresh, fresh_logits = PaddedBatch.prefill(self.model, prompts, pad_id=self.pad_id, device=self.device, prefix=prefix)
-            self.stats["prefills"] += 1
-            if prefix is not None:
-                self.stats["prefix_hits"] += len(jobs)
-            else:
-                self.prefixes.learn(prompts, fresh)
-            self.prefixes.last_prompt = prompts[-1]
+            run = ChunkedPrefill(self.model, prompts, pad_id=self.pad_id, device=self.device, prefix=prefix, chunk=self.prefill_chunk)
         except Exception as exc:  # e.g. out of memory for these prompts: only they fail
             for job in jobs:
                 self._fail(job, exc)
             return
+        self._pending = (jobs, run, prefix is not None)
+
+    def _prefill_step(self) -> None:
+        """The next chunk of the pending prefill; after the last, the newcomers join the running batch.
+        Newcomers whose clients all left are dropped between chunks, their work unfinished."""
+        jobs, run, reused = self._pending
+        if all(job.cancelled.is_set() for job in jobs):
+            self._pending = None
+            for job in jobs:
+                self.scheduler.finished(job, "cancelled", 0)
+                job.emit(("done", "cancelled", 0))
+            return
+        try:
+            fresh_logits = run.advance()
+            self.stats["prefill_chunks"] += 1
+        except Exception as exc:  # e.g. out of memory for these prompts: only they fail
+            self._pending = None
+            for job in jobs:
+                self._fail(job, exc)
+            return
+        if fresh_logits is None:
+            return
+        self._pending = None
+        prompts = [j.prompt_ids for j in jobs]
+        self.stats["prefills"] += 1
+        if reused:
+            self.stats["prefix_hits"] += len(jobs)
+        else:
+            self.prefixes.learn(prompts, run.batch)
+        self.prefixes.last_prompt = prompts[-1]
+        self._join(jobs, run.batch, fresh_logits)
+
+    def _join(self, jobs: list[Job], fresh: PaddedBatch, fresh_logits) -> None:
+        """Merge prefilled newcomers into the running batch, each with its own stream and generator."""
+        torch = self._torch
         now = time.monotonic()
         for job in jobs:
             generator = None

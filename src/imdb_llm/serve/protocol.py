@@ -82,6 +82,8 @@ class ChatCompletionRequest(BaseModel):
     stream_options: dict[str, Any] | None = None
     n: StrictInt = 1
     seed: StrictInt | None = None
+    frequency_penalty: StrictFloat | None = Field(default=None, ge=-2.0, le=2.0)  # OpenAI's range; only 0 is served
+    presence_penalty: StrictFloat | None = Field(default=None, ge=-2.0, le=2.0)
     tools: list[Any] | None = None
     functions: list[Any] | None = None
 
@@ -94,6 +96,9 @@ def chat_messages(body: ChatCompletionRequest) -> list[dict[str, str]]:
     for field in ("tools", "functions"):
         if getattr(body, field):
             raise APIError(400, f"'{field}': tool calling is not supported by this server (chat messages only).", param=field, code="tools_not_supported")
+    for field in ("frequency_penalty", "presence_penalty"):
+        if getattr(body, field):
+            raise APIError(400, f"'{field}' is not supported by this server: use repetition_penalty or no_repeat_ngram_size.", param=field)
     messages = []
     for i, msg in enumerate(body.messages):
         if msg.role in TOOL_ROLES:

@@ -12,7 +12,7 @@ and special patients, and act on the *answer* in three ways:
    against it (:func:`~imdb_llm.llm.med.safety.forbidden_hits` decides, as in the safety scoring) - and
    a caution naming what to avoid and whom to ask goes after the answer.
 3. **Known interactions** in the question (nitrates with sildenafil, warfarin with NSAIDs, ...): the
-   warning goes after the answer.
+   warning goes first, and a sentence recommending the interacting drug is removed, as in 2.
 
 The rules are deliberately conservative (a false alarm costs a sentence, a missed one can cost a
 life), and they were written by the author of ``data/med_safety/safety_set.jsonl``: the hold-out set
@@ -90,7 +90,10 @@ class SafetyDecision:
 
     @property
     def prefix(self) -> str:
-        return EMERGENCY_NOTICE if self.red_flags else ""
+        """The emergency notice, then the interaction warnings: a question "can I take X with Y?" is
+        answered "no" first, before whatever the model wrote."""
+        notes = ([EMERGENCY_NOTICE] if self.red_flags else []) + [INTERACTIONS[i][2] for i in self.interactions]
+        return "\n".join(notes)
 
     @property
     def changes_answer(self) -> bool:
@@ -99,12 +102,13 @@ class SafetyDecision:
 
     @property
     def suffix(self) -> str:
-        notes = [POPULATIONS[p][2] for p in self.populations] + [INTERACTIONS[i][2] for i in self.interactions]
-        return "".join(notes)
+        return "".join(POPULATIONS[p][2] for p in self.populations)
 
     def filter(self, answer: str) -> str:
-        """``answer`` without the sentences that recommend what is contraindicated for these patients."""
+        """``answer`` without the sentences that recommend what is contraindicated for these patients or
+        with the drug the question already takes (an interaction's second drug)."""
         banned = [term for p in self.populations for term in POPULATIONS[p][1]]
+        banned += [term for i in self.interactions for term in INTERACTIONS[i][1].split("|")]
         if not banned:
             return answer
         sentences = re.findall(r"[^。！？\n]+[。！？\n]?", answer)
