@@ -95,11 +95,13 @@ def test_the_script_trains_pairs_from_a_trained_adapter(tmp_path):
     first, second = tmp_path / "sft", tmp_path / "pref"
     sft_qlora.main(_argv(model, first, "--max_steps", "2", "--load_in_4bit", "false", "--answer_only_logits", "true"))
     metrics = sft_qlora.main(_argv(model, second, "--max_steps", "2", "--load_in_4bit", "false", "--init_adapter", str(first),
-                                   "--preference_weight", "1.0", "--answer_only_logits", "true"))
+                                   "--preference_weight", "1.0", "--answer_only_logits", "true", "--gradient_accumulation_steps", "2"))
     assert metrics["global_step"] == 2
     state = json.loads((second / "checkpoint-2" / "trainer_state.json").read_text())
     logged = [e for e in state["log_history"] if "pair_accuracy" in e]
     assert logged and all(0 <= e["pair_accuracy"] <= 1 for e in logged)
+    # The loss of two accumulated micro-batches is their mean (supervised + preference term), not their sum.
+    assert all(e["nll"] < e["loss"] < 2 * e["nll"] for e in logged)
     # It started from the trained adapter, not from fresh (zero) LoRA B matrices.
     from safetensors.torch import load_file
 

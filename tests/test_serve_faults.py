@@ -43,4 +43,5 @@ def test_a_body_that_is_not_an_openai_error_is_counted():
 def test_a_job_whose_client_left_stops_and_dropped_streams_free_their_slots(served):
     assert faults.orphan_seconds(served, KEY, MODEL, "hello, how are you?", max_tokens=200, client_timeout=0.3) <= 1.0
     streams = faults.abandoned_streams(served, KEY, MODEL, n=4, max_tokens=40)
-    assert streams["abandoned_streams"] == 2 and streams["completed_streams"] == 2 and streams["streams_idle_after_s"] is not None
+    assert streams["abandoned_streams"] == streams["abandoned_streams_freed"] == 2 and streams["completed_streams"] == 2
+    assert streams["streams_idle_after_s"] is not None

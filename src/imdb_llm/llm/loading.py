@@ -270,3 +270,13 @@ def load_for_decoding(model: str, *, device: str, quantize: str = "auto", adapte
     from imdb_llm.llm.quantize import quantize_for_decode
 
     return lm, quantize_for_decode(lm).describe()
+
+
+def forward_kwargs(model) -> tuple[str, bool]:
+    """The name of the cache argument (``cache`` in new transformers, ``past_key_values`` before)
+    and whether ``logits_to_keep`` is accepted (then only the last position's logits are made)."""
+    import inspect
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # under PEFT
+    params = inspect.signature(base.forward).parameters
+    return ("cache" if "cache" in params else "past_key_values"), "logits_to_keep" in params

@@ -24,8 +24,9 @@ GPT-NeoX, ...) works, with or without a PEFT adapter on top.
 
 from __future__ import annotations
 
-import inspect
 from typing import Any, Sequence
+
+from imdb_llm.llm.loading import forward_kwargs
 
 
 def common_prefix_length(a, b) -> int:
@@ -47,14 +48,6 @@ class SharedPrefix:
 
     def __init__(self, length: int, layers: list):
         self.length, self.layers = length, layers  # layers: per layer (keys, values), [1, heads, length, dim]
-
-
-def forward_kwargs(model) -> tuple[str, bool]:
-    """The name of the cache argument (``cache`` in new transformers, ``past_key_values`` before)
-    and whether ``logits_to_keep`` is accepted (then only the last position's logits are made)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # under PEFT
-    params = inspect.signature(base.forward).parameters
-    return ("cache" if "cache" in params else "past_key_values"), "logits_to_keep" in params
 
 
 class PaddedBatch:

@@ -227,5 +227,6 @@ def abandoned_streams(url: str, api_key: str, model: str, n: int = 8, max_tokens
     for t in threads:
         t.join(300)
     idle = wait_until(lambda: running_jobs(url, api_key) == 0, 30)
-    return {"abandoned_streams": sum(s.is_set() for s in stops), "completed_streams": sum(bool(r) for r in results),
+    abandoned, left = sum(s.is_set() for s in stops), running_jobs(url, api_key)  # the completed ones are done: what runs is orphaned
+    return {"abandoned_streams": abandoned, "abandoned_streams_freed": max(abandoned - left, 0), "completed_streams": sum(bool(r) for r in results),
             "streams_idle_after_s": round(idle, 2) if idle is not None else None}

@@ -65,18 +65,22 @@ def _shared_prompt_scores(model, tokenizer, prompt: str, answers: Sequence[str])
     cache, then the answers as a right-padded batch continuing from it."""
     import torch
 
+    from imdb_llm.llm.loading import forward_kwargs
+
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     p = tokenizer(prompt, add_special_tokens=False)["input_ids"]
     rows = [tokenizer(a, add_special_tokens=False)["input_ids"] for a in answers]
+    cache_kw, _ = forward_kwargs(model)  # "cache" in new transformers, "past_key_values" before
     first = model(input_ids=torch.tensor([p], device=device), use_cache=True, logits_to_keep=1)
-    cache = first.past_key_values
+    cache = getattr(first, cache_kw, None)
+    cache = first.past_key_values if cache is None else cache
     cache.batch_repeat_interleave(len(rows))
     width = max(max(len(r) for r in rows), 1)
     ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows], device=device)
     mask = torch.tensor([[1] * len(p) + [1] * len(r) + [0] * (width - len(r)) for r in rows], device=device)
     positions = torch.arange(len(p), len(p) + width, device=device).expand(len(rows), -1)
-    logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True).logits
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **{cache_kw: cache}).logits
     # Position t of the answer is predicted by the prompt's last logits (t = 0) or the answer's t - 1.
     logprobs = torch.log_softmax(torch.cat([first.logits[:, -1:].expand(len(rows), -1, -1), logits[:, :-1]], 1).float(), -1)
     token_lp = logprobs.gather(-1, ids.unsqueeze(-1)).squeeze(-1)

@@ -148,6 +148,10 @@ class PreferenceTrainer(AnswerOnlyLossTrainer):
         if "preference_pairs" not in inputs:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         loss, stats = simpo_loss(model, dict(inputs), self.preference)
+        if self.model_accepts_loss_kwargs and num_items_in_batch is not None:
+            # Trainer then takes the loss as already divided over the accumulated batch; this one is a
+            # mean over one micro-batch, so divide here or accumulation would sum it.
+            loss = loss / self.current_gradient_accumulation_steps
         self._stats.append(stats)
         return (loss, {"loss": loss}) if return_outputs else loss
 
