@@ -198,7 +198,7 @@ class GenerationEngine:
 
     def _batch_step(self) -> None:
         """One turn of continuous batching: admit, sample one token per row, retire, forward."""
-        if not self._running and self.batch_window:
+        if not self._running and not self._pending and self.batch_window:
             time.sleep(self.batch_window)  # idle: let a burst of requests arrive together
         if self._pending is None:
             newcomers = self._admit(self._batch)
