@@ -186,9 +186,7 @@ class GenerationEngine:
                     self._running, self._batch, self._logits, self._pending = [], None, None, None
         for row in self._running:  # shutting down
             self._finish(row, "cancelled")
-        for job in self._pending[0] if self._pending else []:
-            self.scheduler.finished(job, "cancelled", 0)
-            job.emit(("done", "cancelled", 0))
+        self._drop_pending()
         for job in self.scheduler.waiting:
             job.emit(("done", "cancelled", 0))
 
@@ -246,10 +244,7 @@ class GenerationEngine:
         Newcomers whose clients all left are dropped between chunks, their work unfinished."""
         jobs, run, reused = self._pending
         if all(job.cancelled.is_set() for job in jobs):
-            self._pending = None
-            for job in jobs:
-                self.scheduler.finished(job, "cancelled", 0)
-                job.emit(("done", "cancelled", 0))
+            self._drop_pending()
             return
         try:
             fresh_logits = run.advance()
@@ -270,6 +265,13 @@ class GenerationEngine:
             self.prefixes.learn(prompts, run.batch)
         self.prefixes.last_prompt = prompts[-1]
         self._join(jobs, run.batch, fresh_logits)
+
+    def _drop_pending(self) -> None:
+        """End the jobs being prefilled as cancelled (their clients left, or the engine is closing)."""
+        for job in self._pending[0] if self._pending else []:
+            self.scheduler.finished(job, "cancelled", 0)
+            job.emit(("done", "cancelled", 0))
+        self._pending = None
 
     def _join(self, jobs: list[Job], fresh: PaddedBatch, fresh_logits) -> None:
         """Merge prefilled newcomers into the running batch, each with its own stream and generator."""

@@ -14,25 +14,30 @@ a model that has learned style but not medicine prefers it as often as the right
 
 from __future__ import annotations
 
+import operator
 from typing import Callable, Sequence
 
 N_DISTRACTORS = 3
 
 
-def nearest_questions(questions: Sequence[str], answers: Sequence[str], k: int = N_DISTRACTORS) -> list[list[int]]:
-    """For each question, the ``k`` other questions nearest by character 1-2-gram TF-IDF cosine whose
-    answer differs from its own (a shared answer is no distractor)."""
+def nearest_questions(questions: Sequence[str], answers: Sequence[str], k: int = N_DISTRACTORS,
+                      differs: Callable[[str, str], bool] = operator.ne, chunk: int = 512) -> list[list[int]]:
+    """For each question, the (at most) ``k`` other questions nearest by character 1-2-gram TF-IDF
+    cosine whose answer ``differs(own, theirs)`` (by default: is not the same; a shared answer is no
+    distractor). Similarities are computed ``chunk`` rows at a time, so thousands of records fit."""
+    import itertools
+
     import numpy as np
     from sklearn.feature_extraction.text import TfidfVectorizer
 
     if len(questions) != len(answers) or len(set(answers)) <= k:
         raise ValueError(f"answer matching needs more than {k} distinct answers, one per question")
     vectors = TfidfVectorizer(analyzer="char", ngram_range=(1, 2)).fit_transform(questions)
-    similarity = (vectors @ vectors.T).toarray()
     out = []
-    for i, row in enumerate(similarity):
-        order = np.argsort(-row, kind="stable")
-        out.append([int(j) for j in order if j != i and answers[j] != answers[i]][:k])
+    for start in range(0, len(questions), chunk):
+        for i, row in enumerate((vectors[start:start + chunk] @ vectors.T).toarray(), start=start):
+            order = np.argsort(-row, kind="stable")
+            out.append([int(j) for j in itertools.islice((j for j in order if j != i and differs(answers[i], answers[j])), k)])
     return out
 
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from imdb_llm.cli import UserError
+from imdb_llm.llm.med.answer_match import nearest_questions
 from imdb_llm.llm.sft.answer_loss import AnswerOnlyLossTrainer, answer_token_logprobs
 from imdb_llm.llm.sft.collate import PadCollator
 
@@ -52,29 +53,13 @@ def _same_answer(a: str, b: str) -> bool:
     return a == b or (bool(x | y) and len(x & y) / len(x | y) > NEAR_DUPLICATE)
 
 
-def near_miss_answers(questions: Sequence[str], answers: Sequence[str], neighbours: int = 3, seed: int = 42,
-                      chunk: int = 512) -> list[str | None]:
+def near_miss_answers(questions: Sequence[str], answers: Sequence[str], neighbours: int = 3, seed: int = 42) -> list[str | None]:
     """For each record, the answer of one of its ``neighbours`` nearest other questions (seeded
-    choice) whose answer is not its own reworded; None where no neighbour qualifies."""
-    import numpy as np
-    from sklearn.feature_extraction.text import TfidfVectorizer
-
-    vectors = TfidfVectorizer(analyzer="char", ngram_range=(1, 2)).fit_transform(questions)
+    choice; :func:`~imdb_llm.llm.med.answer_match.nearest_questions`, the distractors' rule) whose
+    answer is not its own reworded; None where no other question qualifies."""
     rng = random.Random(seed)
-    out: list[str | None] = []
-    for start in range(0, len(questions), chunk):
-        similarity = (vectors[start:start + chunk] @ vectors.T).toarray()
-        for offset, row in enumerate(similarity):
-            i = start + offset
-            row[i] = -np.inf
-            picks = []
-            for j in np.argsort(-row, kind="stable")[:neighbours * 4]:
-                if not _same_answer(answers[i], answers[j]):
-                    picks.append(answers[j])
-                if len(picks) == neighbours:
-                    break
-            out.append(rng.choice(picks) if picks else None)
-    return out
+    near = nearest_questions(questions, answers, neighbours, differs=lambda own, theirs: not _same_answer(own, theirs))
+    return [rng.choice([answers[j] for j in row]) if row else None for row in near]
 
 
 def attach_rejected(tokenizer, conversations: list[dict[str, Any]], args: PreferenceArguments, seed: int) -> int:
@@ -103,9 +88,9 @@ class PreferenceCollator:
 
     def __call__(self, features: list[dict[str, list[int]]]):
         pad = PadCollator(self.pad_token_id)
-        if not all("rejected_input_ids" in f for f in features):
-            return pad([{"input_ids": f["input_ids"], "labels": f["labels"]} for f in features])
         chosen = [{"input_ids": f["input_ids"], "labels": f["labels"]} for f in features]
+        if not all("rejected_input_ids" in f for f in features):
+            return pad(chosen)
         rejected = [{"input_ids": f["rejected_input_ids"], "labels": f["rejected_labels"]} for f in features]
         batch = pad(chosen + rejected)
         batch["preference_pairs"] = len(features)
