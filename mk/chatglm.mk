@@ -18,4 +18,4 @@ chatglm-convert:  ## official ChatGLM2 checkpoint (MODEL= folder or hub id, defa
 	RUN_COMMAND="make chatglm-convert$(ARGS_SUFFIX)" $(PY) scripts/convert_chatglm2.py --input $(call chatglm_model,THUDM/chatglm2-6b) --output $(chatglm_output) $(ARGS)
 
 chatglm-chat:  ## streaming multi-turn chat in the terminal (MODEL= native folder, hub id or packaged:smollm2)
-	RUN_COMMAND="make chatglm-chat$(ARGS_SUFFIX)" $(PY) scripts/chat.py --model $(call chatglm_model,outputs/chatglm2-6b-native) $(ARGS)
+	RUN_COMMAND="make chatglm-chat$(ARGS_SUFFIX)" $(PY) scripts/chat.py --model_name_or_path $(call chatglm_model,outputs/chatglm2-6b-native) $(ARGS)

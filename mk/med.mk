@@ -36,4 +36,4 @@ med-ship:  ## copy the trained adapter, its template, decoding defaults and retr
 
 med-chat:  ## chat in the terminal with the shipped medical assistant: Gemma 3 270M + the adapter in $(MED_SHIPPED), retrieval and safety rules (no training needed)
 	@test -f $(MED_SHIPPED)/adapter_model.safetensors || { echo "error: $(MED_SHIPPED) holds no adapter yet: make med-expert-cpu-train && make med-ship" >&2; exit 2; }
-	$(PY) scripts/chat.py --model packaged:gemma3 --adapter $(MED_SHIPPED) --dtype bfloat16 $(ARGS)
+	$(PY) scripts/chat.py --model_name_or_path packaged:gemma3 --adapter $(MED_SHIPPED) --dtype bfloat16 $(ARGS)

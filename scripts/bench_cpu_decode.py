@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass, field
 
 from imdb_llm.cli import UserError, parse_args, run_main
+from imdb_llm.llm.prompts import prompt_ids
 from imdb_llm.results import capture_log, write_result
 
 QUESTIONS = ["Tell me about the history of the Roman empire in a few sentences.", "What is the capital of France?",
@@ -32,7 +33,7 @@ WEIGHTS = ("fp32", "bf16", "int4")
 
 @dataclass
 class CpuDecodeArguments:
-    model: str = field(default="packaged:smollm2", metadata={"help": "A chat model whose weights are a Q4_1 GGUF file (packaged:smollm2), or any model for a lossy int4."})
+    model_name_or_path: str = field(default="packaged:smollm2", metadata={"aliases": ["--model"], "help": "A chat model whose weights are a Q4_1 GGUF file (packaged:smollm2), or any model for a lossy int4."})
     new_tokens: int = field(default=48, metadata={"help": "Greedy tokens per prompt (the answer may end earlier at end-of-turn)."})
     threads: int | None = field(default=None, metadata={"help": "torch threads (default: one per core)."})
     results_name: str = field(default="decode-weights-smollm2-cpu", metadata={"help": "Result file name."})
@@ -88,15 +89,14 @@ def main(argv=None):
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    tokenizer = load_tokenizer(args.model)
-    prompts = [tokenizer.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True, tokenize=True) for q in QUESTIONS]
-    prompts = [list(p["input_ids"] if hasattr(p, "keys") else p) for p in prompts]
+    tokenizer = load_tokenizer(args.model_name_or_path)
+    prompts = [prompt_ids(tokenizer, [{"role": "user", "content": q}]) for q in QUESTIONS]
     eos = {tokenizer.eos_token_id}
     metrics: dict = {"threads": torch.get_num_threads(), "prompts": len(prompts)}
     answers: dict[str, list[list[int]]] = {}
     with capture_log(None) as log, torch.inference_mode():
         for weights in WEIGHTS:
-            model, note = load(args.model, weights)
+            model, note = load(args.model_name_or_path, weights)
             print(f"{weights}: {note}", flush=True)
             greedy(model, prompts[0], 4, eos)  # warm-up
             runs = [greedy(model, p, args.new_tokens, eos) for p in prompts]

@@ -14,21 +14,20 @@ from __future__ import annotations
 
 import json
 import secrets
-import sys
 import time
 from dataclasses import dataclass, field
 
 from imdb_llm.cli import UserError, parse_args, run_main
 from imdb_llm.results import capture_log, trim_log, write_result
 from imdb_llm.serve import faults
-from imdb_llm.serve.launch import ROOT, free_port, running_server
+from imdb_llm.serve.launch import ROOT, free_port, running_server, serve_command
 
 SERVED_NAME = "faults"
 
 
 @dataclass
 class FaultArguments:
-    model: str = field(default="packaged:smollm2", metadata={"help": "What serve.py loads: model folder, .gguf or packaged:smollm2."})
+    model_name_or_path: str = field(default="packaged:smollm2", metadata={"aliases": ["--model"], "help": "What serve.py loads: model folder, .gguf or packaged:smollm2."})
     prefill_chunk: int | None = field(default=None, metadata={"help": "serve.py --prefill_chunk (tokens per prefill chunk); default: the server's."})
     server_args: str = field(default="", metadata={"help": "Extra serve.py flags."})
     long_prompt_tokens: int = field(default=4500, metadata={"help": "Tokens of the long prompt that arrives while a stream runs."})
@@ -72,12 +71,11 @@ def main(argv=None):
 def _main(args: FaultArguments, config: dict, log) -> dict:
     import httpx
 
-    text, n_long = long_text(args.model, args.long_prompt_tokens)
+    text, n_long = long_text(args.model_name_or_path, args.long_prompt_tokens)
     port, key = free_port(), secrets.token_hex(16)
     url = f"http://127.0.0.1:{port}"
-    cmd = [sys.executable, "scripts/serve.py", "--model", args.model, "--host", "127.0.0.1", "--port", str(port), "--api_key", key,
-           "--served_model_name", SERVED_NAME, "--web", "false", "--log_level", "warning", "--max_tokens_cap", str(args.orphan_max_tokens)]
-    cmd += (["--prefill_chunk", str(args.prefill_chunk)] if args.prefill_chunk is not None else []) + args.server_args.split()
+    chunk = ["--prefill_chunk", str(args.prefill_chunk)] if args.prefill_chunk is not None else []
+    cmd = serve_command(args.model_name_or_path, port, SERVED_NAME, args.orphan_max_tokens, "--api_key", key, *chunk, *args.server_args.split())
     began = time.monotonic()
     health = {"Authorization": f"Bearer {key}"}
     with running_server(cmd, url, args.startup_timeout_s, headers=health) as (_proc, server_log):

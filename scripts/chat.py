@@ -9,7 +9,7 @@ Type a message and press Enter; ``clear`` forgets the conversation, ``exit`` (or
 quits. The answer streams token by token; the history is re-rendered by the model's chat template
 every turn and its oldest rounds are dropped when it would overflow the context window.
 
-Decoding follows the model's generation defaults (:mod:`imdb_llm.llm.sft.decoding`: an adapter's
+Decoding follows the model's generation defaults (:mod:`imdb_llm.llm.generation`: an adapter's
 ``generation_defaults.json`` from sft_qlora.py, else the model's own, e.g. ChatGLM2's sampling at
 temperature 0.8, top_p 0.8), the same ones the evaluation and the server use; ``--do_sample``,
 ``--temperature``, ``--top_p``, ``--repetition_penalty``, ``--no_repeat_ngram_size`` and
@@ -23,14 +23,14 @@ from imdb_llm.cli import UserError, parse_args, run_main
 from imdb_llm.llm.chat import ChatSession
 from imdb_llm.llm.med.guard import MedicalGuard
 from imdb_llm.llm.loading import QUANTIZE_CHOICES, QUANTIZE_HELP, load_chat_tokenizer, load_for_decoding
-from imdb_llm.llm.sft.decoding import GenerationDefaults, GenerationOverrides, resolve_generation_defaults
+from imdb_llm.llm.generation import GenerationOverrides
 
 
 @dataclass
 class ChatArguments:
     """The model to chat with and how it is loaded (decoding flags: GenerationOverrides)."""
 
-    model: str = field(default="outputs/chatglm2-6b-native", metadata={"help": "Model folder, hub id, .gguf file or packaged:smollm2."})
+    model_name_or_path: str = field(default="outputs/chatglm2-6b-native", metadata={"aliases": ["--model"], "help": "Model folder, hub id, .gguf file or packaged:smollm2."})
     adapter: str = field(default=None, metadata={"help": "A LoRA adapter folder (PEFT) to apply on top of the model."})
     load_in_4bit: bool = field(default=False, metadata={"help": "Quantise to NF4 with bitsandbytes while loading (GPU)."})
     load_in_8bit: bool = field(default=False, metadata={"help": "Quantise to int8 with bitsandbytes while loading (GPU)."})
@@ -48,30 +48,24 @@ class ChatArguments:
             raise UserError(f"--quantize {self.quantize!r}: choose one of {', '.join(QUANTIZE_CHOICES)}")
 
 
-def generation_settings(args: ChatArguments, overrides: GenerationOverrides) -> GenerationDefaults:
-    """The model's (or adapter's) generation defaults with the explicit flags on top: the same
-    resolution as scripts/eval_chat.py and scripts/serve.py."""
-    return overrides.apply(resolve_generation_defaults(args.model, args.adapter))
-
-
 @run_main
 def main(argv=None):
     (args, overrides, _config) = parse_args([ChatArguments, GenerationOverrides], argv)
     import torch
     from transformers import TextStreamer
 
-    settings = generation_settings(args, overrides)
-    folder = args.adapter or args.model
-    tokenizer = load_chat_tokenizer(args.model, args.adapter)
+    settings = overrides.resolve(args.model_name_or_path, args.adapter)
+    folder = args.adapter or args.model_name_or_path
+    tokenizer = load_chat_tokenizer(args.model_name_or_path, args.adapter)
     guard = MedicalGuard.from_folder(folder, args.retrieval_k, args.rules)
     # device_map="auto" needs accelerators to spread over; on a CPU-only machine load normally.
     device_map = args.device_map if (torch.cuda.is_available() or args.device_map not in ("auto", "")) else None
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model, weights = load_for_decoding(args.model, device=device, quantize=args.quantize, adapter=args.adapter, dtype=args.dtype,
+    model, weights = load_for_decoding(args.model_name_or_path, device=device, quantize=args.quantize, adapter=args.adapter, dtype=args.dtype,
                                        load_in_4bit=args.load_in_4bit, load_in_8bit=args.load_in_8bit, device_map=device_map)
     session = ChatSession(model, tokenizer, system=args.system, max_context_tokens=args.max_context_tokens, settings=settings, guard=guard)
     streamer = TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
-    print(f"model {args.model} ready (context {session.context} tokens; {weights}; decoding {settings.spec()}, from {settings.source}). "
+    print(f"model {args.model_name_or_path} ready (context {session.context} tokens; {weights}; decoding {settings.spec()}, from {settings.source}). "
           f"{guard.describe() + '. ' if guard else ''}'clear' resets, 'exit' quits.", flush=True)
     while True:
         print("\nyou> ", end="", flush=True)

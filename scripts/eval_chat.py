@@ -2,7 +2,7 @@
 """Score a chat model's answers on the validation set: base model vs base + LoRA adapter (or vs a
 fully fine-tuned model, ``--tuned_model``).
 
-Answers are decoded with the model's generation defaults (:mod:`imdb_llm.llm.sft.decoding`: the
+Answers are decoded with the model's generation defaults (:mod:`imdb_llm.llm.generation`: the
 adapter's ``generation_defaults.json`` from sft_qlora.py, else the model's own), the same ones
 the chat CLI and the server use; explicit flags (``--max_new_tokens``, ``--repetition_penalty``,
 ...) override them, and the base model is decoded exactly like the tuned one. Scores: ROUGE-1/2/L
@@ -24,7 +24,7 @@ from pathlib import Path
 from imdb_llm.cli import UserError, parse_args, run_main
 from imdb_llm.llm.prompts import apply_template_override
 from imdb_llm.llm.sft.data import load_conversations, seeded_subset
-from imdb_llm.llm.sft.decoding import GenerationDefaults, GenerationOverrides, resolve_generation_defaults
+from imdb_llm.llm.generation import GenerationOverrides
 from imdb_llm.llm.sft.generate import generate_answers, write_predictions
 from imdb_llm.llm.sft.metrics import generation_metrics, text_metrics
 from imdb_llm.llm.sft.quant import is_cuda, quantizable_model_path
@@ -56,12 +56,6 @@ class EvalArguments:
             raise UserError("give --adapter or --tuned_model, not both")
 
 
-def generation_settings(args: EvalArguments, overrides: GenerationOverrides) -> GenerationDefaults:
-    """The tuned model's generation defaults (the base's without one) with the explicit flags on top:
-    the same resolution as scripts/chat.py and scripts/serve.py."""
-    return overrides.apply(resolve_generation_defaults(args.tuned_model or args.model_name_or_path, args.adapter))
-
-
 @run_main
 def main(argv=None):
     args, overrides, result_args, config = parse_args([EvalArguments, GenerationOverrides, ResultArguments], argv)
@@ -74,7 +68,7 @@ def _main(args, overrides, result_args, config, log):
 
     if args.adapter and not (Path(args.adapter) / "adapter_config.json").is_file():
         raise UserError(f"{args.adapter}: not a LoRA adapter folder (no adapter_config.json)")
-    settings = generation_settings(args, overrides)
+    settings = overrides.resolve(args.tuned_model or args.model_name_or_path, args.adapter)
     print(f"decoding ({settings.source}): {settings.spec()}")
     convs, report = load_conversations(args.validation_file, "validation", args.system_prompt)
     convs = seeded_subset(convs, args.max_eval_samples, args.subset_seed)

@@ -16,6 +16,7 @@ validation_file, for the final number.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,11 +27,12 @@ from imdb_llm.llm.med.guard import MedicalGuard
 from imdb_llm.llm.med.evaluate import copy_nearest_measures, judged_measures, reference_measures, safety_measures
 from imdb_llm.llm.med.prepare import clean_loaded, MedicalDataArguments
 from imdb_llm.llm.med.retrieval import KnowledgeIndex, RetrievalArguments, qa_pairs
+from imdb_llm.llm.med.rules import without_notices
 from imdb_llm.llm.med.safety import load_safety_set
 from imdb_llm.llm.med.system import MedicalAssistant
 from imdb_llm.llm.prompts import apply_template_override
 from imdb_llm.llm.sft.data import carve, load_conversations, seeded_subset
-from imdb_llm.llm.sft.decoding import GenerationOverrides, resolve_generation_defaults
+from imdb_llm.llm.generation import GenerationOverrides
 from imdb_llm.results import ResultArguments, atomic_write_text, capture_log, write_result
 from imdb_llm.threads import set_torch_threads
 
@@ -51,6 +53,8 @@ class MedEvalArguments:
     max_samples: int | None = field(default=None, metadata={"help": "Measure a seeded subset of the records (None = all)."})
     retrieval_k: int | None = field(default=None, metadata={"help": "Records retrieved per question; None = the model folder's setting (0 without an index)."})
     retrieval_answer_chars: int = field(default=160, metadata={"help": "Retrieved answer length, when --retrieval_k is given."})
+    retrieval_name_weight: int | None = field(default=None, metadata={"help": "Whole entity names in BM25 (see RetrievalArguments); "
+                                                                             "None = the model folder's setting."})
     rules: bool = field(default=True, metadata={"help": "Pass answers through the safety rules (imdb_llm.llm.med.rules); false = raw answers."})
     safety_files: str = field(default="safety=data/med_safety/safety_set.jsonl,holdout=data/med_safety/holdout.jsonl",
                               metadata={"help": "name=path pairs of safety sets; each gives <name>_pass."})
@@ -91,14 +95,15 @@ def build_assistant(args: MedEvalArguments, overrides: GenerationOverrides, trai
 
     folder = args.adapter or args.model_name_or_path
     guard = MedicalGuard.from_folder(folder, args.retrieval_k, args.rules) or MedicalGuard(rules=False)
-    if args.retrieval_k and (guard.index is None or args.on == "carved"):
-        guard.index = KnowledgeIndex(qa_pairs(train))
-        guard.retrieval = RetrievalArguments(args.retrieval_k, args.retrieval_answer_chars)
-    elif guard.retrieves and args.on == "carved":
-        guard.index = KnowledgeIndex(qa_pairs(train))
+    weight = guard.retrieval.retrieval_name_weight if args.retrieval_name_weight is None else args.retrieval_name_weight
+    if args.retrieval_k and guard.index is None:
+        guard.retrieval = RetrievalArguments(args.retrieval_k, args.retrieval_answer_chars, weight)
+    guard.retrieval = dataclasses.replace(guard.retrieval, retrieval_name_weight=weight)
+    if guard.retrieval.retrieval_k and (guard.index is None or args.on == "carved" or guard.index.name_weight != weight):
+        guard.index = KnowledgeIndex(qa_pairs(train), weight)
     tokenizer = apply_template_override(load_chat_tokenizer(args.model_name_or_path, args.adapter), args.chat_template)
     model = load_causal_lm(args.model_name_or_path, adapter=args.adapter, dtype=args.dtype).eval()
-    settings = overrides.apply(resolve_generation_defaults(args.model_name_or_path, args.adapter))
+    settings = overrides.resolve(args.model_name_or_path, args.adapter)
     k = guard.retrieval.retrieval_k if guard.retrieves else 0
     print(f"system: {folder}, retrieval top {k}, rules {'on' if guard.rules else 'off'}, decoding {settings.to_dict()} ({settings.source})")
     return MedicalAssistant(model, tokenizer, settings, guard)
@@ -171,7 +176,7 @@ def score_predictions(args: MedEvalArguments, result_args, config, train, log) -
         raise UserError(f"{path}: every row needs question, reference and {column!r}")
     questions, references, answers = [r["question"] for r in rows], [r["reference"] for r in rows], [r[column] for r in rows]
     counter = InventionCounter([q + "\n" + a for q, a in qa_pairs(train)])
-    invented = counter.rate(questions, answers)
+    invented = counter.rate(questions, [without_notices(a) for a in answers])
     metrics = {"n_judged": len(rows), "measured_on": f"{path} ({column})",
                **{f"tuned_{k}": v for k, v in generation_metrics(answers, references).items()},
                "tuned_invented_entity_rate": invented["invented_entity_rate"], "tuned_answers_with_invented_entity": invented["answers_with_invented_entity"],
@@ -191,9 +196,10 @@ def retrieval_depth_search(args: MedEvalArguments, result_args, config, assistan
     depths = [int(k) for k in args.retrieval_k_grid.split(",") if k.strip()]
     if not depths or min(depths) < 0:
         raise UserError(f"--retrieval_k_grid {args.retrieval_k_grid!r}: give depths >= 0, comma-separated")
-    index, metrics = assistant.guard.index or KnowledgeIndex(qa_pairs(train)), {"n_validation": len(questions), "metric": "answer_match"}
+    weight = assistant.guard.retrieval.retrieval_name_weight
+    index, metrics = assistant.guard.index or KnowledgeIndex(qa_pairs(train), weight), {"n_validation": len(questions), "metric": "answer_match"}
     for k in depths:
-        assistant.guard.index, assistant.guard.retrieval = index, RetrievalArguments(k, args.retrieval_answer_chars)
+        assistant.guard.index, assistant.guard.retrieval = index, dataclasses.replace(assistant.guard.retrieval, retrieval_k=k)
         result = answer_match(assistant.model, assistant.tokenizer, questions, references, assistant.prompt, batch_size=max(4, args.batch_size // 2))
         metrics[f"answer_match_k{k}"] = result["accuracy"]
         print(f"retrieval top {k}: answer matching {result['accuracy']:.3f} on {result['n']} records", flush=True)

@@ -35,7 +35,7 @@ class MergeArguments:
 def main(argv=None):
     (args, _config) = parse_args([MergeArguments], argv)
     from imdb_llm.llm.loading import load_causal_lm, load_tokenizer
-    from imdb_llm.llm.sft.decoding import DEFAULTS_FILE
+    from imdb_llm.llm.generation import DEFAULTS_FILE
 
     if args.dtype not in ("bfloat16", "float16", "float32"):
         raise UserError(f"--dtype {args.dtype}: use bfloat16, float16 or float32")

@@ -10,7 +10,7 @@ Then any OpenAI client works against it::
     client.chat.completions.create(model="chatglm2-6b-native", messages=[{"role": "user", "content": "hi"}])
 
 A request that leaves out ``temperature``, ``top_p``, ``max_tokens``, ``repetition_penalty`` or
-``no_repeat_ngram_size`` gets the model's generation defaults (:mod:`imdb_llm.llm.sft.decoding`: an
+``no_repeat_ngram_size`` gets the model's generation defaults (:mod:`imdb_llm.llm.generation`: an
 adapter's ``generation_defaults.json`` from sft_qlora.py, else the model's own), the same ones the
 evaluation and the chat CLI use, and the web page starts from them; ``--temperature`` etc. override
 them for the whole server.
@@ -32,14 +32,14 @@ from imdb_llm.cli import UserError, parse_args, run_main
 from imdb_llm.llm.loading import QUANTIZE_CHOICES, QUANTIZE_HELP
 from imdb_llm.llm.med.guard import MedicalGuard
 from imdb_llm.serve.engine import EngineArgs
-from imdb_llm.llm.sft.decoding import GenerationDefaults, GenerationOverrides, resolve_generation_defaults
+from imdb_llm.llm.generation import GenerationOverrides
 
 
 @dataclass
 class ServeArguments:
     """The model to serve, where, and the HTTP limits (batching flags: EngineArgs; decoding flags: GenerationOverrides)."""
 
-    model: str = field(metadata={"help": "Model folder (e.g. the converted native ChatGLM2), .gguf, packaged:smollm2 or hub id. Needs a chat template."})
+    model_name_or_path: str = field(metadata={"aliases": ["--model"], "help": "Model folder (e.g. the converted native ChatGLM2), .gguf, packaged:smollm2 or hub id. Needs a chat template."})
     adapter: str | None = field(default=None, metadata={"help": "Optional LoRA/QLoRA adapter folder applied on top of the model."})
     host: str = field(default="127.0.0.1", metadata={"help": "Interface to bind. Loopback by default; 0.0.0.0 exposes it to the network."})
     port: int = field(default=8000, metadata={"help": "TCP port."})
@@ -72,16 +72,10 @@ class ServeArguments:
             raise UserError(f"--quantize {self.quantize!r}: choose one of {', '.join(QUANTIZE_CHOICES)}")
 
 
-def generation_settings(args: ServeArguments, overrides: GenerationOverrides) -> GenerationDefaults:
-    """The model's (or adapter's) generation defaults with the explicit flags on top: the same
-    resolution as scripts/eval_chat.py and scripts/chat.py."""
-    return overrides.apply(resolve_generation_defaults(args.model, args.adapter))
-
-
 @run_main
 def main(argv=None):
     (args, engine_args, overrides, _config) = parse_args([ServeArguments, EngineArgs, GenerationOverrides], argv)
-    settings = generation_settings(args, overrides)
+    settings = overrides.resolve(args.model_name_or_path, args.adapter)
     import torch
     import uvicorn
 
@@ -93,11 +87,11 @@ def main(argv=None):
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    folder = args.adapter or args.model
-    tokenizer = load_chat_tokenizer(args.model, args.adapter)
+    folder = args.adapter or args.model_name_or_path
+    tokenizer = load_chat_tokenizer(args.model_name_or_path, args.adapter)
     guard = MedicalGuard.from_folder(folder, args.retrieval_k, args.rules)
-    require_chat_template(tokenizer, f"serve a chat/instruct model, not {args.model}")
-    model, weights = load_for_decoding(args.model, device=device, quantize=args.quantize, adapter=args.adapter, dtype=args.dtype,
+    require_chat_template(tokenizer, f"serve a chat/instruct model, not {args.model_name_or_path}")
+    model, weights = load_for_decoding(args.model_name_or_path, device=device, quantize=args.quantize, adapter=args.adapter, dtype=args.dtype,
                                        load_in_4bit=args.load_in_4bit, device_map=device if args.load_in_4bit else None)
 
     if engine_args.compile:
@@ -106,7 +100,7 @@ def main(argv=None):
         timing = require_compile_pays(model, tokenizer, context_length=min(engine_args.max_model_len or 10**9, context_length_of(model, tokenizer)))
         if timing:
             print(f"--compile: {timing[0]:.1f} tokens/s compiled against {timing[1]:.1f} without (timed at startup)", flush=True)
-    name = args.served_model_name or Path(args.model.rstrip("/")).name.removesuffix(".gguf").removeprefix("packaged:")
+    name = args.served_model_name or Path(args.model_name_or_path.rstrip("/")).name.removesuffix(".gguf").removeprefix("packaged:")
     decode = engine_args.decode
     app = create_app(GenerationEngine.from_args(model, tokenizer, engine_args), model_name=name, api_key=args.api_key, max_tokens_cap=args.max_tokens_cap,
                      generation_defaults=settings, max_body_bytes=args.max_body_bytes, web=args.web, guard=guard)

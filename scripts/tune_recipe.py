@@ -28,7 +28,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from imdb_llm.cli import UserError, parse_args, run_main
+from imdb_llm.cli import UserError, load_config_file, parse_args, run_main
 from imdb_llm.imdb.training import VALIDATION_SUMMARY
 from imdb_llm.results import ResultArguments, atomic_write_text, capture_log, code_sha, device_description, write_result
 
@@ -75,9 +75,10 @@ def parse_variants(specs: list[str]) -> dict[str, list[str]]:
 
 
 def variant_key(base_config: str, common: list[str], flags: list[str], script: str = DEFAULT_SCRIPT) -> str:
-    """What a recorded variant must match to be reused: the script, the base config's text and every flag
-    (the default script is left out, so records made before there was a choice still match)."""
-    text = Path(base_config).read_text(encoding="utf-8")
+    """What a recorded variant must match to be reused: the script, the base config's settings (resolved
+    through ``base:``, so an edit to a shared base counts) and every flag (the default script is left out,
+    so records made before there was a choice still match)."""
+    text = json.dumps(load_config_file(base_config), sort_keys=True, default=str)
     parts = [text, common, flags] + ([script] if script != DEFAULT_SCRIPT else [])
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from imdb_llm.cli import UserError, parse_args
-from imdb_llm.llm.sft.decoding import (DEFAULTS_FILE, GenerationDefaults, GenerationOverrides, apply_repetition_controls, banned_next_tokens,
+from imdb_llm.llm.generation import (DEFAULTS_FILE, GenerationDefaults, GenerationOverrides, apply_repetition_controls, banned_next_tokens,
                                    resolve_generation_defaults)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -68,13 +68,13 @@ def test_eval_chat_and_serve_read_the_same_object_and_flags_override(tmp_path):
     for name, (flag,) in scripts.items():
         module = _script(name)
         args, overrides, *_ = parse_args(_argument_types(name, module), [flag, str(model)])
-        resolved[name] = module.generation_settings(args, overrides)
+        resolved[name] = overrides.resolve(args.model_name_or_path, args.adapter)  # --model is the old name, kept as an alias
     assert resolved["eval_chat"] is resolved["chat"] is resolved["serve"]  # literally one object
     assert resolved["chat"].repetition_penalty == 1.15 and resolved["chat"].source == str(model / DEFAULTS_FILE)
     for name, (flag,) in scripts.items():
         module = _script(name)
         args, overrides, *_ = parse_args(_argument_types(name, module), [flag, str(model), "--repetition_penalty", "1.3", "--do_sample", "true"])
-        mine = module.generation_settings(args, overrides)
+        mine = overrides.resolve(args.model_name_or_path, args.adapter)
         assert (mine.repetition_penalty, mine.do_sample) == (1.3, True)
         assert (mine.max_new_tokens, mine.no_repeat_ngram_size) == (96, 12)  # the rest stays the model's
 
@@ -99,6 +99,23 @@ def test_repetition_controls_by_hand():
 
 
 # -- the server: defaults fill the request, and it decodes like generate() ---------------------
+def test_a_request_becomes_settings_over_the_model_defaults():
+    from imdb_llm.serve.protocol import ChatCompletionRequest
+
+    def request(**knobs):
+        return ChatCompletionRequest(model="m", messages=[{"role": "user", "content": "hi"}], **knobs)
+
+    greedy = GenerationDefaults(max_new_tokens=64, repetition_penalty=1.2, no_repeat_ngram_size=4)
+    same = request().to_settings(greedy, 32)
+    assert same.to_dict() == {**greedy.to_dict(), "max_new_tokens": 32}  # what the request leaves out is the model's
+    sampled = request(temperature=0.7, top_p=0.9).to_settings(greedy, 32)
+    assert (sampled.do_sample, sampled.temperature, sampled.top_p, sampled.repetition_penalty) == (True, 0.7, 0.9, 1.2)
+    chatglm = GenerationDefaults(do_sample=True, temperature=0.8, top_p=0.8)
+    assert request(temperature=0.0).to_settings(chatglm, 16).do_sample is False  # OpenAI's temperature 0 = greedy
+    assert request(no_repeat_ngram_size=0).to_settings(greedy, 8).no_repeat_ngram_size == 0
+
+
+
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     from imdb_llm.llm.loading import load_causal_lm, load_tokenizer
@@ -116,8 +133,7 @@ def _run(engine, prompt_ids, settings):
     from imdb_llm.serve.engine import Job
 
     done = threading.Event()
-    job = Job(prompt_ids=prompt_ids, max_new_tokens=settings.max_new_tokens, temperature=0, repetition_penalty=settings.repetition_penalty,
-              no_repeat_ngram_size=settings.no_repeat_ngram_size, emit=lambda e: e[0] != "delta" and done.set())
+    job = Job(prompt_ids=prompt_ids, settings=settings, emit=lambda e: e[0] != "delta" and done.set())
     engine.submit(job)
     assert done.wait(60)
     return job.token_ids

@@ -58,6 +58,37 @@ def test_imdb_track_does_not_import_the_llm_or_serving_tracks():
                 assert not node.module.startswith(("imdb_llm.llm", "imdb_llm.serve")), f"{_rel(path)} imports {node.module}"
 
 
+def test_serving_does_not_depend_on_fine_tuning():
+    """The server decodes with :mod:`imdb_llm.llm.generation`, as chat and evaluation do; it never
+    reaches into the fine-tuning package (issue 52)."""
+    for path in (PACKAGE / "serve").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                assert not node.module.startswith("imdb_llm.llm.sft"), f"{_rel(path)} imports {node.module}"
+
+
+MAX_SCRIPT_LINES = 250
+
+
+def test_scripts_only_parse_and_call_the_package():
+    """A script parses its arguments and calls one function of the package, where the recipe lives
+    (issue 52): none is longer than a screenful or two."""
+    for path in (REPO / "scripts").glob("*.py"):
+        lines = len(path.read_text(encoding="utf-8").splitlines())
+        assert lines <= MAX_SCRIPT_LINES, f"{_rel(path)}: {lines} lines (at most {MAX_SCRIPT_LINES}); move the recipe into src/imdb_llm"
+
+
+def test_one_flag_names_the_model():
+    """Every command-line argument that names the model to load is --model_name_or_path (--model stays
+    as an alias where it was the name)."""
+    for path in _code_files():
+        for cls in (n for n in ast.walk(ast.parse(path.read_text(encoding="utf-8"))) if isinstance(n, ast.ClassDef)):
+            for node in cls.body:
+                if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.target.id in ("model", "model_path", "model_name")
+                        and isinstance(node.value, ast.Call) and getattr(node.value.func, "id", "") == "field"):
+                    raise AssertionError(f"{_rel(path)}:{node.lineno} {cls.name}.{node.target.id}: name the flag model_name_or_path")
+
+
 @pytest.mark.parametrize("path", _code_files(), ids=_rel)
 def test_module_and_function_sizes(path):
     text = path.read_text(encoding="utf-8")
@@ -156,3 +187,17 @@ def test_the_repeat_detector_sees_renamed_copies(tmp_path):
         assert not repeated_blocks([tmp_path / "one.py", tmp_path / "two.py"], shape=False)
     finally:
         REPO = saved
+
+
+def test_configs_inherit_and_keep_history_in_the_docs():
+    """Recipes state how they differ from a shared base (``base:``, issue 52), and long comments (measured
+    times, the searches behind a value) live in docs/recipes.md, not in the YAML."""
+    import yaml
+
+    recipes = sorted((REPO / "configs").glob("*.yaml"))
+    inheriting = [p.name for p in recipes if "base" in (yaml.safe_load(p.read_text(encoding="utf-8")) or {})]
+    assert len(inheriting) >= 10, f"only {len(inheriting)} configs/*.yaml use base: {inheriting}"
+    for path in sorted((REPO / "configs").rglob("*.y*ml")):
+        comments = sum("#" in line for line in path.read_text(encoding="utf-8").splitlines())
+        assert comments <= 15, f"{_rel(path)}: {comments} comment lines (at most 15); move the history to docs/recipes.md"
+    assert (REPO / "docs" / "recipes.md").is_file()

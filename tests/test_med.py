@@ -12,7 +12,7 @@ from imdb_llm.llm.med.answer_match import answer_match, nearest_questions
 from imdb_llm.llm.med.clean import reject_reason
 from imdb_llm.llm.med.entities import EntityExtractor, InventionCounter
 from imdb_llm.llm.med.retrieval import KnowledgeIndex, RetrievalArguments, with_retrieval
-from imdb_llm.llm.med.rules import EMERGENCY_NOTICE, apply_rules, assess
+from imdb_llm.llm.med.rules import EMERGENCY_NOTICE, apply_rules, assess, without_notices
 from imdb_llm.llm.med.safety import Scenario, forbidden_hits, judge_answer, load_safety_set, safety_report
 
 QA = [
@@ -197,6 +197,14 @@ def test_invented_names_are_those_the_training_records_never_mention():
     assert counter.rate([q for q, _ in QA], [a for _, a in QA])["invented_entity_rate"] == 0.0  # the records themselves invent nothing
 
 
+def test_the_rules_own_texts_are_not_counted_as_the_model_inventing_names():
+    question = "我家孩子3岁，发烧39.5度，呼吸很快，鼻翼扇动，能吃阿司匹林吗？"
+    shown = apply_rules(question, "可能是胆道张力低下综合征。")
+    assert without_notices(shown) == "可能是胆道张力低下综合征。"
+    counter = InventionCounter([q + a for q, a in QA])
+    assert counter.invented(question, without_notices(shown))[1] == ["胆道张力低下综合征"]
+
+
 # -- retrieval -----------------------------------------------------------------------------------
 def test_retrieval_never_returns_the_query_record_and_never_a_judged_record():
     train = QA[:4] + [(QA[0][0], "同一个问题的另一条记录")]
@@ -214,11 +222,22 @@ def test_retrieval_never_returns_the_query_record_and_never_a_judged_record():
 
 
 def test_the_index_saved_beside_a_model_loads_with_its_settings(tmp_path):
-    index = KnowledgeIndex(QA)
+    index = KnowledgeIndex(QA, name_weight=1)
     index.save(tmp_path, RetrievalArguments(retrieval_k=2, retrieval_answer_chars=50))
     loaded, args = KnowledgeIndex.load(tmp_path)
     assert loaded.records == index.records and (args.retrieval_k, args.retrieval_answer_chars) == (2, 50)
+    assert loaded.name_weight == args.retrieval_name_weight == 1  # the index is rebuilt as it was searched
     assert KnowledgeIndex.load(tmp_path / "none") is None
+
+
+def test_whole_names_make_the_record_about_the_same_disease_win():
+    """jieba cuts 胆总管囊肿 into 胆总管 + 囊肿: on words alone, records sharing the question's wording and one
+    piece of the name (胆总管结石, 肝囊肿) outrank the one record about the disease asked about."""
+    records = [("胆总管结石的治疗方法有哪些？", "胆总管结石可以内镜取石。"), ("肝囊肿的治疗方法有哪些？", "肝囊肿可以穿刺引流。"),
+               ("患者诊断为胆总管囊肿，预后如何？", "胆总管囊肿术后预后良好。"), ("胃炎的治疗方法有哪些？", "胃炎可以服用抑酸药。")]
+    question = "胆总管囊肿的治疗方法有哪些？"
+    assert KnowledgeIndex(records).search(question, 1) != [2]
+    assert KnowledgeIndex(records, name_weight=1).search(question, 1) == [2]
 
 
 # -- cleaning ------------------------------------------------------------------------------------
@@ -236,7 +255,7 @@ def test_cleaning_rules(question, answer, reason):
 def test_gguf_assembly_refuses_a_chunk_with_the_wrong_checksum(tmp_path):
     import hashlib
 
-    from imdb_llm.llm.gguf_chunks import ChunkedGGUF, assemble
+    from imdb_llm.gguf_chunks import ChunkedGGUF, assemble
 
     parts = [b"GGUF" + bytes(range(10)), b"second chunk"]
     paths = []
@@ -391,3 +410,11 @@ def test_chest_pain_said_as_severe_pain_is_an_emergency():
     for question in ("我胸口剧痛，出冷汗，左臂发麻，怎么办？", "胸口剧烈疼痛怎么办"):
         assert apply_rules(question, "建议进行胸部检查。").startswith(EMERGENCY_NOTICE), question
     assert not apply_rules("胸口长了一颗痣怎么办", "观察即可。").startswith(EMERGENCY_NOTICE)
+
+
+def test_a_question_comparing_two_conditions_or_naming_acidosis_is_no_emergency():
+    """Found in the blind rating: "登革热和食物中毒的多发群体有哪些差异？" got the emergency notice."""
+    for question in ("登革热和食物中毒的多发群体有哪些差异？", "铅中毒和腹泻病的临床表现有何不同？",
+                     "患者血尿，明显的酸中毒症状，可能患有什么疾病？"):
+        assert not assess(question).red_flags, question
+    assert assess("孩子误服了家里十几片降压药，中毒了怎么办？").red_flags == ["poisoning or overdose"]

@@ -222,7 +222,9 @@ def _predictions(path):
 def test_long_run_resumes_after_a_stop_in_training_or_in_judging(tiny_glm, tmp_path, monkeypatch):
     import sft_qlora
 
-    from imdb_llm.llm.sft.decoding import resolve_generation_defaults
+    from imdb_llm.llm.sft import judging
+
+    from imdb_llm.llm.generation import resolve_generation_defaults
 
     res = tmp_path / "results"
     straight = sft_qlora.main(_argv(tiny_glm, tmp_path / "straight", *LONG, "--results_name", "straight", "--results_dir", str(res)))
@@ -249,7 +251,7 @@ def test_long_run_resumes_after_a_stop_in_training_or_in_judging(tiny_glm, tmp_p
         sft_qlora.main(_argv(tiny_glm, killed, *LONG), extra_callbacks=[_KillAt(3)])
     assert (killed / "checkpoint-2").is_dir() and not (killed / "generation_defaults.json").exists()
     # 2. Stopped again, in the decoding search after training ended (the last checkpoint is saved).
-    monkeypatch.setattr(sft_qlora, "choose_decoding", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
+    monkeypatch.setattr(judging, "choose_decoding", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
     with pytest.raises(KeyboardInterrupt):
         sft_qlora.main(_argv(tiny_glm, killed, *LONG))
     monkeypatch.undo()

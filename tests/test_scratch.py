@@ -246,9 +246,9 @@ def test_configs_parse_and_pass_the_checks(run_scratch, config):
 @pytest.mark.parametrize("pair", [("scratch_bert.yaml", "scratch_gpt.yaml"), ("scratch_bert_cpu.yaml", "scratch_gpt_cpu.yaml")])
 def test_bert_and_gpt_configs_differ_only_in_the_objective(pair):
     """The comparison is only fair if model size, data, budget and fine-tuning recipe are shared."""
-    import yaml
+    from imdb_llm.cli import load_config_file
 
-    bert, gpt = (yaml.safe_load((REPO / "configs" / name).read_text()) for name in pair)
+    bert, gpt = (load_config_file(REPO / "configs" / name) for name in pair)
     objective_keys = {"model_type", "sparse_mlm", "clm_loss_fraction", "mlm_probability", "pretrain_learning_rate", "pretrained_model", "output_dir", "results_name"}
     differing = {k for k in set(bert) | set(gpt) if bert.get(k) != gpt.get(k)}
     assert differing <= objective_keys, differing - objective_keys

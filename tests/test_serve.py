@@ -16,6 +16,7 @@ import httpx
 import openai
 import pytest
 
+from imdb_llm.llm.generation import GenerationDefaults
 from imdb_llm.serve.api_server import create_app, serve_in_thread
 from imdb_llm.serve.engine import EngineArgs, GenerationEngine, Job
 from tiny_models import make_tiny_chat_model
@@ -292,7 +293,7 @@ def _run_engine(engine, prompt_ids, n=12):
             parts.append(event)
             done.set()
 
-    engine.submit(Job(prompt_ids=prompt_ids, max_new_tokens=n, temperature=0, emit=emit))
+    engine.submit(Job(prompt_ids=prompt_ids, settings=GenerationDefaults(max_new_tokens=n), emit=emit))
     assert done.wait(60)
     return parts
 
@@ -346,7 +347,7 @@ def test_a_medical_guard_grounds_the_question_and_guards_the_answer_streamed_or_
 
 
 def engine_defaults():
-    from imdb_llm.llm.sft.decoding import GenerationDefaults
+    from imdb_llm.llm.generation import GenerationDefaults
 
     return GenerationDefaults(max_new_tokens=24)
 

@@ -13,6 +13,7 @@ import openai
 import pytest
 import torch
 
+from imdb_llm.llm.generation import GenerationDefaults
 from imdb_llm.serve.api_server import create_app, serve_in_thread
 from imdb_llm.serve.engine import EngineArgs, GenerationEngine, Job
 from tiny_models import make_tiny_chat_model
@@ -53,8 +54,10 @@ class Recorder:
         return next(t for t, e in self.events if e[0] == "delta")
 
 
-def make_job(tok, text, max_new=12, system=None, **kw):
-    job = Job(prompt_ids=_prompt_ids(tok, text, system), max_new_tokens=max_new, temperature=kw.pop("temperature", 0), **kw)
+def make_job(tok, text, max_new=12, system=None, seed=None, **sampling):
+    """A greedy job, or a sampled one when ``sampling`` gives a temperature (and top_p)."""
+    settings = GenerationDefaults(max_new_tokens=max_new, do_sample=bool(sampling), **sampling)
+    job = Job(prompt_ids=_prompt_ids(tok, text, system), settings=settings, seed=seed)
     job.emit = Recorder()
     return job
 

@@ -9,7 +9,7 @@ import pytest
 
 from imdb_llm.llm.sft import generate as gen
 from imdb_llm.llm.sft.data import load_conversations
-from imdb_llm.llm.sft.decoding import GenerationDefaults
+from imdb_llm.llm.generation import GenerationDefaults
 from imdb_llm.llm.sft.metrics import generation_metrics
 from tiny_models import make_tiny_glm
 

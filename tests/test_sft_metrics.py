@@ -3,7 +3,7 @@ distinct-2, empty answers, and how the decoding search picks a winner."""
 
 import pytest
 
-from imdb_llm.llm.sft.decoding import GenerationDefaults
+from imdb_llm.llm.generation import GenerationDefaults
 from imdb_llm.llm.sft.metrics import distinct_n, generation_metrics, has_loop, loop_rate, text_metrics
 from imdb_llm.llm.sft.search import choose_decoding, pick
 

@@ -29,11 +29,29 @@ def none_if_off(value: str | None) -> str | None:
     return None if value is None or str(value).strip().lower() in ("", "none") else value
 
 
-def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a flat YAML/JSON mapping of argument names to values."""
+def load_config_file(path: str | os.PathLike, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Read a flat YAML/JSON mapping of argument names to values.
+
+    ``base: other.yaml`` (a path relative to this file) inherits that config: its values first, this
+    file's on top, so a recipe states only how it differs from its sibling. A value of ``null`` drops
+    the inherited key (the script's own default applies)."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"config file not found: {path}")
+    if path.resolve() in _seen:
+        raise UserError(f"{path}: 'base:' goes round in a circle ({' -> '.join(p.name for p in (*_seen, path.resolve()))})")
+    data = _read_mapping(path)
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    if not isinstance(base, str):
+        raise UserError(f"{path}: 'base:' takes one config file path, got {base!r}")
+    merged = load_config_file(path.parent / base, (*_seen, path.resolve()))
+    merged.update(data)
+    return {k: v for k, v in merged.items() if v is not None}
+
+
+def _read_mapping(path: Path) -> dict[str, Any]:
     text = path.read_text(encoding="utf-8")
     try:
         if path.suffix == ".json":

@@ -6,7 +6,7 @@ from typing import Any
 
 from imdb_llm.cli import UserError
 from imdb_llm.llm.loading import context_length_of
-from imdb_llm.llm.prompts import require_chat_template
+from imdb_llm.llm.prompts import prompt_ids, require_chat_template
 
 
 class ChatSession:
@@ -15,7 +15,7 @@ class ChatSession:
     The history is rendered by the model's own template every turn (for a converted ChatGLM2 that
     is ``[Round N]\\n\\n问：…\\n\\n答：…``), and the oldest rounds are dropped when the prompt plus
     ``max_new_tokens`` would not fit in the context window. ``settings`` (the model's
-    :class:`~imdb_llm.llm.sft.decoding.GenerationDefaults`, flags applied) say how to decode, as in the
+    :class:`~imdb_llm.llm.generation.GenerationDefaults`, flags applied) say how to decode, as in the
     evaluation and the server; without them, ``max_new_tokens`` and ``generate_kwargs`` do. A
     ``guard`` (:class:`~imdb_llm.llm.med.guard.MedicalGuard`) grounds each question in retrieved
     records and passes each answer through the safety rules, as in the evaluation.
@@ -53,7 +53,7 @@ class ChatSession:
         """Prompt ids for ``query`` after the history, dropping the oldest rounds that do not fit."""
         budget = self.context - self.max_new_tokens
         while True:
-            ids = self.tokenizer.apply_chat_template(self.messages(query), add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]
+            ids = prompt_ids(self.tokenizer, self.messages(query))
             if len(ids) <= budget or not self.history:
                 break
             self.history = self.history[2:]  # one round = the oldest user message and its answer

@@ -88,3 +88,9 @@ def apply_template_override(tokenizer, chat_template: str | None):
 def render_prompt(tokenizer, messages: Sequence[dict[str, str]]) -> str:
     """The text the model sees before it answers: every turn but the last, plus the answer cue."""
     return tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
+
+
+def prompt_ids(tokenizer, messages: Sequence[dict[str, str]]) -> list[int]:
+    """:func:`render_prompt` as token ids (the template writes its own special tokens, so none are added:
+    what ``apply_chat_template(tokenize=True)`` does)."""
+    return list(tokenizer(render_prompt(tokenizer, messages), add_special_tokens=False)["input_ids"])

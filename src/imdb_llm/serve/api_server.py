@@ -28,8 +28,8 @@ from typing import Any, AsyncIterator, Iterator
 
 from fastapi import Request  # module level: FastAPI resolves endpoint annotations here
 
-from imdb_llm.llm.prompts import require_chat_template
-from imdb_llm.llm.sft.decoding import GenerationDefaults
+from imdb_llm.llm.generation import GenerationDefaults
+from imdb_llm.llm.prompts import prompt_ids, require_chat_template
 from imdb_llm.serve.engine import GenerationEngine, Job, Overloaded
 from imdb_llm.serve.protocol import APIError, ChatCompletionRequest, chat_messages, error_response, param_path, usage_counts
 
@@ -129,11 +129,10 @@ def build_job(body: ChatCompletionRequest, state: ServerState) -> tuple[Job, int
         raise APIError(400, "'stop' takes up to 4 non-empty strings.", param="stop")
     try:
         with state.engine.tokenizer_lock:  # the worker decodes with the same (not thread-safe) tokenizer
-            prompt = state.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-            prompt_ids = state.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+            ids = prompt_ids(state.tokenizer, messages)
     except Exception as exc:  # templates raise on e.g. non-alternating roles
         raise APIError(400, f"Cannot apply the chat template: {exc}", param="messages") from None
-    n_prompt, context = len(prompt_ids), state.context
+    n_prompt, context = len(ids), state.context
     requested = body.max_completion_tokens or body.max_tokens
     if requested is not None and requested > state.max_tokens_cap:
         raise APIError(400, f"max_tokens is too large: {requested}. This server allows at most {state.max_tokens_cap} completion tokens.", param="max_tokens", code="max_tokens_too_large")
@@ -146,18 +145,8 @@ def build_job(body: ChatCompletionRequest, state: ServerState) -> tuple[Job, int
             param="max_tokens",
             code="context_length_exceeded",
         )
-    d = state.defaults  # each field the request leaves out comes from the model's generation defaults
-    job = Job(
-        prompt_ids=list(prompt_ids),
-        max_new_tokens=requested or min(d.max_new_tokens, state.max_tokens_cap, context - n_prompt),
-        temperature=d.sampling_temperature if body.temperature is None else body.temperature,
-        top_p=d.top_p if body.top_p is None else body.top_p,
-        repetition_penalty=d.repetition_penalty if body.repetition_penalty is None else body.repetition_penalty,
-        no_repeat_ngram_size=d.no_repeat_ngram_size if body.no_repeat_ngram_size is None else body.no_repeat_ngram_size,
-        stop=stop,
-        seed=body.seed,
-    )
-    return job, n_prompt
+    max_new_tokens = requested or min(state.defaults.max_new_tokens, state.max_tokens_cap, context - n_prompt)
+    return Job(prompt_ids=ids, settings=body.to_settings(state.defaults, max_new_tokens), stop=stop, seed=body.seed), n_prompt
 
 
 DISCONNECT_POLL_S = 0.25  # how often a non-streaming request checks that its client is still there

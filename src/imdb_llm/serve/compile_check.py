@@ -14,6 +14,7 @@ import time
 from typing import Callable
 
 from imdb_llm.cli import UserError
+from imdb_llm.llm.generation import GenerationDefaults
 from imdb_llm.serve.engine import GenerationEngine
 from imdb_llm.serve.scheduler import Job
 
@@ -41,7 +42,7 @@ def _generate(engine: GenerationEngine, prompt: list[int], tokens: int) -> float
             done.set()
 
     start = time.perf_counter()
-    engine.submit(Job(prompt_ids=prompt, max_new_tokens=tokens, temperature=0, emit=emit))
+    engine.submit(Job(prompt_ids=prompt, settings=GenerationDefaults(max_new_tokens=tokens), emit=emit))
     done.wait()
     elapsed = time.perf_counter() - start
     if ending[0][0] == "error":

@@ -279,7 +279,7 @@ class GenerationEngine:
         now = time.monotonic()
         for job in jobs:
             generator = None
-            if job.temperature > 0:
+            if job.settings.do_sample:
                 generator = torch.Generator(device=self.device)
                 generator.manual_seed(job.seed if job.seed is not None else secrets.randbits(63))
             self._running.append(_Row(job, TextStream(job, self.tokenizer, self.tokenizer_lock), generator, now))
@@ -361,7 +361,7 @@ class GenerationEngine:
     def _generate(self, row: _Row) -> None:
         from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
-        from imdb_llm.llm.sft.decoding import repetition_processor
+        from imdb_llm.llm.generation import repetition_processor
 
         torch, job, stream = self._torch, row.job, row.stream
 
@@ -390,7 +390,7 @@ class GenerationEngine:
         if job.seed is not None:
             torch.manual_seed(job.seed)
         input_ids = torch.tensor([job.prompt_ids], dtype=torch.long, device=self.device)
-        controls = repetition_processor(len(job.prompt_ids), job.repetition_penalty, job.no_repeat_ngram_size)
+        controls = repetition_processor(len(job.prompt_ids), job.settings.repetition_penalty, job.settings.no_repeat_ngram_size)
         self.model.generate(
             input_ids=input_ids,
             attention_mask=torch.ones_like(input_ids),

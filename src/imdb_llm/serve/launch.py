@@ -7,6 +7,7 @@ import contextlib
 import os
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -21,6 +22,13 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def serve_command(model: str, port: int, served_name: str, max_tokens_cap: int, *flags: str) -> list[str]:
+    """``scripts/serve.py`` on 127.0.0.1 only, quiet, without the web page, plus ``flags``: the server
+    every benchmark measures."""
+    return [sys.executable, "scripts/serve.py", "--model_name_or_path", model, "--host", "127.0.0.1", "--port", str(port), "--served_model_name", served_name,
+            "--web", "false", "--log_level", "warning", "--max_tokens_cap", str(max_tokens_cap), *flags]
 
 
 def start(cmd: list[str], log_file) -> subprocess.Popen:

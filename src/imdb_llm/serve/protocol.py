@@ -7,6 +7,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
+from imdb_llm.llm.generation import GenerationDefaults
+
 ALLOWED_ROLES = ("system", "developer", "user", "assistant")
 TOOL_ROLES = ("tool", "function")
 # Numbers as numbers, as OpenAI checks them: "0.5" (a string) is an error, not 0.5; an integer is a valid float.
@@ -86,6 +88,13 @@ class ChatCompletionRequest(BaseModel):
     presence_penalty: StrictFloat | None = Field(default=None, ge=-2.0, le=2.0)
     tools: list[Any] | None = None
     functions: list[Any] | None = None
+
+    def to_settings(self, defaults: GenerationDefaults, max_new_tokens: int) -> GenerationDefaults:
+        """How to decode this request: each knob it sets over the model's ``defaults`` (vLLM's
+        ``to_sampling_params``). OpenAI's temperature decides sampling: 0 is greedy, above 0 samples."""
+        sampled = None if self.temperature is None else self.temperature > 0
+        return defaults.override(max_new_tokens=max_new_tokens, do_sample=sampled, temperature=self.temperature or None, top_p=self.top_p,
+                                 repetition_penalty=self.repetition_penalty, no_repeat_ngram_size=self.no_repeat_ngram_size)
 
 
 

@@ -3,8 +3,8 @@ become text that is safe to send.
 
 Kept apart from :mod:`imdb_llm.serve.engine` (the queue and the scheduling) because this is the
 part that must decode exactly like the evaluation and the chat CLI: the repetition controls are
-:func:`imdb_llm.llm.sft.decoding.apply_repetition_controls`, the very function ``generate`` runs
-through :func:`imdb_llm.llm.sft.decoding.repetition_processor`, applied to the row's answer so far.
+:func:`imdb_llm.llm.generation.apply_repetition_controls`, the very function ``generate`` runs
+through :func:`imdb_llm.llm.generation.repetition_processor`, applied to the row's answer so far.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from imdb_llm.llm.sft.decoding import apply_repetition_controls
+from imdb_llm.llm.generation import apply_repetition_controls
 
 if TYPE_CHECKING:  # only for annotations: the engine imports this module
     from imdb_llm.serve.scheduler import Job
@@ -26,17 +26,18 @@ def choose_tokens(logits, rows: Sequence[tuple["Job", Any]], fail: Callable[["Jo
     import torch
 
     for i, (job, _generator) in enumerate(rows):
-        if job.repetition_penalty != 1.0 or job.no_repeat_ngram_size > 0:
-            apply_repetition_controls(logits[i:i + 1], [job.token_ids], job.repetition_penalty, job.no_repeat_ngram_size)
+        s = job.settings
+        if s.repetition_penalty != 1.0 or s.no_repeat_ngram_size > 0:
+            apply_repetition_controls(logits[i:i + 1], [job.token_ids], s.repetition_penalty, s.no_repeat_ngram_size)
     tokens = logits.argmax(dim=-1)
     for i, (job, generator) in enumerate(rows):
         if generator is None:
             continue
         try:
-            probs = torch.softmax(logits[i] / job.temperature, dim=-1)
-            if job.top_p < 1.0:  # nucleus: keep the smallest set of tokens holding top_p of the mass
+            probs = torch.softmax(logits[i] / job.settings.temperature, dim=-1)
+            if job.settings.top_p < 1.0:  # nucleus: keep the smallest set of tokens holding top_p of the mass
                 sorted_probs, order = probs.sort(descending=True)
-                outside = sorted_probs.cumsum(-1) - sorted_probs > job.top_p  # the top token always stays
+                outside = sorted_probs.cumsum(-1) - sorted_probs > job.settings.top_p  # the top token always stays
                 probs = probs.scatter(0, order, sorted_probs.masked_fill(outside, 0.0))
             tokens[i] = torch.multinomial(probs, 1, generator=generator)[0]
         except Exception as exc:  # e.g. NaN logits in this row: it fails, the rest go on
@@ -103,9 +104,9 @@ def static_generation_config(model, job: "Job", *, eos_ids: list[int], pad_id: i
     cfg.max_new_tokens = job.max_new_tokens
     cfg.max_length = None
     cfg.min_new_tokens = None
-    cfg.do_sample = job.temperature > 0
+    cfg.do_sample = job.settings.do_sample
     if cfg.do_sample:
-        cfg.temperature, cfg.top_p = job.temperature, job.top_p
+        cfg.temperature, cfg.top_p = job.settings.temperature, job.settings.top_p
     else:
         cfg.temperature, cfg.top_p = None, None
     cfg.top_k = None  # OpenAI has no top-k: don't inherit the library default of 50

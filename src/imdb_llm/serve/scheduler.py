@@ -15,6 +15,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from imdb_llm.llm.generation import GenerationDefaults
+
 
 class Overloaded(Exception):
     """Too many requests are waiting; ``retry_after`` is a guess (seconds) at when to retry."""
@@ -29,11 +31,7 @@ class Job:
     """One chat completion: what to generate, and where to send the pieces."""
 
     prompt_ids: list[int]
-    max_new_tokens: int
-    temperature: float = 1.0
-    top_p: float = 1.0
-    repetition_penalty: float = 1.0  # on the answer so far, as in imdb_llm.llm.sft.decoding
-    no_repeat_ngram_size: int = 0
+    settings: GenerationDefaults = field(default_factory=GenerationDefaults)  # how to decode: the request over the model's defaults
     stop: list[str] = field(default_factory=list)
     seed: int | None = None
     id: str = field(default_factory=lambda: f"chatcmpl-{uuid.uuid4().hex[:24]}")
@@ -44,6 +42,10 @@ class Job:
     # Filled by the engine: the generated token ids (tests compare them token for token).
     token_ids: list[int] = field(default_factory=list)
     submitted_at: float = 0.0
+
+    @property
+    def max_new_tokens(self) -> int:
+        return self.settings.max_new_tokens
 
     def cancel(self) -> None:
         self.cancelled.set()

@@ -42,8 +42,10 @@ def judged_measures(assistant: MedicalAssistant, questions: Sequence[str], refer
     answers = assistant.answers(questions, batch_size)
     if on_answers is not None:
         on_answers(answers)
+    from imdb_llm.llm.med.rules import without_notices
+
     match = answer_match(assistant.model, assistant.tokenizer, questions, references, assistant.prompt, batch_size=max(4, batch_size // 2))
-    invented = counter.rate(questions, answers)
+    invented = counter.rate(questions, [without_notices(a) for a in answers])
     metrics = {"answer_match": match["accuracy"], **generation_metrics(answers, references, metric_tokens),
                "invented_entity_rate": invented["invented_entity_rate"], "answers_with_invented_entity": invented["answers_with_invented_entity"],
                "top_invented": invented["top_invented"]}
@@ -61,14 +63,14 @@ def copy_nearest_measures(index, questions: Sequence[str], references: Sequence[
                           sets: dict[str, Sequence[Scenario]], metric_tokens: str = "jieba") -> dict:
     """The baseline any model must beat: answer with the nearest training record's answer (BM25, as the
     assistant retrieves it), through the same safety rules. Its ROUGE, invented names and safety pass."""
-    from imdb_llm.llm.med.rules import apply_rules
+    from imdb_llm.llm.med.rules import apply_rules, without_notices
 
     def nearest(question: str) -> str:
         rows = index.search(question, 1)
         return apply_rules(question, index.records[rows[0]][1] if rows else "")
 
     answers = [nearest(q) for q in questions]
-    invented = counter.rate(questions, answers)
+    invented = counter.rate(questions, [without_notices(a) for a in answers])
     out = {k: v for k, v in generation_metrics(answers, references, metric_tokens).items() if k in ("rouge-l", "bleu-4")}
     out["invented_entity_rate"] = invented["invented_entity_rate"]
     for name, cases in sets.items():

@@ -5,6 +5,8 @@ built from the model folder, so every surface grounds and guards alike.
 
 from __future__ import annotations
 
+import dataclasses
+
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -61,5 +63,5 @@ class MedicalGuard:
             return None
         index, args = saved if saved else (None, RetrievalArguments())
         if retrieval_k is not None:
-            args = RetrievalArguments(retrieval_k, args.retrieval_answer_chars)
+            args = dataclasses.replace(args, retrieval_k=retrieval_k)
         return cls(index, args, rules=True if rules is None else rules)

@@ -48,7 +48,7 @@ def ground_all(data: dict, args: MedicalDataArguments) -> KnowledgeIndex | None:
     """Put the retrieved records into every question of ``data``; returns the index (None when off)."""
     if not args.retrieval_k:
         return None
-    index = KnowledgeIndex(qa_pairs(data["train"]))
+    index = KnowledgeIndex(qa_pairs(data["train"]), args.retrieval_name_weight)
     data["train"] = with_retrieval(data["train"], index, args, own_rows=range(len(data["train"])))
     for name in ("loss", "search", "judge"):
         data[name] = with_retrieval(data[name], index, args)

@@ -11,6 +11,11 @@ training records themselves. Two rules keep the measurement honest:
 * the index holds training records only, so a judged (or carved validation) record is never in it.
 
 BM25 is ``bm25s``'s; Chinese has no spaces, so documents and queries are cut into words by jieba.
+jieba cuts a rare disease name into common pieces ("胆总管" + "囊肿"), so with ``retrieval_name_weight``
+each disease, drug or test name (:class:`~imdb_llm.llm.med.entities.EntityExtractor`) is also counted
+whole, as an extra term: a record naming the question's very disease then outranks one sharing its
+pieces. On the 400 carved records, top-2 records naming the question's disease: 196 of 267 without,
+211 with weight 1, 221 with weight 2 (a jieba user dictionary instead, which drops the pieces, gave fewer).
 """
 
 from __future__ import annotations
@@ -37,30 +42,48 @@ def words(text: str) -> list[str]:
     return [w for w in jieba.lcut(text) if w.strip() and w not in _PUNCT]
 
 
+_extractor = None
+
+
+def terms(text: str, name_weight: int = 0) -> list[str]:
+    """:func:`words`, plus each entity name of ``text`` whole, ``name_weight`` times (marked "#", so a
+    name never collides with a word)."""
+    global _extractor
+    if not name_weight:
+        return words(text)
+    if _extractor is None:
+        from imdb_llm.llm.med.entities import EntityExtractor
+
+        _extractor = EntityExtractor()
+    return words(text) + ["#" + name for name in _extractor.names(text)] * name_weight
+
+
 @dataclass
 class RetrievalArguments:
     """Knowledge in the prompt: the top-k training records for the question (0 = off)."""
 
     retrieval_k: int = field(default=0, metadata={"help": "Training records put into the prompt for each question (BM25 on jieba words); 0 = none."})
     retrieval_answer_chars: int = field(default=160, metadata={"help": "Each retrieved answer is cut to this many characters (prompt length)."})
+    retrieval_name_weight: int = field(default=0, metadata={"help": "BM25 also counts each disease/drug/test name whole, this many times (0 = words only)."})
 
     def __post_init__(self):
-        if self.retrieval_k < 0 or self.retrieval_answer_chars < 1:
-            raise UserError("--retrieval_k must be >= 0 and --retrieval_answer_chars >= 1")
+        if self.retrieval_k < 0 or self.retrieval_answer_chars < 1 or self.retrieval_name_weight < 0:
+            raise UserError("--retrieval_k and --retrieval_name_weight must be >= 0 and --retrieval_answer_chars >= 1")
 
 
 class KnowledgeIndex:
     """BM25 over ``(question, answer)`` records; :meth:`search` never returns excluded rows or rows
     whose question equals the query."""
 
-    def __init__(self, records: Sequence[tuple[str, str]]):
+    def __init__(self, records: Sequence[tuple[str, str]], name_weight: int = 0):
         import bm25s
 
         if not records:
             raise UserError("the retrieval index needs at least one record")
         self.records = [(str(q), str(a)) for q, a in records]
+        self.name_weight = name_weight
         self._bm25 = bm25s.BM25()
-        self._bm25.index([words(q + "。" + a) or ["。"] for q, a in self.records], show_progress=False)
+        self._bm25.index([terms(q + "。" + a, name_weight) or ["。"] for q, a in self.records], show_progress=False)
         self._vocab = self._bm25.vocab_dict
 
     def __len__(self) -> int:
@@ -72,7 +95,7 @@ class KnowledgeIndex:
 
         if k <= 0:
             return []
-        tokens = [w for w in words(question) if w in self._vocab]
+        tokens = [w for w in terms(question, self.name_weight) if w in self._vocab]
         scores = self._bm25.get_scores(tokens).astype("float64") if tokens else np.zeros(len(self.records))
         for row in exclude:
             scores[row] = -np.inf
@@ -98,7 +121,7 @@ class KnowledgeIndex:
         """``folder/retrieval_index.jsonl``: a first line with the settings, then one record a line."""
         path = Path(folder) / INDEX_FILE
         path.parent.mkdir(parents=True, exist_ok=True)
-        head = {"retrieval_k": args.retrieval_k, "retrieval_answer_chars": args.retrieval_answer_chars}
+        head = {"retrieval_k": args.retrieval_k, "retrieval_answer_chars": args.retrieval_answer_chars, "retrieval_name_weight": self.name_weight}
         rows = [json.dumps(head)] + [json.dumps({"q": q, "a": a}, ensure_ascii=False) for q, a in self.records]
         atomic_write_text(path, "\n".join(rows) + "\n")
         return path
@@ -111,7 +134,8 @@ class KnowledgeIndex:
             return None
         lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
         try:
-            return cls([(r["q"], r["a"]) for r in lines[1:]]), RetrievalArguments(**lines[0])
+            args = RetrievalArguments(**lines[0])
+            return cls([(r["q"], r["a"]) for r in lines[1:]], args.retrieval_name_weight), args
         except (KeyError, TypeError, IndexError) as exc:
             raise UserError(f"{path}: not a retrieval index ({exc})") from exc
 

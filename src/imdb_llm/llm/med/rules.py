@@ -40,7 +40,7 @@ RED_FLAGS = {
     "seizure": r"抽搐|惊厥|抽风",
     "altered consciousness": r"昏迷|意识(模糊|不清|丧失)|晕倒|昏厥|叫不醒",
     "worst headache": r"剧烈头痛|最痛的一次|头痛欲裂",
-    "poisoning or overdose": r"误服|中毒|吃了.{0,6}(几十片|十几片|一整瓶|大量)|烧炭|煤气",
+    "poisoning or overdose": r"误服|(?<![酸碱])中毒|吃了.{0,6}(几十片|十几片|一整瓶|大量)|烧炭|煤气",
     "anaphylaxis": r"(嘴唇|喉咙|喉头|舌头)肿|过敏.{0,15}呼吸",
     "suicide risk": r"不想活|自杀|轻生|寻死",
     "major burn": r"大面积.{0,2}(烧|烫)伤|(烧|烫)伤.{0,12}(大片|大面积)",
@@ -49,6 +49,11 @@ RED_FLAGS = {
     "sudden vision loss": r"视力(突然|急剧)?(下降|丧失)|突然看不见",
     "hypoglycaemia": r"胰岛素.{0,20}(冷汗|心慌|意识)",
 }
+
+# A question about two conditions ("铅中毒和腹泻病的临床表现有何不同？") describes no patient to send to an
+# emergency room: 5 of the 47 judged answers that carried the notice were such comparisons (read in the
+# blind rating: "false emergency notice"). The populations and interactions still apply to them.
+KNOWLEDGE_QUESTION = r"(和|与|跟).{1,30}(区别|不同|差异|异同|共同点|相同点|多发群体|都有应用)"
 
 _CHILD_AGE = r"(?<![\d.])(1[0-5]|[0-9])\s*岁|\d+\s*个月(大)?(的)?(宝宝|孩子|婴儿)?|出生\d+天"
 POPULATIONS = {
@@ -122,10 +127,20 @@ class SafetyDecision:
 def assess(question: str) -> SafetyDecision:
     """The red flags, special patients and known interactions named in ``question``."""
     return SafetyDecision(
-        red_flags=[name for name, pattern in RED_FLAGS.items() if re.search(pattern, question)],
+        red_flags=[] if re.search(KNOWLEDGE_QUESTION, question) else [name for name, pattern in RED_FLAGS.items() if re.search(pattern, question)],
         populations=[name for name, (pattern, _, _) in POPULATIONS.items() if re.search(pattern, question)],
         interactions=[name for name, (a, b, _) in INTERACTIONS.items() if re.search(a, question) and re.search(b, question)],
     )
+
+
+def without_notices(answer: str) -> str:
+    """``answer`` without the fixed texts the rules add (notice, warnings, cautions): what the model
+    itself wrote. The invented-name count reads this, so "可致瑞氏综合征" in a vetted caution is not
+    counted as the model inventing a name (it was: 109 of the judged run's invented names)."""
+    notices = [EMERGENCY_NOTICE, *(w for _, _, w in INTERACTIONS.values()), *(c for _, _, c in POPULATIONS.values())]
+    for notice in notices:
+        answer = answer.replace(notice, "")
+    return answer.strip()
 
 
 def apply_rules(question: str, answer: str) -> str:

@@ -10,7 +10,7 @@ from typing import Sequence
 
 from imdb_llm.llm.med.guard import MedicalGuard
 from imdb_llm.llm.prompts import render_prompt
-from imdb_llm.llm.sft.decoding import GenerationDefaults
+from imdb_llm.llm.generation import GenerationDefaults
 
 
 @dataclass

@@ -4,7 +4,7 @@ Batching: prompts are left-padded so every row's last real token sits at the sam
 new tokens line up; greedy decoding then gives each prompt the answer it would get alone, with or
 without the repetition controls, which look at the answer only (tested in tests/test_sft_generate.py).
 Prompts are sorted by length before batching so a batch pads little, and answers are returned in
-the caller's order. How to decode is one :class:`~imdb_llm.llm.sft.decoding.GenerationDefaults`.
+the caller's order. How to decode is one :class:`~imdb_llm.llm.generation.GenerationDefaults`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from imdb_llm.llm.prompts import render_prompt
-from imdb_llm.llm.sft.decoding import GenerationDefaults
+from imdb_llm.llm.generation import GenerationDefaults
 from imdb_llm.llm.sft.metrics import repeat_count
 from imdb_llm.results import atomic_write_text
 

@@ -59,7 +59,8 @@ def quantizable_model_path(model: str, cache_dir: str = "outputs/cache") -> str:
     model loaded from one (it is flagged "quantized with GGUF"). For a GGUF model
     (e.g. ``packaged:smollm2``) de-quantise it once into ``cache_dir`` as safetensors and return
     that folder, which *can* be loaded in 4-bit; any other model string is returned unchanged."""
-    from imdb_llm.llm.loading import load_causal_lm, load_tokenizer, resolve_model
+    from imdb_llm.llm.loading import load_causal_lm, load_tokenizer
+    from imdb_llm.weights import resolve_model
 
     path, gguf = resolve_model(model)
     if not gguf:

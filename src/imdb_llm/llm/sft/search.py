@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 from imdb_llm.cli import UserError
-from imdb_llm.llm.sft.decoding import GenerationDefaults
+from imdb_llm.llm.generation import GenerationDefaults
 from imdb_llm.llm.sft.metrics import generation_metrics
 
 SEARCH_KEYS = ("rouge-l", "loop_rate", "distinct-2", "bleu-4")

@@ -167,6 +167,11 @@ class GenerationOverrides:
     def apply(self, defaults: GenerationDefaults) -> GenerationDefaults:
         return defaults.override(**dataclasses.asdict(self))
 
+    def resolve(self, model: str, adapter: str | None = None) -> GenerationDefaults:
+        """``model``'s (or ``adapter``'s) generation defaults with these flags on top: how the chat
+        CLI, the server, the evaluations and the fine-tuning run's judging all decide how to decode."""
+        return self.apply(resolve_generation_defaults(model, adapter))
+
 
 # --------------------------------------------------------------------------------------------
 # Where a model's defaults live
@@ -175,7 +180,7 @@ def _folder(model: str | None) -> Path | None:
     if not model:
         return None
     if model.startswith("packaged:"):
-        from imdb_llm.llm.loading import resolve_model
+        from imdb_llm.weights import resolve_model
 
         try:
             return Path(resolve_model(model)[0])
