@@ -8,7 +8,7 @@ import json
 import pytest
 
 from imdb_llm.cli import UserError
-from imdb_llm.llm.med.answer_match import answer_match, nearest_questions
+from imdb_llm.llm.med.answer_match import answer_match, nearest_questions, overlap_answer_match
 from imdb_llm.llm.med.clean import reject_reason
 from imdb_llm.llm.med.entities import EntityExtractor, InventionCounter
 from imdb_llm.llm.med.retrieval import KnowledgeIndex, RetrievalArguments, with_retrieval
@@ -90,6 +90,16 @@ def test_answer_matching_scores_per_character_not_per_token(tiny_med_model):
     doubled, = candidate_log_likelihoods(model, tokenizer, [_render(QA[0][0])] * 1, [QA[0][1] + QA[0][1]])
     assert one < 0 and doubled < 0
     assert abs(doubled - one) < abs(one)  # a longer answer is not penalised by its length alone
+
+
+def test_the_word_overlap_floor_of_answer_matching():
+    """A reference that repeats its question's words wins on overlap alone; with an empty context every
+    candidate ties and none wins (a tie is never a win)."""
+    questions = [q for q, _ in QA]
+    references = [a for _, a in QA]
+    echoed = [q + "，" + a for q, a in QA]  # each reference repeats its question: overlap finds it
+    assert overlap_answer_match(questions, echoed, questions)["accuracy"] == 1.0
+    assert overlap_answer_match(questions, references, ["" for _ in questions])["accuracy"] == 0.0
 
 
 def test_a_shared_prompt_scores_as_the_full_rows_would(tiny_med_model):

@@ -112,6 +112,22 @@ def answer_match(model, tokenizer, questions: Sequence[str], references: Sequenc
             "picks": picks, "distractors": distractors}
 
 
+def overlap_answer_match(questions: Sequence[str], references: Sequence[str], contexts: Sequence[str]) -> dict:
+    """Answer matching with no model: each candidate scored by the share of its character bigrams found in
+    ``contexts[i]`` (the question, or the question and the records retrieved for it), same distractors,
+    same tie rule. What the words alone give away: the floor a model must clear before its score says it
+    knows medicine."""
+    def bigrams(text: str) -> set[str]:
+        return {text[i:i + 2] for i in range(len(text) - 1)}
+
+    distractors = nearest_questions(questions, references)
+    picks = []
+    for i, context in enumerate(contexts):
+        seen = bigrams(context)
+        picks.append(_pick([len(bigrams(references[j]) & seen) / max(len(bigrams(references[j])), 1) for j in [i, *distractors[i]]]))
+    return {"accuracy": round(sum(p == 0 for p in picks) / len(picks), 4), "n": len(picks)}
+
+
 def _pick(scores: Sequence[float], tolerance: float = 1e-6) -> int:
     """0 when the reference (first) beats every distractor by more than rounding noise, else the best
     distractor: a tie is not a win, so a model that scores every answer alike is never right."""

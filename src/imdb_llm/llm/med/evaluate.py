@@ -59,6 +59,18 @@ def reference_measures(questions: Sequence[str], references: Sequence[str], coun
             "answers_with_invented_entity": invented["answers_with_invented_entity"]}
 
 
+def answer_match_floor(index, questions: Sequence[str], references: Sequence[str], k: int = 2) -> dict:
+    """Answer matching by word overlap alone (:func:`~imdb_llm.llm.med.answer_match.overlap_answer_match`):
+    with the question (``overlap_answer_match``) and with the question and the answers of its top-``k``
+    retrieved records (``overlap_retrieved_answer_match``). A model's answer matching means something only
+    above these."""
+    from imdb_llm.llm.med.answer_match import overlap_answer_match
+
+    retrieved = [q + "".join(index.records[r][1] for r in index.search(q, k)) for q in questions]
+    return {"overlap_answer_match": overlap_answer_match(questions, references, questions)["accuracy"],
+            "overlap_retrieved_answer_match": overlap_answer_match(questions, references, retrieved)["accuracy"]}
+
+
 def copy_nearest_measures(index, questions: Sequence[str], references: Sequence[str], counter: InventionCounter,
                           sets: dict[str, Sequence[Scenario]], metric_tokens: str = "jieba") -> dict:
     """The baseline any model must beat: answer with the nearest training record's answer (BM25, as the
