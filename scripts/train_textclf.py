@@ -31,7 +31,7 @@ from imdb_llm.imdb.tokenized_cache import resolve_cache_dir, tokenize_cached
 from imdb_llm.imdb.training import classification_trainer, count_parameters, finish_classification_run
 from imdb_llm.precision import precision_flags, precision_label
 from imdb_llm.results import ResultArguments, atomic_write
-from imdb_llm.resume import timed_train
+from imdb_llm.resume import RunLog, SettingsRecord, TrainClock, resolve_resume, run_settings, timed_train
 from imdb_llm.threads import training_session
 import imdb_llm.imdb.models  # noqa: F401  (registers textcnn / bilstm with the Auto classes)
 
@@ -132,7 +132,11 @@ def main(argv=None):
     model_args, bench_args, data_args, result_args, training_args, config = parse_args(argument_types(), argv)
     bench_args.check()
     training_args = dataclasses.replace(training_args, **precision_flags(model_args.mixed_precision))
+    settings = run_settings(model_args, data_args, training_args=training_args)
+    resume = resolve_resume(training_args, settings)  # --resume_from_checkpoint auto; refuses another run's checkpoint
     with training_session(training_args.output_dir, "train.log", training_args.seed, tf32=True) as log:
+        if resume:
+            print(f"resuming from {resume}", flush=True)
 
         # 1. Data: train/validation/test (+ unsupervised text for word2vec).
         tokenizer = load_tokenizer(model_args.tokenizer_name)
@@ -178,13 +182,15 @@ def main(argv=None):
                 return
             extra.update(figures)
 
-        callbacks = []
+        clock, log = TrainClock(resume), RunLog(resume, log)  # a resumed run reports all its training time and log
+        callbacks = [clock, log, SettingsRecord(settings)]
         if model_args.early_stopping_patience:
             callbacks.append(EarlyStoppingCallback(early_stopping_patience=model_args.early_stopping_patience))
         trainer = classification_trainer(model, training_args, encoded, tokenizer, collator, callbacks)
 
         # 5. Train (best checkpoint on validation when load_best_model_at_end), then test once.
-        _, seconds = timed_train(trainer)
+        _, seconds = timed_train(trainer, resume_from_checkpoint=resume)
+        seconds += clock.before
         finish_classification_run(trainer, encoded["test"], train_seconds=seconds, config=config, result_args=result_args, log_buffer=log,
                                   extra_metrics=extra, texts=dsets["test"]["text"], validation_dataset=encoded["validation"], data_args=data_args)
 

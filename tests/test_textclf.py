@@ -149,6 +149,20 @@ def test_make_target_smoke(target, model_type, imdb_dir, tmp_path):
     assert AutoConfig.from_pretrained(out).model_type == model_type
 
 
+def test_a_finished_run_resumes_from_its_checkpoint_and_refuses_other_settings(imdb_tokenizer, imdb_dir, tmp_path):
+    """train_textclf.py is on the shared resume path (imdb_llm.resume), like every other trainer."""
+    out, results = tmp_path / "out", tmp_path / "results"
+    flags = ["scripts/train_textclf.py", "configs/imdb_textcnn.yaml", *TINY, "--embedding_init", "random", "--tokenizer_name", str(imdb_tokenizer),
+             "--dataset_dir", str(imdb_dir), "--output_dir", str(out), "--results_dir", str(results), "--results_name", "resumed",
+             "--save_strategy", "steps", "--save_steps", "2", "--eval_strategy", "steps", "--eval_steps", "2", "--resume_from_checkpoint", "auto"]
+    first = subprocess.run([sys.executable, *flags], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr[-2000:]
+    again = subprocess.run([sys.executable, *flags], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and "resuming from" in again.stdout + again.stderr, again.stderr[-2000:]
+    other = subprocess.run([sys.executable, *flags, "--learning_rate", "0.5"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert other.returncode == 2 and "learning_rate" in other.stderr.strip().splitlines()[-1]
+
+
 def test_bad_model_type_fails_before_training(imdb_tokenizer, imdb_dir, tmp_path):
     out = tmp_path / "out"
     proc = subprocess.run(

@@ -8,8 +8,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
-import os
-import shutil
 import sys
 import tempfile
 import time
@@ -28,7 +26,7 @@ from imdb_llm.imdb.scratch import ThroughputCallback, build_classifier, build_pr
 from imdb_llm.imdb.text import encode_head_tail
 from imdb_llm.imdb.tokenized_cache import tokenize_cached
 from imdb_llm.imdb.training import compute_metrics, count_parameters, finish_classification_run, trained_tokens
-from imdb_llm.results import read_json, write_json_atomic
+from imdb_llm.results import atomic_folder, read_json, write_json_atomic
 from imdb_llm.resume import TrainClock, finished_stage, last_complete_checkpoint, mark_stage_finished, timed_train
 
 _IMPORTED = time.time()
@@ -169,15 +167,12 @@ def pretrain(model_args, scratch_args, training_args, tokenizer, dsets, output_d
 
     final_dir = stage_dir / "final"
     if trainer.is_world_process_zero():
-        tmp = stage_dir / "final.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        trainer.save_model(str(tmp))
-        saved_config = read_json(tmp / "config.json")
-        saved_config["architectures"] = [stock_architecture(model_args.model_type)]  # loadable without our code
-        write_json_atomic(tmp / "config.json", saved_config)
-        mark_stage_finished(tmp, PRETRAIN_DONE, metrics)
-        shutil.rmtree(final_dir, ignore_errors=True)
-        os.replace(tmp, final_dir)
+        with atomic_folder(final_dir) as tmp:  # a kill mid-save leaves no half-written final/
+            trainer.save_model(str(tmp))
+            saved_config = read_json(tmp / "config.json")
+            saved_config["architectures"] = [stock_architecture(model_args.model_type)]  # loadable without our code
+            write_json_atomic(tmp / "config.json", saved_config)
+            mark_stage_finished(tmp, PRETRAIN_DONE, metrics)
     barrier()
     del trainer, model
     return metrics

@@ -43,6 +43,13 @@ from imdb_llm.serve.scheduler import Job, Overloaded, Scheduler
 
 __all__ = ["EngineArgs", "GenerationEngine", "Job", "Overloaded"]
 
+
+def check_limits(max_queue: int, max_running: int, max_batch_tokens: int, batch_window_ms: float, prefill_chunk: int, error=ValueError) -> None:
+    """The engine's limits, checked in one place: for the command line (``error=UserError``) and for code
+    that builds an engine directly."""
+    if max_queue < 1 or max_running < 1 or max_batch_tokens < 1 or batch_window_ms < 0 or prefill_chunk < 0:
+        raise error("max_queue, max_running and max_batch_tokens must be >= 1, batch_window_ms and prefill_chunk >= 0")
+
 @dataclass
 class EngineArgs:
     """How the engine schedules and decodes, in one place (vLLM's ``EngineArgs``, in small). Its fields
@@ -61,8 +68,7 @@ class EngineArgs:
     def __post_init__(self):
         if self.compile and self.static_cache:
             raise UserError("choose one of --compile and --static_cache (--compile already uses a static cache)")
-        if self.max_queue < 1 or self.max_running < 1 or self.max_batch_tokens < 1 or self.batch_window_ms < 0 or self.prefill_chunk < 0:
-            raise UserError("--max_queue, --max_running and --max_batch_tokens must be >= 1, --batch_window_ms and --prefill_chunk >= 0")
+        check_limits(self.max_queue, self.max_running, self.max_batch_tokens, self.batch_window_ms, self.prefill_chunk, error=UserError)
 
     @property
     def decode(self) -> str:
@@ -107,8 +113,7 @@ class GenerationEngine:
 
         if decode not in ("dynamic", "static", "compile"):
             raise ValueError(f"decode must be dynamic, static or compile, not {decode!r}")
-        if max_queue < 1 or max_running < 1 or max_batch_tokens < 1 or batch_window_ms < 0 or prefill_chunk < 0:
-            raise ValueError("max_queue, max_running and max_batch_tokens must be >= 1, batch_window_ms and prefill_chunk >= 0")
+        check_limits(max_queue, max_running, max_batch_tokens, batch_window_ms, prefill_chunk)
         self.model, self.tokenizer = model, tokenizer
         self.context_length, self.decode = context_length, decode
         self.scheduler = Scheduler(max_queue=max_queue, max_running=max_running if decode == "dynamic" else 1,
