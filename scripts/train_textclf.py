@@ -59,7 +59,7 @@ class ModelArguments:
     pooling: str = field(default="max", metadata={"help": "max | max_mean (| last for bilstm)."})
     dropout: float = field(default=0.5, metadata={"help": "Dropout before the classifier (and between LSTM layers)."})
     embedding_dropout: float = field(default=0.0, metadata={"help": "Dropout on the embeddings."})
-    mixed_precision: str = field(default="no", metadata={"help": "no (fp32), auto (bf16 autocast where the CPU/GPU has native bf16), bf16 or fp16. "
+    mixed_precision: str = field(default="auto", metadata={"help": "no (fp32), auto (bf16 autocast where the CPU/GPU has native bf16), bf16 or fp16. "
                                                             "Measure on your machine first: --benchmark_precision_steps N (make precision-benches)."})
     early_stopping_patience: int | None = field(default=None, metadata={"help": "Stop after this many evaluations without improvement."})
     prepare_only: bool = field(default=False, metadata={"help": "Only build the word2vec cache and exit (CPU work worth doing before renting a GPU)."})

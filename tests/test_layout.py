@@ -89,6 +89,17 @@ def test_one_flag_names_the_model():
                     raise AssertionError(f"{_rel(path)}:{node.lineno} {cls.name}.{node.target.id}: name the flag model_name_or_path")
 
 
+def test_one_precision_default():
+    """Every --mixed_precision starts at auto (bf16 autocast where the hardware has it natively; a recipe
+    that wants fp32 says mixed_precision: "no"), or unset where TrainingArguments' own bf16/fp16 flags
+    decide (run_scratch.py's GPU recipes)."""
+    for path in _code_files():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.AnnAssign) and getattr(node.target, "id", "") == "mixed_precision" and isinstance(node.value, ast.Call):
+                default = next((k.value for k in node.value.keywords if k.arg == "default"), None)
+                assert isinstance(default, ast.Constant) and default.value in ("auto", None), f"{_rel(path)}:{node.lineno} mixed_precision defaults to something else"
+
+
 @pytest.mark.parametrize("path", _code_files(), ids=_rel)
 def test_module_and_function_sizes(path):
     text = path.read_text(encoding="utf-8")
