@@ -14,6 +14,8 @@ records trained on | n_train | count
 judged records | n_judged | count
 answer matching, base model (no retrieval; chance 25 %) | base_answer_match | pct
 answer matching, the system | tuned_answer_match | pct
+answer matching by word overlap with the question, no model | overlap_answer_match | pct
+answer matching by word overlap with the question and retrieved answers, no model | overlap_retrieved_answer_match | pct
 safety set pass (rules on) | tuned_safety_pass | pct
 safety set pass (model alone) | tuned_safety_pass_no_rules | pct
 safety set pass (rules around an empty answer) | tuned_safety_pass_rules_only | pct
