@@ -121,6 +121,36 @@ def test_a_shared_prompt_scores_as_the_full_rows_would(tiny_med_model):
         assert abs(full - score) < 1e-4
 
 
+def test_context_contrastive_scoring(tiny_med_model):
+    """Guidance g mixes the log-probabilities with and without the records, g * (with - without) + without,
+    renormalised: against itself it changes nothing, and g = 2 is the extrapolation 2 * with - without."""
+    import torch
+
+    from imdb_llm.llm.med.answer_match import candidate_log_likelihoods
+
+    _, tokenizer, load = tiny_med_model
+    model = load().eval()
+    answers = [a for _, a in QA[:4]]
+    with_records, plain = _render(QA[1][0] + "。" + QA[0][0]), _render(QA[0][0])
+    base = candidate_log_likelihoods(model, tokenizer, [with_records] * 4, answers)
+    same = candidate_log_likelihoods(model, tokenizer, [with_records] * 4, answers, plain_prompts=[with_records] * 4, guidance=2.0)
+    assert all(abs(x - y) < 1e-4 for x, y in zip(base, same))
+    guided = candidate_log_likelihoods(model, tokenizer, [with_records] * 4, answers, plain_prompts=[plain] * 4, guidance=2.0)
+    answer = answers[0]
+    ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
+
+    def logprobs(prompt):
+        p = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        with torch.no_grad():
+            return torch.log_softmax(model(input_ids=torch.tensor([p + ids])).logits[0, len(p) - 1:-1].float(), -1)
+
+    mixed = torch.log_softmax(2.0 * logprobs(with_records) - logprobs(plain), -1)
+    expected = float(mixed.gather(-1, torch.tensor(ids).unsqueeze(-1)).sum()) / len(answer)
+    assert abs(guided[0] - expected) < 1e-4 and abs(guided[0] - base[0]) > 1e-6
+    with pytest.raises(ValueError, match="plain prompt"):
+        candidate_log_likelihoods(model, tokenizer, [plain], answers[:1], guidance=2.0)
+
+
 def test_a_model_indifferent_to_every_answer_is_never_right():
     import torch
 

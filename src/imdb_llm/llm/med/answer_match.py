@@ -41,12 +41,21 @@ def nearest_questions(questions: Sequence[str], answers: Sequence[str], k: int =
     return out
 
 
-def candidate_log_likelihoods(model, tokenizer, prompts: Sequence[str], candidates: Sequence[str], batch_size: int = 8) -> list[float]:
+def candidate_log_likelihoods(model, tokenizer, prompts: Sequence[str], candidates: Sequence[str], batch_size: int = 8,
+                              plain_prompts: Sequence[str] | None = None, guidance: float = 1.0) -> list[float]:
     """Log-likelihood per character of ``candidates[i]`` after ``prompts[i]`` (tokens of the answer
     only, no end token). Consecutive rows that share a prompt share its forward pass: the prompt is
     run once, its KV cache copied to each candidate (four candidates after a ~300-token prompt cost
-    about a third of four full rows). Only the answer positions' logits are computed."""
+    about a third of four full rows). Only the answer positions' logits are computed.
+
+    With ``guidance`` != 1 and ``plain_prompts`` (the same questions without the retrieved records),
+    each token is scored under ``log_softmax(g * (lp_with - lp_without) + lp_without)``: the records'
+    contribution amplified, as context-aware decoding does (Shi et al. 2023) and as transformers'
+    ``guidance_scale`` with ``negative_prompt_ids`` decodes."""
     import torch
+
+    if guidance != 1.0 and (plain_prompts is None or len(plain_prompts) != len(prompts)):
+        raise ValueError("guidance needs one plain prompt per prompt")
 
     out: list[float] = []
     was_training = model.training
@@ -58,16 +67,22 @@ def candidate_log_likelihoods(model, tokenizer, prompts: Sequence[str], candidat
             while stop < len(prompts) and prompts[stop] == prompts[start] and stop - start < batch_size:
                 stop += 1
             with torch.no_grad():
-                out += _shared_prompt_scores(model, tokenizer, prompts[start], candidates[start:stop])
+                logprobs, ids, rows = _answer_logprobs(model, tokenizer, prompts[start], candidates[start:stop])
+                if guidance != 1.0:
+                    plain, _, _ = _answer_logprobs(model, tokenizer, plain_prompts[start], candidates[start:stop])
+                    logprobs = torch.log_softmax(guidance * (logprobs - plain) + plain, -1)
+                token_lp = logprobs.gather(-1, ids.unsqueeze(-1)).squeeze(-1)
+                out += [float(token_lp[i, :len(r)].sum()) / max(len(a.strip()), 1) for i, (r, a) in enumerate(zip(rows, candidates[start:stop]))]
             start = stop
     finally:
         model.train(was_training)
     return out
 
 
-def _shared_prompt_scores(model, tokenizer, prompt: str, answers: Sequence[str]) -> list[float]:
-    """Per-character log-likelihood of each of ``answers`` after one ``prompt``: one prompt pass with a
-    cache, then the answers as a right-padded batch continuing from it."""
+def _answer_logprobs(model, tokenizer, prompt: str, answers: Sequence[str]):
+    """Next-token log-probabilities at each answer position of ``answers`` after one ``prompt`` (one
+    prompt pass with a cache, then the answers as a right-padded batch continuing from it): returns
+    ``(logprobs [rows, width, vocab], the answers' padded ids, each answer's ids)``."""
     import torch
 
     from imdb_llm.llm.loading import forward_kwargs
@@ -88,24 +103,24 @@ def _shared_prompt_scores(model, tokenizer, prompt: str, answers: Sequence[str])
     logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **{cache_kw: cache}).logits
     # Position t of the answer is predicted by the prompt's last logits (t = 0) or the answer's t - 1.
     logprobs = torch.log_softmax(torch.cat([first.logits[:, -1:].expand(len(rows), -1, -1), logits[:, :-1]], 1).float(), -1)
-    token_lp = logprobs.gather(-1, ids.unsqueeze(-1)).squeeze(-1)
-    return [float(token_lp[i, :len(r)].sum()) / max(len(a.strip()), 1) for i, (r, a) in enumerate(zip(rows, answers))]
+    return logprobs, ids, rows
 
 
 def answer_match(model, tokenizer, questions: Sequence[str], references: Sequence[str], render: Callable[[str], str],
-                 batch_size: int = 8) -> dict:
+                 batch_size: int = 8, render_plain: Callable[[str], str] | None = None, guidance: float = 1.0) -> dict:
     """Accuracy of picking each question's reference among itself and its :func:`nearest_questions`'
     references, scored by :func:`candidate_log_likelihoods` after ``render(question)`` (the prompt
     the system uses: template, retrieval, system prompt). Returns the accuracy, the chance level
     and each question's pick (0 = the reference)."""
     distractors = nearest_questions(questions, references)
-    prompts, candidates = [], []
+    prompts, plain, candidates = [], [], []
     for i, question in enumerate(questions):
-        prompt = render(question)
+        prompt, bare = render(question), render_plain(question) if render_plain else None
         for option in [i, *distractors[i]]:
             prompts.append(prompt)
+            plain.append(bare)
             candidates.append(references[option])
-    scores = candidate_log_likelihoods(model, tokenizer, prompts, candidates, batch_size)
+    scores = candidate_log_likelihoods(model, tokenizer, prompts, candidates, batch_size, plain if render_plain else None, guidance)
     width = N_DISTRACTORS + 1
     picks = [_pick(scores[i * width:(i + 1) * width]) for i in range(len(questions))]
     return {"accuracy": round(sum(p == 0 for p in picks) / len(picks), 4), "chance": round(1 / width, 4), "n": len(picks),

@@ -62,6 +62,8 @@ class MedEvalArguments:
                                                                    "a comma list for a model trained in stages, last stage first: train_seconds adds up."})
     retrieval_k_grid: str | None = field(default=None, metadata={"help": "Comma list of retrieval depths (e.g. 0,2,3,5): answer matching "
                                                                           "only, at each depth, one model load; the best depth wins (recipe choice)."})
+    guidance_scale: float = field(default=1.0, metadata={"help": "Answer matching in --retrieval_k_grid under context-contrastive scoring: "
+                                                                 "log_softmax(g * (lp with records - lp without) + lp without); 1 = the plain likelihood."})
     predictions_file: str | None = field(default=None, metadata={"help": "path.jsonl:column - score answers already written (a result's "
                                                                          "predictions) with the measures that need no model; no model is loaded."})
 
@@ -163,7 +165,8 @@ def retrieval_depth_search(args: MedEvalArguments, result_args, config, assistan
     index, metrics = assistant.guard.index or KnowledgeIndex(qa_pairs(train), weight), {"n_validation": len(questions), "metric": "answer_match"}
     for k in depths:
         assistant.guard.index, assistant.guard.retrieval = index, dataclasses.replace(assistant.guard.retrieval, retrieval_k=k)
-        result = answer_match(assistant.model, assistant.tokenizer, questions, references, assistant.prompt, batch_size=max(4, args.batch_size // 2))
+        result = answer_match(assistant.model, assistant.tokenizer, questions, references, assistant.prompt, batch_size=max(4, args.batch_size // 2),
+                              render_plain=assistant.plain_prompt if k and args.guidance_scale != 1.0 else None, guidance=args.guidance_scale)
         metrics[f"answer_match_k{k}"] = result["accuracy"]
         print(f"retrieval top {k}: answer matching {result['accuracy']:.3f} on {result['n']} records", flush=True)
     best = max(depths, key=lambda k: (metrics[f"answer_match_k{k}"], -k))  # a tie goes to the shallower prompt

@@ -32,6 +32,10 @@ class MedicalAssistant:
     def prompt(self, question: str) -> str:
         return render_prompt(self.tokenizer, self.messages(question))
 
+    def plain_prompt(self, question: str) -> str:
+        """The prompt without the retrieved records: what context-contrastive scoring contrasts with."""
+        return render_prompt(self.tokenizer, [{"role": "user", "content": question}])
+
     def finish(self, question: str, answer: str) -> str:
         """What the user sees of a generated answer (the safety rules, when on)."""
         return self.guard.finish(question, answer)
