@@ -44,11 +44,15 @@ from imdb_llm.serve.scheduler import Job, Overloaded, Scheduler
 __all__ = ["EngineArgs", "GenerationEngine", "Job", "Overloaded"]
 
 
-def check_limits(max_queue: int, max_running: int, max_batch_tokens: int, batch_window_ms: float, prefill_chunk: int, error=ValueError) -> None:
-    """The engine's limits, checked in one place: for the command line (``error=UserError``) and for code
-    that builds an engine directly."""
-    if max_queue < 1 or max_running < 1 or max_batch_tokens < 1 or batch_window_ms < 0 or prefill_chunk < 0:
-        raise error("max_queue, max_running and max_batch_tokens must be >= 1, batch_window_ms and prefill_chunk >= 0")
+def check_limits(max_queue: int, max_running: int, max_batch_tokens: int, batch_window_ms: float, prefill_chunk: int,
+                 error=ValueError, flag: str = "") -> None:
+    """The engine's limits, checked in one place: for the command line (``error=UserError``, ``flag="--"``,
+    so the message names the flag) and for code that builds an engine directly. Names the first bad one."""
+    limits = {"max_queue": (max_queue, 1), "max_running": (max_running, 1), "max_batch_tokens": (max_batch_tokens, 1),
+              "batch_window_ms": (batch_window_ms, 0), "prefill_chunk": (prefill_chunk, 0)}
+    for name, (value, least) in limits.items():
+        if value < least:
+            raise error(f"{flag}{name} must be >= {least}, got {value}")
 
 @dataclass
 class EngineArgs:
@@ -68,7 +72,7 @@ class EngineArgs:
     def __post_init__(self):
         if self.compile and self.static_cache:
             raise UserError("choose one of --compile and --static_cache (--compile already uses a static cache)")
-        check_limits(self.max_queue, self.max_running, self.max_batch_tokens, self.batch_window_ms, self.prefill_chunk, error=UserError)
+        check_limits(self.max_queue, self.max_running, self.max_batch_tokens, self.batch_window_ms, self.prefill_chunk, error=UserError, flag="--")
 
     @property
     def decode(self) -> str:
