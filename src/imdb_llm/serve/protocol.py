@@ -91,10 +91,10 @@ class ChatCompletionRequest(BaseModel):
 
     def to_settings(self, defaults: GenerationDefaults, max_new_tokens: int) -> GenerationDefaults:
         """How to decode this request: each knob it sets over the model's ``defaults`` (vLLM's
-        ``to_sampling_params``). OpenAI's temperature decides sampling: 0 is greedy, above 0 samples."""
-        sampled = None if self.temperature is None else self.temperature > 0
-        return defaults.override(max_new_tokens=max_new_tokens, do_sample=sampled, temperature=self.temperature or None, top_p=self.top_p,
-                                 repetition_penalty=self.repetition_penalty, no_repeat_ngram_size=self.no_repeat_ngram_size)
+        ``to_sampling_params``). OpenAI's temperature decides sampling: above 0 samples, and 0 is greedy
+        (:meth:`GenerationDefaults.override` reads it so)."""
+        return defaults.override(max_new_tokens=max_new_tokens, do_sample=True if self.temperature else None, temperature=self.temperature,
+                                 top_p=self.top_p, repetition_penalty=self.repetition_penalty, no_repeat_ngram_size=self.no_repeat_ngram_size)
 
 
 

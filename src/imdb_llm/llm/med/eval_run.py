@@ -95,10 +95,11 @@ def build_assistant(args: MedEvalArguments, overrides: GenerationOverrides, trai
 
     folder = args.adapter or args.model_name_or_path
     guard = MedicalGuard.from_folder(folder, args.retrieval_k, args.rules) or MedicalGuard(rules=False)
-    weight = guard.retrieval.retrieval_name_weight if args.retrieval_name_weight is None else args.retrieval_name_weight
-    if args.retrieval_k and guard.index is None:
-        guard.retrieval = RetrievalArguments(args.retrieval_k, args.retrieval_answer_chars, weight)
-    guard.retrieval = dataclasses.replace(guard.retrieval, retrieval_name_weight=weight)
+    if args.retrieval_k and guard.index is None:  # no saved index: retrieval as the flags say
+        guard.retrieval = RetrievalArguments(args.retrieval_k, args.retrieval_answer_chars)
+    if args.retrieval_name_weight is not None:
+        guard.retrieval = dataclasses.replace(guard.retrieval, retrieval_name_weight=args.retrieval_name_weight)
+    weight = guard.retrieval.retrieval_name_weight
     if guard.retrieval.retrieval_k and (guard.index is None or args.on == "carved" or guard.index.name_weight != weight):
         guard.index = KnowledgeIndex(qa_pairs(train), weight)
     tokenizer = apply_template_override(load_chat_tokenizer(args.model_name_or_path, args.adapter), args.chat_template)

@@ -21,6 +21,7 @@ question's disease). Answer matching on the 400 carved records moved 0.682 -> 0.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,20 +44,19 @@ def words(text: str) -> list[str]:
     return [w for w in jieba.lcut(text) if w.strip() and w not in _PUNCT]
 
 
-_extractor = None
+@functools.lru_cache(maxsize=1)
+def _name_extractor():
+    from imdb_llm.llm.med.entities import EntityExtractor
+
+    return EntityExtractor()
 
 
 def terms(text: str, name_weight: int = 0) -> list[str]:
     """:func:`words`, plus each entity name of ``text`` whole, ``name_weight`` times (marked "#", so a
     name never collides with a word)."""
-    global _extractor
     if not name_weight:
         return words(text)
-    if _extractor is None:
-        from imdb_llm.llm.med.entities import EntityExtractor
-
-        _extractor = EntityExtractor()
-    return words(text) + ["#" + name for name in _extractor.names(text)] * name_weight
+    return words(text) + ["#" + name for name in _name_extractor().names(text)] * name_weight
 
 
 @dataclass
